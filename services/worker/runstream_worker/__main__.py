@@ -1,0 +1,23 @@
+"""``python -m runstream_worker``: run one worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from runstream.settings import load_settings
+from runstream_worker.app import build_app
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except ValueError as exc:
+        print(f"runstream-worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    app = build_app(settings)
+    asyncio.run(app.run())
+
+
+if __name__ == "__main__":
+    main()

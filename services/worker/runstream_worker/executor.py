@@ -1,0 +1,264 @@
+"""Drives runs that have work to do: processes their items chunk by chunk, and reverts them.
+
+A run is driven by whichever worker holds its lease. Commands (stop, cancel...) are
+handled elsewhere and land as events between chunks: the executor's next append then
+fails its version check, it reloads, and sees the run is no longer running. So stop
+takes effect at the next chunk boundary, and nothing a chunk did is lost or half-kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+import structlog
+
+from runstream.contracts import events as ev
+from runstream.domain.run import Rejected, Run
+from runstream.domain.scenarios import BadArguments, Registry
+from runstream.keys import Keys
+from runstream.revert import CONFLICT, next_batch
+from runstream.settings import Settings
+from runstream.store.events import EventStore
+from runstream.store.network import NetworkStore
+from runstream_worker.chunk import ChunkResult, run_chunk
+from runstream_worker.effects import record_effects
+from runstream_worker.lease import Leases
+
+log = structlog.get_logger("runstream.executor")
+
+# A chunk whose network elements keep changing under it between read and write.
+MAX_CHUNK_CONFLICTS = 5
+
+
+class LostLease(Exception):
+    pass
+
+
+class Executor:
+    def __init__(
+        self,
+        redis_client: aredis.Redis,
+        settings: Settings,
+        registry: Registry,
+        worker: str,
+    ) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.prefix, settings.shards)
+        self.store = EventStore(redis_client, self.keys, settings)
+        self.network = NetworkStore(redis_client, self.keys)
+        self.redis = redis_client
+        self.registry = registry
+        self.worker = worker
+        self.leases = Leases(redis_client, self.keys, worker, settings.lease_ms)
+        self._sync = redis.Redis.from_url(settings.redis_url)
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(settings.max_parallel_runs)
+        self._stopping = False
+        self._scanner: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._scanner = asyncio.create_task(self._scan_forever())
+
+    async def stop(self, grace: float) -> None:
+        """Take no new runs; let the chunks in hand finish and give their leases back."""
+        self._stopping = True
+        if self._scanner:
+            self._scanner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scanner
+        tasks = list(self._active.values())
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._sync.close()
+
+    def wake(self, run_id: str) -> None:
+        """A run has work (queued, continued, reverting): drive it here if we can."""
+        if self._stopping or run_id in self._active:
+            return
+        task = asyncio.create_task(self._drive(run_id))
+        self._active[run_id] = task
+        task.add_done_callback(lambda _t: self._active.pop(run_id, None))
+
+    async def _scan_forever(self) -> None:
+        """Pick up runs that no one drives: a dead worker's, or ones woken elsewhere."""
+        while not self._stopping:
+            try:
+                for shard in range(self.keys.shards):
+                    for raw in await self.redis.zrange(self.keys.runnable(shard), 0, 999):
+                        self.wake(raw.decode())
+            except (redis.RedisError, OSError) as exc:
+                log.warning("scan_failed", error=str(exc))
+            await asyncio.sleep(min(1.0, self.settings.lease_ms / 4000))
+
+    # ------------------------------------------------------------------ one run
+    async def _drive(self, run_id: str) -> None:
+        async with self._slots:
+            if self._stopping or not await self.leases.acquire(run_id):
+                return
+            structlog.contextvars.bind_contextvars(run_id=run_id)
+            try:
+                await self._drive_held(run_id)
+            except LostLease:
+                log.warning("lease_lost")
+            except (redis.RedisError, OSError) as exc:
+                log.warning("drive_interrupted", error=str(exc))
+            except Exception:
+                log.exception("drive_crashed")
+            finally:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await self.leases.release(run_id)
+                structlog.contextvars.unbind_contextvars("run_id")
+
+    async def _drive_held(self, run_id: str) -> None:
+        run = await self.store.load(run_id)
+        conflicts = 0
+        while not self._stopping:
+            s = run.state
+            if s.pending is not None:
+                run = await self._resolve_pending(run)
+            elif s.state in ("queued", "running"):
+                run, conflict = await self._process_chunk(run)
+                conflicts = conflicts + 1 if conflict else 0
+                if conflicts >= MAX_CHUNK_CONFLICTS:
+                    run.fail(time.time(), "network elements kept changing under the run")
+                    run = await self._save(run)
+            elif s.state == "reverting":
+                run = await self._revert_step(run)
+            else:
+                return
+
+    async def _save(self, run: Run) -> Run:
+        """Append the run's new events; on a stale version, the fresh run to retry on."""
+        run_id = run.state.run_id
+        result = await self.store.save(run, lease_owner=self.worker)
+        if result.status == "ok":
+            return run
+        if result.status == "lease":
+            raise LostLease(run_id)
+        return await self.store.load(run_id)
+
+    async def _resolve_pending(self, run: Run) -> Run:
+        """A chunk recorded but not confirmed (its worker died, or we lost a race)."""
+        assert run.state.pending is not None
+        token = f"{run.state.run_id}:{run.state.pending.chunk}"
+        outcome = await self.network.resolve_chunk(token)
+        if outcome == "applied":
+            run.confirm_chunk(time.time())
+        else:
+            run.void_chunk(time.time(), "its worker stopped before it reached the network")
+        log.info("chunk_resolved", chunk=run.state.pending and run.state.pending.chunk, outcome=outcome)
+        return await self._save(run)
+
+    async def _process_chunk(self, run: Run) -> tuple[Run, bool]:
+        s = run.state
+        now = time.time()
+        try:
+            scenario = self.registry.get(s.scenario)
+            params = scenario.validate(s.args)
+        except BadArguments as exc:
+            run.begin(now, self.worker)
+            run.fail(now, str(exc))
+            return await self._save(run), False
+        run.begin(now, self.worker)
+        async with self.leases.kept(s.run_id):
+            result: ChunkResult = await asyncio.to_thread(
+                run_chunk,
+                scenario,
+                params,
+                s.run_id,
+                s.items_processed,
+                self.settings.chunk_items,
+                self.settings.chunk_seconds,
+                self._read_element,
+            )
+        now = time.time()
+        if result.items_to == result.items_from and not result.error:
+            if result.exhausted:
+                run.succeed(now)
+            return await self._save(run), False
+        effects = await record_effects(self.network, s.run_id, s.next_effect, result.changes)
+        prepared = run.prepare_chunk(
+            now,
+            items_to=result.items_to,
+            effects=effects,
+            notifications=result.notifications,
+            log=result.log,
+            results=result.results,
+        )
+        if not effects and not result.notifications:
+            return await self._save(self._finish_chunk(run, result)), False
+        saved = await self.store.save(run, lease_owner=self.worker)
+        if saved.status == "lease":
+            raise LostLease(s.run_id)
+        if saved.status != "ok":
+            # Someone changed the run meanwhile (a stop): nothing reached the network.
+            return await self.store.load(s.run_id), False
+        token = f"{s.run_id}:{prepared.chunk}"
+        outcome, element = await self.network.apply_chunk(
+            token, s.run_id, prepared.first_effect, effects, result.notifications
+        )
+        if outcome == "conflict":
+            # The element changed between our read and our write: void and redo the chunk.
+            log.info("chunk_conflict", chunk=prepared.chunk, element=element)
+            await self.network.resolve_chunk(token)
+            run.void_chunk(time.time(), f"{element} changed while the chunk was being applied")
+            return await self._save(run), True
+        if outcome == "voided":
+            return await self.store.load(s.run_id), False
+        run = self._finish_chunk(run, result)
+        saved = await self.store.save(run, lease_owner=self.worker)
+        if saved.status == "lease":
+            raise LostLease(s.run_id)
+        if saved.status != "ok":
+            return await self.store.load(s.run_id), False  # the pending chunk is resolved next
+        return run, False
+
+    @staticmethod
+    def _finish_chunk(run: Run, result: ChunkResult) -> Run:
+        now = time.time()
+        run.confirm_chunk(now)
+        if result.error:
+            run.fail(now, result.error)
+        elif result.exhausted:
+            run.succeed(now)
+        return run
+
+    def _read_element(self, element: str) -> str | None:
+        raw: Any = self._sync.hget(self.keys.net_values, element)
+        return raw.decode() if raw is not None else None
+
+    async def _revert_step(self, run: Run) -> Run:
+        s = run.state
+        assert s.revert is not None
+        batch = await next_batch(
+            self.store, s, s.revert.cursor, s.revert.cursor_offset, self.settings.revert_batch
+        )
+        now = time.time()
+        if not batch.items:
+            run.finish_revert(now)
+            log.info("run_reverted", compensated=s.compensated, skipped=s.skipped)
+            return await self._save(run)
+        codes = await self.network.compensate(batch.items, s.revert.force)
+        skipped = [
+            ev.SkippedEffect(c.effect_no, c.element, CONFLICT)
+            for c, code in zip(batch.items, codes, strict=True)
+            if code == "x"
+        ]
+        try:
+            run.record_compensation(
+                now, len(batch.items) - len(skipped), skipped, batch.cursor, batch.cursor_offset
+            )
+        except Rejected:
+            return await self.store.load(s.run_id)
+        return await self._save(run)

@@ -1,0 +1,234 @@
+"""Command handling: load the run, apply one command, save; one handler per command type.
+
+A batch of messages from one shard's command stream is decoded, grouped by run and
+handled run by run, in stream order within a run, runs concurrently. Each command's
+events are appended together with the ack of its message (see ``EventStore.save``): a
+command is acknowledged exactly when its outcome is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+import structlog
+
+from runstream.contracts import commands as cmd
+from runstream.contracts import events as ev
+from runstream.domain.run import ACTIVE, Rejected, Run
+from runstream.domain.scenarios import BadArguments, Registry
+from runstream.keys import Keys
+from runstream.settings import Settings
+from runstream.store.events import Ack, EventStore
+
+log = structlog.get_logger("runstream.handlers")
+
+# Attempts at one command when its run keeps changing under it (optimistic concurrency).
+MAX_ATTEMPTS = 20
+
+Decide = Callable[[Run, Any, float], Awaitable[None]]
+
+
+class Handlers:
+    """The registered handler of each command type; registering one twice is an error."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[type[Any], Decide] = {}
+
+    def register(self, command_type: type[Any], handler: Decide) -> None:
+        if command_type in self._by_type:
+            raise RuntimeError(f"a handler for {command_type.__name__} is already registered")
+        self._by_type[command_type] = handler
+
+    def for_command(self, command: cmd.Command) -> Decide:
+        return self._by_type[type(command)]
+
+    def check_complete(self) -> None:
+        missing = [t.__name__ for t in cmd.COMMAND_TYPES if t not in self._by_type]
+        if missing:
+            raise RuntimeError(f"no handler registered for {', '.join(missing)}")
+
+
+class CommandProcessor:
+    def __init__(
+        self,
+        redis_client: aredis.Redis,
+        settings: Settings,
+        registry: Registry,
+        on_active: Callable[[str], None],
+    ) -> None:
+        self.redis = redis_client
+        self.settings = settings
+        self.keys = Keys(settings.prefix, settings.shards)
+        self.store = EventStore(redis_client, self.keys, settings)
+        self.registry = registry
+        self.on_active = on_active
+        self.handlers = Handlers()
+        self.handlers.register(cmd.StartRun, self._start)
+        for simple in (cmd.StopRun, cmd.ContinueRun, cmd.CancelRun, cmd.RevertRun, cmd.DeleteRun):
+            self.handlers.register(simple, self._simple)
+        self.handlers.check_complete()
+
+    # ------------------------------------------------------------------ handlers
+    async def _start(self, run: Run, command: cmd.StartRun, now: float) -> None:
+        scenario = self.registry.get(command.scenario)
+        params = scenario.validate(command.args)
+        run.handle(
+            command,
+            now,
+            scenario_version=scenario.version,
+            args=command.args,
+            items_total=scenario.count(params),
+        )
+
+    async def _simple(self, run: Run, command: cmd.Command, now: float) -> None:
+        run.handle(command, now)
+
+    # ------------------------------------------------------------------ batches
+    async def handle_batch(self, shard: int, entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
+        by_run: dict[str, list[tuple[str, cmd.Command]]] = {}
+        for entry_id, fields in entries:
+            command = await self._decode(shard, entry_id, fields)
+            if command is not None:
+                by_run.setdefault(command.run_id, []).append((entry_id, command))
+        if by_run:
+            await asyncio.gather(
+                *(self._handle_run(shard, run_id, items) for run_id, items in by_run.items())
+            )
+
+    async def handle_claimed(
+        self, shard: int, entries: list[tuple[str, dict[bytes, bytes]]]
+    ) -> None:
+        """Commands another consumer read but never acked (it died, or handling failed)."""
+        retry: list[tuple[str, dict[bytes, bytes]]] = []
+        stream = self.keys.commands(shard)
+        for entry_id, fields in entries:
+            pending = await self.redis.xpending_range(
+                stream, self.keys.group, min=entry_id, max=entry_id, count=1
+            )
+            delivered = int(pending[0]["times_delivered"]) if pending else 1
+            log.info("command_claimed", entry_id=entry_id, deliveries=delivered)
+            if delivered > self.settings.max_deliveries:
+                await self.dead_letter(
+                    shard, entry_id, fields or {}, f"handling failed {delivered - 1} times"
+                )
+            else:
+                retry.append((entry_id, fields))
+        await self.handle_batch(shard, retry)
+
+    async def _decode(
+        self, shard: int, entry_id: str, fields: dict[bytes, bytes]
+    ) -> cmd.Command | None:
+        raw = fields.get(b"c")
+        try:
+            if raw is None:
+                raise cmd.BadCommand("message has no 'c' field holding the command")
+            command = cmd.decode_command(raw, self.settings.max_command_bytes)
+        except cmd.BadCommand as exc:
+            await self.dead_letter(shard, entry_id, fields, str(exc))
+            return None
+        if self.keys.shard_of(command.run_id) != shard:
+            await self.dead_letter(
+                shard,
+                entry_id,
+                fields,
+                f"run {command.run_id} belongs to shard {self.keys.shard_of(command.run_id)}",
+            )
+            return None
+        return command
+
+    async def dead_letter(
+        self, shard: int, entry_id: str, fields: dict[bytes, bytes], reason: str
+    ) -> None:
+        """Park a message that can't be handled, with why; ack it so nothing waits on it."""
+        log.warning("dead_lettered", entry_id=entry_id, reason=reason)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                self.keys.dlq(shard),
+                {
+                    "source_id": entry_id,
+                    "reason": reason,
+                    "at": f"{time.time():.3f}",
+                    **{k.decode(errors="replace"): v for k, v in fields.items()},
+                },
+            )
+            pipe.xack(self.keys.commands(shard), self.keys.group, entry_id)
+            await pipe.execute()
+
+    async def _handle_run(
+        self, shard: int, run_id: str, items: list[tuple[str, cmd.Command]]
+    ) -> None:
+        # A new run needs no load: its first append expects version 0, and fails if it exists.
+        first = items[0][1]
+        run = Run.blank(run_id) if isinstance(first, cmd.StartRun) else None
+        for entry_id, command in items:
+            structlog.contextvars.bind_contextvars(run_id=run_id, command_id=command.command_id)
+            try:
+                run = await self._handle_one(shard, run, entry_id, command)
+            except (redis.RedisError, OSError) as exc:
+                # Left unacked: redelivered by the claim subscriber, dead-lettered if it keeps failing.
+                log.warning("command_failed", error=str(exc))
+                run = None
+            except Exception:
+                log.exception("command_crashed")
+                run = None
+            finally:
+                structlog.contextvars.unbind_contextvars("run_id", "command_id")
+
+    async def _handle_one(
+        self, shard: int, run: Run | None, entry_id: str, command: cmd.Command
+    ) -> Run | None:
+        ack = Ack(shard, entry_id)
+        kind = cmd.command_type(command)
+        for _ in range(MAX_ATTEMPTS):
+            if run is None:
+                run = await self.store.load(command.run_id)
+            now = time.time()
+            try:
+                await self.handlers.for_command(command)(run, command, now)
+            except (Rejected, BadArguments) as exc:
+                run.take_events()
+                if not run.exists:
+                    await self.store.reject_unknown(
+                        command.run_id,
+                        ev.CommandRejected(
+                            at=now,
+                            command_id=command.command_id,
+                            command_type=kind,
+                            reason=str(exc),
+                            actor=command.actor,
+                        ),
+                        ack,
+                    )
+                    log.info("command_rejected", command=kind, reason=str(exc))
+                    return run
+                run.reject(command, str(exc), now)
+                log.info("command_rejected", command=kind, reason=str(exc))
+            result = await self.store.save(run, command_id=command.command_id, ack=ack)
+            if result.status == "ok":
+                log.info("command_applied", command=kind, state=run.state.state)
+                if run.state.state in ACTIVE:
+                    self.on_active(command.run_id)
+                return run
+            if result.status == "dup":
+                log.info("command_duplicate", command=kind)
+                return None
+            if result.status == "deleted":
+                await self.store.reject_unknown(
+                    command.run_id,
+                    ev.CommandRejected(
+                        at=now,
+                        command_id=command.command_id,
+                        command_type=kind,
+                        reason=f"run {command.run_id} was deleted",
+                        actor=command.actor,
+                    ),
+                    None,
+                )
+                return None
+            run = None  # stale: reload and decide again on the fresh state
+        raise RuntimeError(f"run {command.run_id} kept changing; {kind} not applied")

@@ -1,0 +1,217 @@
+"""A small client for other services and for runctl: publish commands, wait, read runs.
+
+    from runstream.client import Client
+    async with Client.connect("redis://127.0.0.1:6390/0") as client:
+        run_id = await client.start("synthetic", {"items": 10})
+        outcome = await client.wait(run_id)   # until it succeeds, fails, stops...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import redis.asyncio as aredis
+
+from runstream.contracts import commands as cmd
+from runstream.contracts import events as ev
+from runstream.domain.run import RunSummary
+from runstream.ids import new_id
+from runstream.keys import Keys
+from runstream.settings import Settings, load_settings
+from runstream.store.events import EventStore, Tombstone
+
+_summary_decoder = msgspec.json.Decoder(RunSummary)
+
+# What each command leads to: --wait returns when one of these events arrives.
+TARGETS: dict[type[cmd.Command], frozenset[str]] = {
+    cmd.StartRun: frozenset({"RunSucceeded", "RunFailed", "RunCancelled", "RunStopped"}),
+    cmd.StopRun: frozenset({"RunStopped"}),
+    cmd.ContinueRun: frozenset({"RunContinued"}),
+    cmd.CancelRun: frozenset({"RunCancelled"}),
+    cmd.RevertRun: frozenset({"RunReverted"}),
+    cmd.DeleteRun: frozenset({"RunDeleted"}),
+}
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+class WaitTimeout(TimeoutError):
+    pass
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a command ended: ``rejected`` with a reason, or the event it led to."""
+
+    run_id: str
+    command_id: str
+    rejected: bool
+    reason: str
+    event: ev.Event | None
+
+
+class Client:
+    def __init__(self, redis: aredis.Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.prefix, settings.shards)
+        self.store = EventStore(redis, self.keys, settings)
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, redis_url: str | None = None, settings: Settings | None = None
+    ) -> AsyncIterator[Client]:
+        settings = settings or load_settings()
+        if redis_url:
+            settings = msgspec.structs.replace(settings, redis_url=redis_url)
+        redis = aredis.Redis.from_url(settings.redis_url)
+        try:
+            yield cls(redis, settings)
+        finally:
+            await redis.aclose()
+
+    # ------------------------------------------------------------------ commands
+    async def send(self, command: cmd.Command) -> str:
+        """Publish a command on its run's shard; returns the stream entry id."""
+        data = cmd.encode_command(command)
+        if len(data) > self.settings.max_command_bytes:
+            raise ValueError(
+                f"command is {len(data)} bytes, over the limit of {self.settings.max_command_bytes}"
+            )
+        shard = self.keys.shard_of(command.run_id)
+        entry = await self.redis.xadd(self.keys.commands(shard), {"c": data})
+        return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    async def feed_position(self, run_id: str) -> str:
+        """The newest entry of the run's shard feed: wait for events after it."""
+        last = await self.redis.xrevrange(self.keys.feed(self.keys.shard_of(run_id)), count=1)
+        return last[0][0].decode() if last else "0-0"
+
+    async def start(
+        self,
+        scenario: str,
+        args: dict[str, Any] | None = None,
+        *,
+        name: str = "",
+        description: str = "",
+        actor: str = "client",
+        run_id: str | None = None,
+    ) -> str:
+        run_id = run_id or new_id()
+        await self.send(
+            cmd.StartRun(
+                run_id=run_id,
+                actor=actor,
+                scenario=scenario,
+                args=args or {},
+                name=name,
+                description=description,
+            )
+        )
+        return run_id
+
+    async def execute(
+        self, command: cmd.Command, *, wait: bool = True, timeout: float = 60.0
+    ) -> Outcome | None:
+        """Publish and, with ``wait``, return once it took effect or was rejected."""
+        since = await self.feed_position(command.run_id)
+        await self.send(command)
+        if not wait:
+            return None
+        return await self.wait_for(
+            command.run_id, command.command_id, TARGETS[type(command)], since, timeout
+        )
+
+    async def wait_for(
+        self,
+        run_id: str,
+        command_id: str,
+        targets: Collection[str],
+        since: str,
+        timeout: float,
+    ) -> Outcome:
+        """Follow the shard feed from ``since`` until the command is rejected or a target
+        event for the run arrives (after the command was accepted)."""
+        feed = self.keys.feed(self.keys.shard_of(run_id))
+        deadline = time.monotonic() + timeout
+        accepted = False
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(f"no outcome for command {command_id} within {timeout:g}s")
+            reply = await self.redis.xread({feed: since}, count=500, block=int(min(left, 1) * 1000))
+            for _, entries in reply:
+                for entry_id, fields in entries:
+                    since = entry_id.decode()
+                    if fields[b"r"].decode() != run_id:
+                        continue
+                    event = ev.decode_event(fields[b"e"])
+                    if event.command_id == command_id:
+                        if isinstance(event, ev.CommandRejected):
+                            return Outcome(run_id, command_id, True, event.reason, event)
+                        accepted = True
+                    if accepted and ev.event_type(event) in targets:
+                        return Outcome(run_id, command_id, False, "", event)
+
+    async def wait(self, run_id: str, timeout: float = 60.0, poll: float = 0.2) -> RunSummary:
+        """Until the run exists and is no longer queued, running or reverting."""
+        deadline = time.monotonic() + timeout
+        state = "not yet created"
+        while True:
+            summary = await self.find(run_id)
+            if summary is not None:
+                if summary.state not in ("queued", "running", "reverting"):
+                    return summary
+                state = summary.state
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"run {run_id} still {state} after {timeout:g}s")
+            await asyncio.sleep(poll)
+
+    async def find(self, run_id: str) -> RunSummary | None:
+        raw = await self.redis.hget(self.keys.index(self.keys.shard_of(run_id)), run_id)
+        return _summary_decoder.decode(raw) if raw is not None else None
+
+    # ------------------------------------------------------------------ reading
+    async def get(self, run_id: str) -> RunSummary:
+        raw = await self.redis.hget(self.keys.index(self.keys.shard_of(run_id)), run_id)
+        if raw is None:
+            tomb = await self.store.tombstone(run_id)
+            if tomb is not None:
+                raise RunNotFound(f"run {run_id} was deleted")
+            raise RunNotFound(f"run {run_id} does not exist")
+        return _summary_decoder.decode(raw)
+
+    async def list_runs(
+        self, state: str | None = None, scenario: str | None = None
+    ) -> list[RunSummary]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(self.keys.shards):
+                pipe.hvals(self.keys.index(shard))
+            pages = await pipe.execute()
+        runs = [_summary_decoder.decode(raw) for page in pages for raw in page]
+        runs = [
+            r
+            for r in runs
+            if (state is None or r.state == state) and (scenario is None or r.scenario == scenario)
+        ]
+        return sorted(runs, key=lambda r: (r.created_at, r.id))
+
+    async def history(self, run_id: str) -> list[tuple[str, ev.Event]]:
+        await self.get(run_id)
+        return await self.store.history(run_id)
+
+    async def tombstones(self) -> list[Tombstone]:
+        out: list[Tombstone] = []
+        for shard in range(self.keys.shards):
+            for _, fields in await self.redis.xrange(self.keys.audit(shard)):
+                out.append(msgspec.json.decode(fields[b"tombstone"], type=Tombstone))
+        return sorted(out, key=lambda t: t.deleted_at)

@@ -1,0 +1,1 @@
+"""Wire contracts: commands in, events out. JSON on the wire (msgspec)."""

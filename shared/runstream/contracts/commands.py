@@ -1,0 +1,101 @@
+"""Commands: what a caller asks runstream to do. Imperative names, frozen, tagged by type.
+
+Every command carries ``command_id`` (the idempotency key: the same id is applied once),
+``run_id``, ``actor`` and ``issued_at``. New fields get defaults; field types never change.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from runstream.ids import COMMAND_ID_PATTERN, RUN_ID_PATTERN, new_id
+
+RunId = Annotated[str, msgspec.Meta(pattern=RUN_ID_PATTERN)]
+CommandId = Annotated[str, msgspec.Meta(pattern=COMMAND_ID_PATTERN)]
+Actor = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+ShortText = Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+def _now() -> float:
+    return time.time()
+
+
+class _Command(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbid_unknown_fields=True
+):
+    run_id: RunId
+    command_id: CommandId = msgspec.field(default_factory=new_id)
+    actor: Actor = "anonymous"
+    issued_at: float = msgspec.field(default_factory=_now)
+
+
+class StartRun(_Command, frozen=True, kw_only=True):
+    scenario: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    args: dict[str, Any] = {}
+    name: ShortText = ""
+    description: ShortText = ""
+
+
+class StopRun(_Command, frozen=True, kw_only=True):
+    reason: ShortText = ""
+
+
+class ContinueRun(_Command, frozen=True, kw_only=True):
+    pass
+
+
+class CancelRun(_Command, frozen=True, kw_only=True):
+    reason: ShortText = ""
+
+
+class RevertRun(_Command, frozen=True, kw_only=True):
+    force: bool = False
+
+
+DeleteMode = Literal["plain", "revert", "keep_effects"]
+
+
+class DeleteRun(_Command, frozen=True, kw_only=True):
+    # plain: refused while revertable effects are unreverted.
+    mode: DeleteMode = "plain"
+
+
+Command = StartRun | StopRun | ContinueRun | CancelRun | RevertRun | DeleteRun
+
+COMMAND_TYPES: tuple[type[_Command], ...] = (
+    StartRun,
+    StopRun,
+    ContinueRun,
+    CancelRun,
+    RevertRun,
+    DeleteRun,
+)
+
+_decoder = msgspec.json.Decoder(Command)
+_encoder = msgspec.json.Encoder()
+
+
+class BadCommand(ValueError):
+    """The bytes are not a valid command; the message says what was wrong."""
+
+
+def decode_command(data: bytes, max_bytes: int | None = None) -> Command:
+    if max_bytes is not None and len(data) > max_bytes:
+        raise BadCommand(f"command is {len(data)} bytes, over the limit of {max_bytes}")
+    try:
+        return _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise BadCommand(f"invalid command: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadCommand(f"malformed command: {exc}") from None
+
+
+def encode_command(command: Command) -> bytes:
+    return _encoder.encode(command)
+
+
+def command_type(command: Command) -> str:
+    return type(command).__name__

@@ -1,0 +1,196 @@
+"""Events: what happened to a run. Past-tense names, frozen, tagged by type.
+
+A run's state is the fold of its events (``runstream.domain.run``). ``command_id`` names
+the command that caused an event ("" when the run's own execution did). Effects of one
+chunk are recorded in one ``ChunkPrepared`` event (a batch, not one event per effect) so a
+chunk costs a few appends whatever its size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class EffectRecord(msgspec.Struct, frozen=True, array_like=True):
+    """One network change, with what revert needs.
+
+    ``element`` is ``n:<node>`` or ``e:<src>|<dst>``; ``before``/``after`` are the element's
+    attributes as JSON text, "" when it did not exist / no longer exists; ``before_stamp``
+    is the stamp the element carried before ("" for none). The effect's own stamp is
+    ``<run_id>/<n>`` where n is its number in the run (see ``stamp_of``).
+    """
+
+    element: str
+    before: str
+    after: str
+    before_stamp: str
+
+
+def stamp_of(run_id: str, effect_no: int) -> str:
+    return f"{run_id}/{effect_no}"
+
+
+class SkippedEffect(msgspec.Struct, frozen=True, array_like=True):
+    effect_no: int
+    element: str
+    reason: str
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    at: float
+    command_id: str = ""
+
+
+class RunQueued(_Event, frozen=True, kw_only=True):
+    run_id: str
+    scenario: str
+    scenario_version: str
+    args: dict[str, Any]
+    name: str = ""
+    description: str = ""
+    actor: str = ""
+    items_total: int | None = None
+
+
+class RunStarted(_Event, frozen=True, kw_only=True):
+    worker: str = ""
+
+
+class ChunkPrepared(_Event, frozen=True, kw_only=True):
+    """Phase one of a chunk: its effects, recorded before any of them touches the network."""
+
+    chunk: int
+    items_from: int
+    items_to: int
+    first_effect: int
+    effects: list[EffectRecord] = []
+    notifications: list[str] = []
+    log: list[str] = []
+    results: dict[str, str] = {}
+
+
+class ItemsProcessed(_Event, frozen=True, kw_only=True):
+    """Phase two: the chunk's effects are on the network; the checkpoint moves to items_to."""
+
+    chunk: int
+    items_to: int
+    effects: int
+    irreversible: int
+
+
+class ChunkVoided(_Event, frozen=True, kw_only=True):
+    """A prepared chunk that never reached the network (its worker died first): discarded."""
+
+    chunk: int
+    reason: str
+
+
+class RunStopped(_Event, frozen=True, kw_only=True):
+    actor: str = ""
+    reason: str = ""
+
+
+class RunContinued(_Event, frozen=True, kw_only=True):
+    actor: str = ""
+
+
+class RunSucceeded(_Event, frozen=True, kw_only=True):
+    pass
+
+
+class RunFailed(_Event, frozen=True, kw_only=True):
+    error: str
+
+
+class RunCancelled(_Event, frozen=True, kw_only=True):
+    actor: str = ""
+    reason: str = ""
+
+
+class RevertStarted(_Event, frozen=True, kw_only=True):
+    actor: str = ""
+    force: bool = False
+    then_delete: bool = False
+
+
+class EffectsCompensated(_Event, frozen=True, kw_only=True):
+    """One revert step: effects compensated (or found already compensated), conflicts skipped.
+
+    ``cursor``/``cursor_offset`` say where the next step starts: the id of the
+    ChunkPrepared event being compensated, and how many of its effects (from its end)
+    are done.
+    """
+
+    compensated: int
+    skipped: list[SkippedEffect] = []
+    cursor: str
+    cursor_offset: int
+
+
+class RunReverted(_Event, frozen=True, kw_only=True):
+    compensated: int
+    skipped: int
+    irreversible: int
+
+
+class RunDeleted(_Event, frozen=True, kw_only=True):
+    actor: str = ""
+    effects_left: int = 0
+    irreversible: int = 0
+
+
+class CommandRejected(_Event, frozen=True, kw_only=True):
+    command_type: str
+    reason: str
+    actor: str = ""
+
+
+Event = (
+    RunQueued
+    | RunStarted
+    | ChunkPrepared
+    | ItemsProcessed
+    | ChunkVoided
+    | RunStopped
+    | RunContinued
+    | RunSucceeded
+    | RunFailed
+    | RunCancelled
+    | RevertStarted
+    | EffectsCompensated
+    | RunReverted
+    | RunDeleted
+    | CommandRejected
+)
+
+_decoder = msgspec.json.Decoder(Event)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_event(data: bytes) -> Event:
+    return _decoder.decode(data)
+
+
+def encode_event(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def event_type(event: Event) -> str:
+    return type(event).__name__
+
+
+class FeedEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """What subscribers of a shard's feed see: the event with its run, slimmed of effects."""
+
+    run_id: str
+    version: int
+    event: Event
+
+
+def slim(event: Event) -> Event:
+    """The feed copy of an event: a chunk's effect list stays in the run's history only."""
+    if isinstance(event, ChunkPrepared):
+        return msgspec.structs.replace(event, effects=[], log=[], results={})
+    return event

@@ -1,0 +1,461 @@
+"""The Run aggregate: checks a request against the run's state, then records events.
+
+Only ``apply`` changes state; every method that changes anything does so by recording an
+event through it. No I/O here: the store loads and saves, the worker drives.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from runstream.contracts import events as ev
+from runstream.contracts.commands import (
+    CancelRun,
+    Command,
+    ContinueRun,
+    DeleteRun,
+    RevertRun,
+    StartRun,
+    StopRun,
+    command_type,
+)
+
+State = Literal[
+    "new",
+    "queued",
+    "running",
+    "stopped",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "reverting",
+    "reverted",
+    "deleted",
+]
+STATES: tuple[str, ...] = (
+    "queued",
+    "running",
+    "stopped",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "reverting",
+    "reverted",
+)
+FINISHED = frozenset({"stopped", "succeeded", "failed", "cancelled"})
+# States in which an executor has work to do.
+ACTIVE = frozenset({"queued", "running", "reverting"})
+
+
+class Rejected(Exception):
+    """A request that does not fit the run's state; the message is the reason."""
+
+
+class Pending(msgspec.Struct, kw_only=True):
+    chunk: int
+    items_to: int
+    effects: int
+    notifications: int
+
+
+class RevertProgress(msgspec.Struct, kw_only=True):
+    force: bool
+    then_delete: bool
+    actor: str = ""
+    cursor: str = "+"
+    cursor_offset: int = 0
+
+
+class RunState(msgspec.Struct, kw_only=True):
+    run_id: str
+    version: int = 0
+    state: State = "new"
+    scenario: str = ""
+    scenario_version: str = ""
+    args: dict[str, Any] = {}
+    name: str = ""
+    description: str = ""
+    actor: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    items_total: int | None = None
+    items_processed: int = 0
+    next_chunk: int = 0
+    next_effect: int = 1
+    applied: int = 0
+    irreversible: int = 0
+    compensated: int = 0
+    skipped: int = 0
+    pending: Pending | None = None
+    voided_chunks: list[int] = []
+    revert: RevertProgress | None = None
+    error: str = ""
+    stop_reason: str = ""
+
+
+class Run:
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+        self.new_events: list[ev.Event] = []
+
+    @classmethod
+    def blank(cls, run_id: str) -> Run:
+        return cls(RunState(run_id=run_id))
+
+    @property
+    def exists(self) -> bool:
+        return self.state.state != "new"
+
+    @property
+    def unreverted(self) -> int:
+        """Revertable effects still on the network on this run's account."""
+        s = self.state
+        return max(0, s.applied - s.compensated - s.skipped)
+
+    # ------------------------------------------------------------------ recording
+    def _record(self, event: ev.Event) -> None:
+        apply(self.state, event)
+        self.new_events.append(event)
+
+    def take_events(self) -> list[ev.Event]:
+        out, self.new_events = self.new_events, []
+        return out
+
+    # ------------------------------------------------------------------ commands
+    def handle(
+        self,
+        command: Command,
+        now: float,
+        *,
+        scenario_version: str = "",
+        args: dict[str, Any] | None = None,
+        items_total: int | None = None,
+    ) -> None:
+        """Check one command against the state and record what it leads to, or raise Rejected.
+
+        StartRun's scenario and arguments are validated by the caller (it knows the
+        registry) and passed in normalised.
+        """
+        s = self.state
+        cid = command.command_id
+        if s.state == "deleted":
+            raise Rejected(f"run {s.run_id} was deleted")
+        match command:
+            case StartRun():
+                if self.exists:
+                    raise Rejected(f"run {s.run_id} already exists")
+                self._record(
+                    ev.RunQueued(
+                        at=now,
+                        command_id=cid,
+                        run_id=s.run_id,
+                        scenario=command.scenario,
+                        scenario_version=scenario_version,
+                        args=args if args is not None else dict(command.args),
+                        name=command.name,
+                        description=command.description,
+                        actor=command.actor,
+                        items_total=items_total,
+                    )
+                )
+                return
+            case _ if not self.exists:
+                raise Rejected(f"run {s.run_id} does not exist")
+            case StopRun():
+                if s.state not in ("queued", "running"):
+                    raise Rejected(f"cannot stop a run that is {s.state}")
+                self._record(
+                    ev.RunStopped(
+                        at=now, command_id=cid, actor=command.actor, reason=command.reason
+                    )
+                )
+            case ContinueRun():
+                if s.state != "stopped":
+                    raise Rejected(f"cannot continue a run that is {s.state}; only a stopped run")
+                self._record(ev.RunContinued(at=now, command_id=cid, actor=command.actor))
+            case CancelRun():
+                if s.state not in ("queued", "running", "stopped"):
+                    raise Rejected(f"cannot cancel a run that is {s.state}")
+                self._record(
+                    ev.RunCancelled(
+                        at=now, command_id=cid, actor=command.actor, reason=command.reason
+                    )
+                )
+            case RevertRun():
+                self._check_revertable()
+                self._record(
+                    ev.RevertStarted(
+                        at=now, command_id=cid, actor=command.actor, force=command.force
+                    )
+                )
+            case DeleteRun():
+                self._delete(command, now)
+
+    def _check_revertable(self) -> None:
+        s = self.state
+        if s.state == "reverted":
+            raise Rejected("run is already reverted")
+        if s.state == "reverting":
+            raise Rejected("run is already being reverted")
+        if s.state not in FINISHED:
+            raise Rejected(f"cannot revert a run that is {s.state}; stop or cancel it first")
+
+    def _delete(self, command: DeleteRun, now: float) -> None:
+        s = self.state
+        cid = command.command_id
+        if s.state in ACTIVE:
+            raise Rejected(
+                f"cannot delete a run that is {s.state}; stop or cancel it first"
+                if s.state != "reverting"
+                else "cannot delete a run while it is being reverted"
+            )
+        if command.mode == "revert" and s.state != "reverted":
+            self._check_revertable()
+            self._record(
+                ev.RevertStarted(at=now, command_id=cid, actor=command.actor, then_delete=True)
+            )
+            return
+        left = self.unreverted if s.state != "reverted" else s.skipped
+        if command.mode == "plain" and s.state != "reverted" and self.unreverted > 0:
+            raise Rejected(
+                f"run has {self.unreverted} network effects that are not reverted; "
+                "use --revert to revert then delete, or --keep-effects to delete anyway"
+            )
+        self._record(
+            ev.RunDeleted(
+                at=now,
+                command_id=cid,
+                actor=command.actor,
+                effects_left=left,
+                irreversible=s.irreversible,
+            )
+        )
+
+    def reject(self, command: Command, reason: str, now: float) -> None:
+        """Record a rejection in the run's history: state does not change."""
+        self._record(
+            ev.CommandRejected(
+                at=now,
+                command_id=command.command_id,
+                command_type=command_type(command),
+                reason=reason,
+                actor=command.actor,
+            )
+        )
+
+    # ------------------------------------------------------------------ execution
+    def begin(self, now: float, worker: str) -> None:
+        if self.state.state == "queued":
+            self._record(ev.RunStarted(at=now, worker=worker))
+
+    def prepare_chunk(
+        self,
+        now: float,
+        *,
+        items_to: int,
+        effects: list[ev.EffectRecord],
+        notifications: list[str],
+        log: list[str],
+        results: dict[str, str],
+    ) -> ev.ChunkPrepared:
+        s = self.state
+        if s.state != "running":
+            raise Rejected(f"cannot process items of a run that is {s.state}")
+        if s.pending is not None:
+            raise Rejected(f"chunk {s.pending.chunk} is still pending")
+        event = ev.ChunkPrepared(
+            at=now,
+            chunk=s.next_chunk,
+            items_from=s.items_processed,
+            items_to=items_to,
+            first_effect=s.next_effect,
+            effects=effects,
+            notifications=notifications,
+            log=log,
+            results=results,
+        )
+        self._record(event)
+        return event
+
+    def confirm_chunk(self, now: float) -> None:
+        """The pending chunk's effects are on the network (valid in any state)."""
+        p = self.state.pending
+        if p is None:
+            raise Rejected("no chunk is pending")
+        self._record(
+            ev.ItemsProcessed(
+                at=now,
+                chunk=p.chunk,
+                items_to=p.items_to,
+                effects=p.effects,
+                irreversible=p.notifications,
+            )
+        )
+
+    def void_chunk(self, now: float, reason: str) -> None:
+        p = self.state.pending
+        if p is None:
+            raise Rejected("no chunk is pending")
+        self._record(ev.ChunkVoided(at=now, chunk=p.chunk, reason=reason))
+
+    def succeed(self, now: float) -> None:
+        if self.state.state == "running" and self.state.pending is None:
+            self._record(ev.RunSucceeded(at=now))
+
+    def fail(self, now: float, error: str) -> None:
+        if self.state.state in ("queued", "running"):
+            self._record(ev.RunFailed(at=now, error=error))
+
+    def record_compensation(
+        self,
+        now: float,
+        compensated: int,
+        skipped: list[ev.SkippedEffect],
+        cursor: str,
+        cursor_offset: int,
+    ) -> None:
+        if self.state.state != "reverting":
+            raise Rejected(f"cannot compensate effects of a run that is {self.state.state}")
+        self._record(
+            ev.EffectsCompensated(
+                at=now,
+                compensated=compensated,
+                skipped=skipped,
+                cursor=cursor,
+                cursor_offset=cursor_offset,
+            )
+        )
+
+    def finish_revert(self, now: float) -> None:
+        s = self.state
+        if s.state != "reverting" or s.revert is None:
+            raise Rejected(f"cannot finish reverting a run that is {s.state}")
+        then_delete = s.revert.then_delete
+        actor = s.revert.actor
+        self._record(
+            ev.RunReverted(
+                at=now, compensated=s.compensated, skipped=s.skipped, irreversible=s.irreversible
+            )
+        )
+        if then_delete:
+            self._record(
+                ev.RunDeleted(
+                    at=now, actor=actor, effects_left=s.skipped, irreversible=s.irreversible
+                )
+            )
+
+
+def apply(s: RunState, event: ev.Event) -> None:
+    """Fold one event into the state. The only place state changes."""
+    s.version += 1
+    s.updated_at = event.at
+    match event:
+        case ev.RunQueued():
+            s.state = "queued"
+            s.scenario = event.scenario
+            s.scenario_version = event.scenario_version
+            s.args = event.args
+            s.name = event.name
+            s.description = event.description
+            s.actor = event.actor
+            s.created_at = event.at
+            s.items_total = event.items_total
+        case ev.RunStarted():
+            s.state = "running"
+        case ev.ChunkPrepared():
+            s.pending = Pending(
+                chunk=event.chunk,
+                items_to=event.items_to,
+                effects=len(event.effects),
+                notifications=len(event.notifications),
+            )
+            s.next_chunk = event.chunk + 1
+            s.next_effect = event.first_effect + len(event.effects)
+        case ev.ItemsProcessed():
+            s.pending = None
+            s.items_processed = event.items_to
+            s.applied += event.effects
+            s.irreversible += event.irreversible
+        case ev.ChunkVoided():
+            s.pending = None
+            s.voided_chunks = [*s.voided_chunks, event.chunk]
+        case ev.RunStopped():
+            s.state = "stopped"
+            s.stop_reason = event.reason
+        case ev.RunContinued():
+            s.state = "running"
+            s.stop_reason = ""
+        case ev.RunSucceeded():
+            s.state = "succeeded"
+        case ev.RunFailed():
+            s.state = "failed"
+            s.error = event.error
+        case ev.RunCancelled():
+            s.state = "cancelled"
+            s.stop_reason = event.reason
+        case ev.RevertStarted():
+            s.state = "reverting"
+            s.revert = RevertProgress(
+                force=event.force, then_delete=event.then_delete, actor=event.actor
+            )
+        case ev.EffectsCompensated():
+            s.compensated += event.compensated
+            s.skipped += len(event.skipped)
+            if s.revert is not None:
+                s.revert.cursor = event.cursor
+                s.revert.cursor_offset = event.cursor_offset
+        case ev.RunReverted():
+            s.state = "reverted"
+        case ev.RunDeleted():
+            s.state = "deleted"
+        case ev.CommandRejected():
+            pass
+
+
+class RunSummary(msgspec.Struct, kw_only=True):
+    """The read model of one run (what ``runctl show`` and ``list`` print)."""
+
+    id: str
+    scenario: str
+    scenario_version: str
+    state: str
+    name: str
+    description: str
+    actor: str
+    args: dict[str, Any]
+    items_processed: int
+    items_total: int | None
+    effects: dict[str, int]
+    created_at: float
+    updated_at: float
+    error: str
+    reason: str
+    version: int
+
+
+def summarize(s: RunState) -> RunSummary:
+    return RunSummary(
+        id=s.run_id,
+        scenario=s.scenario,
+        scenario_version=s.scenario_version,
+        state=s.state,
+        name=s.name,
+        description=s.description,
+        actor=s.actor,
+        args=s.args,
+        items_processed=s.items_processed,
+        items_total=s.items_total,
+        effects={
+            "applied": s.applied,
+            "compensated": s.compensated,
+            "skipped": s.skipped,
+            "irreversible": s.irreversible,
+        },
+        created_at=s.created_at,
+        updated_at=s.updated_at,
+        error=s.error,
+        reason=s.stop_reason,
+        version=s.version,
+    )

@@ -1,0 +1,117 @@
+"""Every Redis key and stream name runstream uses, in one place.
+
+All keys of one shard share the hash tag ``{<prefix>:s<n>}``: a run's events, its shard's
+command stream, feed and indexes live in one Redis Cluster slot, so one Lua script can
+write them atomically. The network has its own tag (``{<prefix>:net}``): a run and the
+network elements it changes live in different slots, which is why effects are written in
+two phases (see ``runstream.store.network``).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+
+class Keys:
+    def __init__(self, prefix: str, shards: int) -> None:
+        self.prefix = prefix
+        self.shards = shards
+        self._net = f"{prefix}:{{{prefix}:net}}"
+
+    # --- shards -------------------------------------------------------------------
+    def shard_of(self, run_id: str) -> int:
+        return zlib.crc32(run_id.encode()) % self.shards
+
+    def _shard(self, shard: int) -> str:
+        return f"{self.prefix}:{{{self.prefix}:s{shard}}}"
+
+    def commands(self, shard: int) -> str:
+        return f"{self._shard(shard)}:commands"
+
+    def feed(self, shard: int) -> str:
+        return f"{self._shard(shard)}:feed"
+
+    def dlq(self, shard: int) -> str:
+        return f"{self._shard(shard)}:dlq"
+
+    def audit(self, shard: int) -> str:
+        """Tombstones of deleted runs, oldest first."""
+        return f"{self._shard(shard)}:audit"
+
+    def tombs(self, shard: int) -> str:
+        """Hash run_id -> tombstone JSON: a deleted run's id is never reused or lost."""
+        return f"{self._shard(shard)}:tombs"
+
+    def index(self, shard: int) -> str:
+        """Read model: hash run_id -> run summary JSON."""
+        return f"{self._shard(shard)}:runs"
+
+    def runnable(self, shard: int) -> str:
+        """Sorted set of runs that need an executor (queued, running, reverting)."""
+        return f"{self._shard(shard)}:runnable"
+
+    # --- one run ------------------------------------------------------------------
+    def _run(self, run_id: str) -> str:
+        return f"{self._shard(self.shard_of(run_id))}:run:{run_id}"
+
+    def events(self, run_id: str) -> str:
+        return f"{self._run(run_id)}:events"
+
+    def meta(self, run_id: str) -> str:
+        """Hash: v (version), snap_id (stream id the snapshot covers)."""
+        return f"{self._run(run_id)}:meta"
+
+    def snapshot(self, run_id: str) -> str:
+        return f"{self._run(run_id)}:snapshot"
+
+    def seen(self, run_id: str) -> str:
+        """Set of command_ids already applied to the run (idempotency)."""
+        return f"{self._run(run_id)}:seen"
+
+    def lease(self, run_id: str) -> str:
+        return f"{self._run(run_id)}:lease"
+
+    def log(self, run_id: str) -> str:
+        return f"{self._run(run_id)}:log"
+
+    def results(self, run_id: str) -> str:
+        return f"{self._run(run_id)}:results"
+
+    def run_keys(self, run_id: str) -> list[str]:
+        """Everything a run owns; removed on delete."""
+        return [
+            self.events(run_id),
+            self.meta(run_id),
+            self.snapshot(run_id),
+            self.seen(run_id),
+            self.lease(run_id),
+            self.log(run_id),
+            self.results(run_id),
+        ]
+
+    # --- the network -------------------------------------------------------------
+    @property
+    def net_values(self) -> str:
+        """Hash element -> attributes JSON; elements are ``n:<node>`` and ``e:<src>|<dst>``."""
+        return f"{self._net}:values"
+
+    @property
+    def net_stamps(self) -> str:
+        """Hash element -> stamp of the effect that last wrote it (``<run_id>/<n>``)."""
+        return f"{self._net}:stamps"
+
+    def net_chunk(self, token: str) -> str:
+        """Outcome marker of one prepared chunk: 'a' applied or 'v' voided."""
+        return f"{self._net}:chunk:{token}"
+
+    @property
+    def outbox(self) -> str:
+        """Irreversible notifications, as sent."""
+        return f"{self._net}:outbox"
+
+    # --- deployment-wide ---------------------------------------------------------
+    @property
+    def config(self) -> str:
+        return f"{self.prefix}:config"
+
+    group = "workers"

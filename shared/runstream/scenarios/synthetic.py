@@ -1,0 +1,56 @@
+"""synthetic: a deterministic generated workload, for tests and the benchmark."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from typing import Annotated
+
+import msgspec
+
+from runstream.domain.scenarios import Context, Scenario
+
+
+class SyntheticParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    items: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 100
+    edges_per_item: Annotated[int, msgspec.Meta(ge=0, le=100)] = 2
+    delay_ms: Annotated[float, msgspec.Meta(ge=0, le=60_000)] = 0
+    notify_every: Annotated[int, msgspec.Meta(ge=0)] = 0
+    seed: int = 0
+    # Node ids are "<namespace>:<i>"; empty means the run's id, so runs don't collide.
+    namespace: Annotated[str, msgspec.Meta(max_length=100, pattern=r"^[^|]*$")] = ""
+    # Fail at this item (for tests of failure handling); -1 = never.
+    fail_at: int = -1
+
+
+def _inputs(p: SyntheticParams, start: int) -> Iterator[int]:
+    return iter(range(start, p.items))
+
+
+def _step(ctx: Context, p: SyntheticParams, i: int) -> None:
+    if p.delay_ms:
+        time.sleep(p.delay_ms / 1000)
+    if i == p.fail_at:
+        raise RuntimeError(f"synthetic failure at item {i}")
+    # One generator per item: the same item gives the same changes however runs are chunked.
+    rng = random.Random(p.seed * 1_000_003 + i)
+    ns = p.namespace or ctx.run_id
+    node = f"{ns}:{i}"
+    ctx.network.add_node(node, i=i, w=rng.randint(0, 999))
+    if i > 0:
+        for _ in range(p.edges_per_item):
+            ctx.network.add_edge(node, f"{ns}:{rng.randrange(i)}", w=rng.randint(0, 999))
+    if p.notify_every and (i + 1) % p.notify_every == 0:
+        ctx.notify(f"synthetic {ns}: {i + 1} items processed")
+
+
+SCENARIO = Scenario(
+    name="synthetic",
+    version="1",
+    description="Generated graph: one node per item, edges to earlier nodes; deterministic per seed.",
+    params=SyntheticParams,
+    inputs=_inputs,
+    step=_step,
+    count=lambda p: p.items,
+)

@@ -1,0 +1,65 @@
+"""Process settings, read once from the environment (RUNSTREAM_* and REDIS_URL)."""
+
+from __future__ import annotations
+
+import os
+
+import msgspec
+
+EMBEDDED_PORT = 6390
+DEFAULT_REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_PORT}/0"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    redis_url: str = DEFAULT_REDIS_URL
+    prefix: str = "rs"
+    # Fixed for the lifetime of a deployment's data: a run's shard is derived from its id.
+    shards: int = 4
+    # A chunk ends after this many items or this many seconds, whichever comes first;
+    # stop and other commands take effect between chunks.
+    chunk_items: int = 500
+    chunk_seconds: float = 0.1
+    # Effects compensated per revert step.
+    revert_batch: int = 2000
+    # A run's execution lease; a dead worker's runs are picked up after it expires.
+    lease_ms: int = 5000
+    # Pending commands of a dead worker are claimed after this idle time.
+    claim_idle_ms: int = 5000
+    # A command that failed handling this many times goes to the dead-letter stream.
+    max_deliveries: int = 5
+    snapshot_every: int = 50
+    max_command_bytes: int = 64 * 1024
+    commands_per_read: int = 100
+    max_parallel_runs: int = 8
+    feed_maxlen: int = 100_000
+    # Extra scenario modules ("pkg.module" or "pkg.module:ATTR"), comma separated.
+    scenario_modules: tuple[str, ...] = ()
+    worker_name: str = ""
+    shutdown_grace_s: float = 10.0
+    log_format: str = "auto"  # auto | json | console
+
+
+_ENV_NAMES = {
+    "redis_url": "REDIS_URL",
+}
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build Settings from env vars; a bad value raises ValueError naming the variable."""
+    env = dict(os.environ if env is None else env)
+    raw: dict[str, object] = {}
+    for field in msgspec.structs.fields(Settings):
+        name = _ENV_NAMES.get(field.name, "RUNSTREAM_" + field.name.upper())
+        if name not in env or env[name] == "":
+            continue
+        value: object = env[name]
+        if field.name == "scenario_modules":
+            value = tuple(p.strip() for p in env[name].split(",") if p.strip())
+        raw[field.name] = value
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"bad setting: {exc}") from None
+    if settings.shards < 1:
+        raise ValueError("bad setting: RUNSTREAM_SHARDS must be at least 1")
+    return settings

@@ -1,0 +1,288 @@
+"""The event store: one Redis stream of events per run, appended atomically by Lua.
+
+An append checks, in one script on the run's shard slot: the run is not deleted, the
+command was not applied before (``command_id`` dedupe), the expected version, and the
+executor's lease. It then appends the events, copies them to the shard's feed, updates
+the read model and the runnable set, stores a snapshot when due, and acks the command
+message, all at once. So a command is acknowledged exactly when its events are stored.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+import redis.asyncio as aredis
+
+from runstream.contracts import events as ev
+from runstream.domain.run import ACTIVE, Run, RunState, apply, summarize
+from runstream.keys import Keys
+from runstream.settings import Settings
+
+_APPEND = """
+-- KEYS: events meta seen feed index runnable lease commands tombs snapshot
+if redis.call('HEXISTS', KEYS[9], ARGV[5]) == 1 then
+  if ARGV[9] ~= '' then redis.call('XACK', KEYS[8], ARGV[8], ARGV[9]) end
+  return {'deleted', 0}
+end
+if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then
+  if ARGV[9] ~= '' then redis.call('XACK', KEYS[8], ARGV[8], ARGV[9]) end
+  return {'dup', 0}
+end
+local v = tonumber(redis.call('HGET', KEYS[2], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return {'stale', v} end
+if ARGV[3] ~= '' then
+  if redis.call('GET', KEYS[7]) ~= ARGV[3] then return {'lease', v} end
+  redis.call('PEXPIRE', KEYS[7], ARGV[4])
+end
+local n = tonumber(ARGV[12])
+local last = ''
+for i = 0, n - 1 do
+  last = redis.call('XADD', KEYS[1], '*', 'e', ARGV[13 + 2 * i])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*',
+             'r', ARGV[5], 'v', v + i + 1, 'e', ARGV[14 + 2 * i])
+end
+redis.call('HSET', KEYS[2], 'v', v + n)
+if ARGV[2] ~= '' then redis.call('SADD', KEYS[3], ARGV[2]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[5], ARGV[6]) end
+if ARGV[7] == '-' then
+  redis.call('ZREM', KEYS[6], ARGV[5])
+elseif ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[6], 'NX', ARGV[7], ARGV[5])
+end
+if ARGV[10] ~= '' then
+  redis.call('SET', KEYS[10], ARGV[10])
+  redis.call('HSET', KEYS[2], 'snap_id', last)
+end
+if ARGV[9] ~= '' then redis.call('XACK', KEYS[8], ARGV[8], ARGV[9]) end
+return {'ok', v + n}
+"""
+
+_DELETE = """
+-- KEYS: meta seen feed index runnable commands tombs audit, then the run's own keys
+-- ARGV: expected_version command_id run_id group ack_id feed_maxlen tombstone n events...
+if redis.call('HEXISTS', KEYS[7], ARGV[3]) == 1 then
+  if ARGV[5] ~= '' then redis.call('XACK', KEYS[6], ARGV[4], ARGV[5]) end
+  return {'deleted', 0}
+end
+if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
+  if ARGV[5] ~= '' then redis.call('XACK', KEYS[6], ARGV[4], ARGV[5]) end
+  return {'dup', 0}
+end
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return {'stale', v} end
+local n = tonumber(ARGV[8])
+for i = 0, n - 1 do
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*',
+             'r', ARGV[3], 'v', v + i + 1, 'e', ARGV[9 + i])
+end
+redis.call('XADD', KEYS[8], '*', 'run_id', ARGV[3], 'tombstone', ARGV[7])
+redis.call('HSET', KEYS[7], ARGV[3], ARGV[7])
+redis.call('HDEL', KEYS[4], ARGV[3])
+redis.call('ZREM', KEYS[5], ARGV[3])
+for i = 9, #KEYS do redis.call('DEL', KEYS[i]) end
+if ARGV[5] ~= '' then redis.call('XACK', KEYS[6], ARGV[4], ARGV[5]) end
+return {'ok', v + n}
+"""
+
+Status = Literal["ok", "dup", "stale", "lease", "deleted"]
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(RunState)
+_summary_encoder = msgspec.json.Encoder()
+
+
+class Tombstone(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+    scenario: str
+    actor: str
+    deleted_at: float
+    effects_left: int
+    irreversible: int
+    command_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    status: Status
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The command message to acknowledge together with an append."""
+
+    shard: int
+    entry_id: str
+
+
+class EventStore:
+    def __init__(self, redis: aredis.Redis, keys: Keys, settings: Settings) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.settings = settings
+        self._append = redis.register_script(_APPEND)
+        self._delete = redis.register_script(_DELETE)
+
+    # ------------------------------------------------------------------ reading
+    async def load(self, run_id: str) -> Run:
+        """The run as of its latest event: snapshot plus the events after it."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(k.meta(run_id), "snap_id")
+            pipe.get(k.snapshot(run_id))
+            pipe.hexists(k.tombs(k.shard_of(run_id)), run_id)
+            snap_id, snapshot, deleted = await pipe.execute()
+        if deleted:
+            return Run(RunState(run_id=run_id, state="deleted"))
+        if snapshot and snap_id:
+            state = _state_decoder.decode(snapshot)
+            start = b"(" + snap_id
+        else:
+            state = RunState(run_id=run_id)
+            start = b"-"
+        run = Run(state)
+        while True:
+            entries = await self.redis.xrange(k.events(run_id), start, "+", count=500)
+            for entry_id, fields in entries:
+                apply(run.state, ev.decode_event(fields[b"e"]))
+            if len(entries) < 500:
+                return run
+            start = b"(" + entries[-1][0]
+
+    async def history(self, run_id: str) -> list[tuple[str, ev.Event]]:
+        entries = await self.redis.xrange(self.keys.events(run_id))
+        return [(i.decode(), ev.decode_event(f[b"e"])) for i, f in entries]
+
+    async def chunks_before(
+        self, run_id: str, cursor: str, count: int
+    ) -> list[tuple[str, ev.Event]]:
+        """Events from ``cursor`` (inclusive; "+" = the newest) backwards."""
+        entries = await self.redis.xrevrange(self.keys.events(run_id), cursor, "-", count=count)
+        return [(i.decode(), ev.decode_event(f[b"e"])) for i, f in entries]
+
+    # ------------------------------------------------------------------ writing
+    async def save(
+        self,
+        run: Run,
+        *,
+        command_id: str = "",
+        lease_owner: str = "",
+        ack: Ack | None = None,
+    ) -> AppendResult:
+        """Append the run's new events, if its version is still the one they were based on."""
+        events = run.take_events()
+        s = run.state
+        expected = s.version - len(events)
+        k = self.keys
+        run_id = s.run_id
+        shard = k.shard_of(run_id)
+        if any(isinstance(e, ev.RunDeleted) for e in events):
+            return await self._save_delete(run, events, expected, command_id, ack)
+        due = expected // self.settings.snapshot_every != s.version // self.settings.snapshot_every
+        args: list[str | bytes | int | float] = [
+            expected,
+            command_id,
+            lease_owner,
+            self.settings.lease_ms,
+            run_id,
+            _summary_encoder.encode(summarize(s)),
+            f"{time.time() * 1000:.0f}" if s.state in ACTIVE else "-",
+            k.group,
+            ack.entry_id if ack else "",
+            _state_encoder.encode(s) if due else "",
+            self.settings.feed_maxlen,
+            len(events),
+        ]
+        for e in events:
+            stored = ev.encode_event(e)
+            args.append(stored)
+            args.append(ev.encode_event(ev.slim(e)) if isinstance(e, ev.ChunkPrepared) else stored)
+        status, version = await self._append(
+            keys=[
+                k.events(run_id),
+                k.meta(run_id),
+                k.seen(run_id),
+                k.feed(shard),
+                k.index(shard),
+                k.runnable(shard),
+                k.lease(run_id),
+                k.commands(shard),
+                k.tombs(shard),
+                k.snapshot(run_id),
+            ],
+            args=args,
+        )
+        return AppendResult(status.decode(), int(version))  # type: ignore[arg-type]
+
+    async def _save_delete(
+        self,
+        run: Run,
+        events: list[ev.Event],
+        expected: int,
+        command_id: str,
+        ack: Ack | None,
+    ) -> AppendResult:
+        k = self.keys
+        s = run.state
+        run_id = s.run_id
+        shard = k.shard_of(run_id)
+        deleted = next(e for e in events if isinstance(e, ev.RunDeleted))
+        tomb = Tombstone(
+            run_id=run_id,
+            scenario=s.scenario,
+            actor=deleted.actor,
+            deleted_at=deleted.at,
+            effects_left=deleted.effects_left,
+            irreversible=deleted.irreversible,
+            command_id=command_id,
+        )
+        status, version = await self._delete(
+            keys=[
+                k.meta(run_id),
+                k.seen(run_id),
+                k.feed(shard),
+                k.index(shard),
+                k.runnable(shard),
+                k.commands(shard),
+                k.tombs(shard),
+                k.audit(shard),
+                *k.run_keys(run_id),
+            ],
+            args=[
+                expected,
+                command_id,
+                run_id,
+                k.group,
+                ack.entry_id if ack else "",
+                self.settings.feed_maxlen,
+                msgspec.json.encode(tomb),
+                len(events),
+                *(ev.encode_event(ev.slim(e)) for e in events),
+            ],
+        )
+        return AppendResult(status.decode(), int(version))  # type: ignore[arg-type]
+
+    async def reject_unknown(
+        self, run_id: str, event: ev.CommandRejected, ack: Ack | None
+    ) -> None:
+        """A rejection for a run with no history: told on the feed, nothing else changes."""
+        k = self.keys
+        shard = k.shard_of(run_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                k.feed(shard),
+                {"r": run_id, "v": 0, "e": ev.encode_event(event)},
+                maxlen=self.settings.feed_maxlen,
+                approximate=True,
+            )
+            if ack:
+                pipe.xack(k.commands(ack.shard), k.group, ack.entry_id)
+            await pipe.execute()
+
+    async def tombstone(self, run_id: str) -> Tombstone | None:
+        raw = await self.redis.hget(self.keys.tombs(self.keys.shard_of(run_id)), run_id)
+        return msgspec.json.decode(raw, type=Tombstone) if raw else None
+

@@ -1,0 +1,222 @@
+"""The network: a graph of nodes and edges with attributes, in Redis.
+
+Elements are ``n:<node>`` and ``e:<src>|<dst>``; ``values`` holds their attributes (JSON)
+and ``stamps`` the stamp of the effect that last wrote each one. Stamps are how revert
+tells "still as this run left it" from "changed by someone else since".
+
+A chunk's effects reach the network in two phases, because the run's history and the
+network live in different slots (different nodes on Redis Cluster) and no one script can
+write both:
+
+1. the run records the chunk's effects (``ChunkPrepared``) in its history;
+2. ``apply_chunk`` writes them to the network in one script, all or nothing, marked by
+   the chunk's token; the run then records ``ItemsProcessed``.
+
+If the worker dies between 1 and 2, whoever resumes the run calls ``resolve_chunk``: it
+finds the chunk applied (record ``ItemsProcessed``) or marks it void in the network's slot,
+after which ``apply_chunk`` refuses it (record ``ChunkVoided``). So a network change is
+never made without being in the history, and a late writer can't apply a voided chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import msgspec
+import redis.asyncio as aredis
+
+from runstream.contracts.events import EffectRecord
+from runstream.keys import Keys
+
+CHUNK_MARK_TTL_S = 30 * 24 * 3600
+
+_APPLY = """
+-- KEYS: values stamps chunk_mark outbox
+-- ARGV: run_id first_effect ttl n_ops (element before_stamp after)* n_notes note*
+local mark = redis.call('GET', KEYS[3])
+if mark == 'v' then return {'voided'} end
+if mark == 'a' then return {'applied'} end
+local run, first, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
+local sim = {}
+for i = 0, n - 1 do
+  local el, bs = ARGV[5 + 3 * i], ARGV[6 + 3 * i]
+  local cur = sim[el]
+  if cur == nil then cur = redis.call('HGET', KEYS[2], el) or '' end
+  if cur ~= bs then return {'conflict', el} end
+  sim[el] = run .. '/' .. (first + i)
+end
+for i = 0, n - 1 do
+  local el, after = ARGV[5 + 3 * i], ARGV[7 + 3 * i]
+  if after == '' then redis.call('HDEL', KEYS[1], el) else redis.call('HSET', KEYS[1], el, after) end
+  redis.call('HSET', KEYS[2], el, run .. '/' .. (first + i))
+end
+local base = 5 + 3 * n
+for i = 1, tonumber(ARGV[base]) do
+  redis.call('XADD', KEYS[4], '*', 'run_id', run, 'message', ARGV[base + i])
+end
+redis.call('SET', KEYS[3], 'a', 'EX', ARGV[3])
+return {'ok'}
+"""
+
+_RESOLVE = """
+local mark = redis.call('GET', KEYS[1])
+if mark then return mark end
+redis.call('SET', KEYS[1], 'v', 'EX', ARGV[1])
+return 'v'
+"""
+
+_COMPENSATE = """
+-- KEYS: values stamps; ARGV: force n (element stamp before_stamp before)*
+-- Returns one letter per effect: c compensated (or already was), x conflict (skipped).
+local force, n = ARGV[1] == '1', tonumber(ARGV[2])
+local out = {}
+for i = 0, n - 1 do
+  local el, st, bs, before = ARGV[3 + 4 * i], ARGV[4 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i]
+  local cur = redis.call('HGET', KEYS[2], el) or ''
+  if cur == bs then
+    out[#out + 1] = 'c'
+  elseif cur == st or force then
+    if before == '' then redis.call('HDEL', KEYS[1], el) else redis.call('HSET', KEYS[1], el, before) end
+    if bs == '' then redis.call('HDEL', KEYS[2], el) else redis.call('HSET', KEYS[2], el, bs) end
+    out[#out + 1] = 'c'
+  else
+    out[#out + 1] = 'x'
+  end
+end
+return table.concat(out)
+"""
+
+ApplyOutcome = Literal["ok", "applied", "voided", "conflict"]
+
+
+def node_element(node_id: str) -> str:
+    return f"n:{node_id}"
+
+
+def edge_element(src: str, dst: str) -> str:
+    return f"e:{src}|{dst}"
+
+
+class Compensation(msgspec.Struct, frozen=True, array_like=True):
+    """One effect to take back: put ``element`` back to ``before`` if it still carries ``stamp``."""
+
+    effect_no: int
+    element: str
+    stamp: str
+    before_stamp: str
+    before: str
+
+
+class NetworkStore:
+    def __init__(self, redis: aredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._apply = redis.register_script(_APPLY)
+        self._resolve = redis.register_script(_RESOLVE)
+        self._compensate = redis.register_script(_COMPENSATE)
+
+    async def read(self, elements: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Current values and stamps ("" where absent), read together."""
+        if not elements:
+            return [], []
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(self.keys.net_values, elements)
+            pipe.hmget(self.keys.net_stamps, elements)
+            values, stamps = await pipe.execute()
+        return (
+            [v.decode() if v is not None else "" for v in values],
+            [s.decode() if s is not None else "" for s in stamps],
+        )
+
+    async def stamps(self, elements: Sequence[str]) -> list[str]:
+        if not elements:
+            return []
+        raw = await self.redis.hmget(self.keys.net_stamps, elements)
+        return [s.decode() if s is not None else "" for s in raw]
+
+    async def apply_chunk(
+        self,
+        token: str,
+        run_id: str,
+        first_effect: int,
+        effects: Sequence[EffectRecord],
+        notifications: Sequence[str],
+    ) -> tuple[ApplyOutcome, str]:
+        """Phase two: write a prepared chunk, unless it was voided; idempotent."""
+        args: list[str | int] = [run_id, first_effect, CHUNK_MARK_TTL_S, len(effects)]
+        for e in effects:
+            args += (e.element, e.before_stamp, e.after)
+        args.append(len(notifications))
+        args.extend(notifications)
+        k = self.keys
+        result = await self._apply(
+            keys=[k.net_values, k.net_stamps, k.net_chunk(token), k.outbox], args=args
+        )
+        outcome = result[0].decode()
+        return outcome, (result[1].decode() if len(result) > 1 else "")
+
+    async def resolve_chunk(self, token: str) -> Literal["applied", "voided"]:
+        """For a chunk whose worker died: was it applied? If not, make sure it never will be."""
+        mark = await self._resolve(keys=[self.keys.net_chunk(token)], args=[CHUNK_MARK_TTL_S])
+        return "applied" if mark == b"a" else "voided"
+
+    async def compensate(self, items: Sequence[Compensation], force: bool) -> str:
+        if not items:
+            return ""
+        args: list[str | int] = ["1" if force else "0", len(items)]
+        for c in items:
+            args += (c.element, c.stamp, c.before_stamp, c.before)
+        k = self.keys
+        result = await self._compensate(keys=[k.net_values, k.net_stamps], args=args)
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    async def put(self, element: str, attrs: dict[str, Any] | None, stamp: str) -> None:
+        """A change made outside any run (an operator's edit): not revertable by runstream."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if attrs is None:
+                pipe.hdel(k.net_values, element)
+            else:
+                pipe.hset(k.net_values, element, msgspec.json.encode(attrs))
+            pipe.hset(k.net_stamps, element, stamp)
+            await pipe.execute()
+
+    async def elements(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        async for field, value in self.redis.hscan_iter(self.keys.net_values, count=1000):
+            out[field.decode()] = value.decode()
+        return out
+
+    async def export(self) -> dict[str, Any]:
+        """The whole network as plain data, in a stable order."""
+        return export_elements((await self.elements()).items())
+
+    async def stats(self) -> dict[str, int]:
+        elements = await self.elements()
+        nodes = sum(1 for e in elements if e.startswith("n:"))
+        return {
+            "nodes": nodes,
+            "edges": len(elements) - nodes,
+            "notifications": await self.redis.xlen(self.keys.outbox),
+        }
+
+    async def outbox(self, count: int = 100) -> list[dict[str, str]]:
+        entries = await self.redis.xrevrange(self.keys.outbox, count=count)
+        return [
+            {"id": i.decode(), **{k.decode(): v.decode() for k, v in f.items()}}
+            for i, f in entries
+        ]
+
+
+def export_elements(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    nodes: list[dict[str, Any]] = []
+    edges: list[dict[str, Any]] = []
+    for element, value in sorted(items):
+        attrs = msgspec.json.decode(value)
+        if element.startswith("n:"):
+            nodes.append({"id": element[2:], "attrs": attrs})
+        else:
+            src, _, dst = element[2:].partition("|")
+            edges.append({"source": src, "target": dst, "attrs": attrs})
+    return {"nodes": nodes, "edges": edges}
