@@ -121,15 +121,13 @@ class Client:
 
     async def execute(
         self, command: cmd.Command, *, wait: bool = True, timeout: float = 60.0
-    ) -> Outcome | None:
-        """Publish and, with ``wait``, return once it took effect or was rejected."""
+    ) -> Outcome:
+        """Publish and return once the command was accepted or rejected; with ``wait``,
+        once it took effect (the run reached the state the command leads to)."""
         since = await self.feed_position(command.run_id)
         await self.send(command)
-        if not wait:
-            return None
-        return await self.wait_for(
-            command.run_id, command.command_id, TARGETS[type(command)], since, timeout
-        )
+        targets = TARGETS[type(command)] if wait else frozenset()
+        return await self.wait_for(command.run_id, command.command_id, targets, since, timeout)
 
     async def wait_for(
         self,
@@ -139,8 +137,8 @@ class Client:
         since: str,
         timeout: float,
     ) -> Outcome:
-        """Follow the shard feed from ``since`` until the command is rejected or a target
-        event for the run arrives (after the command was accepted)."""
+        """Follow the shard feed from ``since`` until the command is rejected, or accepted
+        and then a target event for the run arrives (no targets: accepted is enough)."""
         feed = self.keys.feed(self.keys.shard_of(run_id))
         deadline = time.monotonic() + timeout
         accepted = False
@@ -159,6 +157,8 @@ class Client:
                         if isinstance(event, ev.CommandRejected):
                             return Outcome(run_id, command_id, True, event.reason, event)
                         accepted = True
+                        if not targets:
+                            return Outcome(run_id, command_id, False, "", event)
                     if accepted and ev.event_type(event) in targets:
                         return Outcome(run_id, command_id, False, "", event)
 

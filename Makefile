@@ -1,0 +1,36 @@
+# Everything goes through the project venv; `make venv` (re)installs only when
+# pyproject.toml changed since the last install.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint bench chaos clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: venv
+	$(BIN)/runctl dev
+
+test: venv
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+chaos: venv
+	$(BIN)/pytest -q -m chaos tests/e2e
+
+# Keeps .runstream/ (the data of `make run`): remove it by hand to start afresh.
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	find . -path ./.git -prune -o -name __pycache__ -type d -exec rm -rf {} +

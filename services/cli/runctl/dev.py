@@ -1,0 +1,234 @@
+"""``runctl dev``: a whole runstream on one machine, Redis and workers included.
+
+Redis is an EmbeddedRedis persisting to ``data_dir`` (so runs survive a restart of the
+dev stack); each worker is a separate ``python -m runstream_worker`` process. Workers
+that die are restarted with a backoff; Ctrl-C or SIGTERM stops workers first, Redis last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from runstream.embedded import EmbeddedRedis
+from runstream.settings import DEFAULT_REDIS_URL, EMBEDDED_PORT
+
+DEFAULT_DATA_DIR = Path(".runstream/data")
+WORKER_COMMAND = (sys.executable, "-m", "runstream_worker")
+STOP_GRACE_S = 10.0
+# A process that stayed up this long counts as healthy again: its backoff starts over.
+HEALTHY_AFTER_S = 30.0
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 10.0
+TICK_S = 0.25
+
+
+def _backoff(failures: int) -> float:
+    return float(min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** max(0, failures - 1)))
+
+
+@dataclass
+class _Worker:
+    name: str
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+
+
+class _DevStack:
+    def __init__(
+        self,
+        redis: EmbeddedRedis,
+        workers: int,
+        worker_command: Sequence[str],
+        console: Console,
+    ) -> None:
+        self.redis = redis
+        self.worker_command = list(worker_command)
+        self.console = console
+        self.workers = [_Worker(name=f"worker-{i}") for i in range(1, workers + 1)]
+        self.stopping = threading.Event()
+        self.signals = 0
+        self.redis_failures = 0
+        self.redis_restart_at: float | None = None
+
+    # --- signals -------------------------------------------------------------------
+    def on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Only flags here: the main loop does the work, outside the signal handler.
+        self.signals += 1
+        self.stopping.set()
+
+    # --- workers -------------------------------------------------------------------
+    def spawn(self, worker: _Worker) -> None:
+        env = dict(os.environ)
+        env["REDIS_URL"] = self.redis.url
+        env["RUNSTREAM_WORKER_NAME"] = worker.name
+        worker.proc = subprocess.Popen(
+            self.worker_command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            # Own session: Ctrl-C reaches only us, and we stop workers in order.
+            start_new_session=True,
+        )
+        worker.started_at = time.monotonic()
+        worker.restart_at = None
+
+    def check_workers(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers:
+            proc = worker.proc
+            if proc is not None and proc.poll() is not None:
+                uptime = now - worker.started_at
+                worker.failures = 1 if uptime >= HEALTHY_AFTER_S else worker.failures + 1
+                delay = _backoff(worker.failures)
+                self.console.print(
+                    f"[yellow]{worker.name} (pid {proc.pid}) exited with code "
+                    f"{proc.returncode} after {uptime:.1f}s; restarting in {delay:.1f}s[/]"
+                )
+                worker.proc = None
+                worker.restart_at = now + delay
+            if worker.proc is None and worker.restart_at is not None and now >= worker.restart_at:
+                self.spawn(worker)
+                self.console.print(f"[green]{worker.name} restarted (pid {self.pid(worker)})[/]")
+
+    def check_redis(self) -> None:
+        now = time.monotonic()
+        if self.redis_restart_at is None:
+            if self.redis.running:
+                return
+            self.redis_failures += 1
+            delay = _backoff(self.redis_failures)
+            self.console.print(
+                f"[red]redis-server died; restarting in {delay:.1f}s[/] "
+                f"(log: {escape(str(self.redis.log_path))})"
+            )
+            self.redis.kill()  # reaps the dead process
+            self.redis_restart_at = now + delay
+            return
+        if now < self.redis_restart_at:
+            return
+        try:
+            self.redis.start()
+        except RuntimeError as exc:
+            self.redis_failures += 1
+            delay = _backoff(self.redis_failures)
+            self.console.print(f"[red]redis-server restart failed; next try in {delay:.1f}s[/]")
+            self.console.print(escape(str(exc)))
+            self.redis_restart_at = now + delay
+            return
+        self.redis_restart_at = None
+        self.console.print(f"[green]redis-server restarted (pid {self.redis.pid})[/]")
+
+    @staticmethod
+    def pid(worker: _Worker) -> int | None:
+        return worker.proc.pid if worker.proc is not None else None
+
+    def stop_workers(self) -> None:
+        live = [w.proc for w in self.workers if w.proc is not None and w.proc.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in live:
+            # A second Ctrl-C cuts the grace period short.
+            while proc.poll() is None and time.monotonic() < deadline and self.signals < 2:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(TICK_S)
+            if proc.poll() is None:
+                self.console.print(f"[yellow]worker pid {proc.pid} did not stop; killing it[/]")
+                proc.kill()
+            proc.wait()
+        for worker in self.workers:
+            worker.proc = None
+
+    # --- the whole stack -----------------------------------------------------------
+    def banner(self) -> None:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(overflow="fold")  # paths stay whole, for copy and paste
+        table.add_row("REDIS_URL", self.redis.url)
+        table.add_row(
+            "redis-server",
+            f"{escape(self.redis.binary)} ({self.redis.origin}), pid {self.redis.pid}",
+        )
+        table.add_row("data", escape(str(self.redis.data_dir)))
+        for worker in self.workers:
+            table.add_row(worker.name, f"pid {self.pid(worker)}")
+        table.add_row("stop", "Ctrl-C")
+        self.console.print(Panel(table, title="runstream dev", expand=False))
+        # runctl's default REDIS_URL is the default embedded port; other ports need it set.
+        lines = (
+            [] if self.redis.url == DEFAULT_REDIS_URL else [f"export REDIS_URL={self.redis.url}"]
+        )
+        lines.append("runctl start synthetic --arg items=100 --wait")
+        self.console.print("try, in another terminal:")
+        for line in lines:
+            self.console.print(f"  {escape(line)}", soft_wrap=True, highlight=False)
+
+    def run(self) -> int:
+        if self.stopping.is_set():  # Ctrl-C while Redis was starting
+            return 0
+        for worker in self.workers:
+            self.spawn(worker)
+        self.banner()
+        while not self.stopping.wait(TICK_S):
+            self.check_redis()
+            self.check_workers()
+        self.console.print("stopping workers...")
+        self.stop_workers()
+        self.console.print("stopping redis-server...")
+        self.redis.stop()
+        self.console.print("stopped")
+        return 0
+
+
+def run_dev(
+    port: int = EMBEDDED_PORT,
+    data_dir: Path = DEFAULT_DATA_DIR,
+    workers: int = 2,
+    prefer: str = "auto",
+    *,
+    worker_command: Sequence[str] = WORKER_COMMAND,
+) -> int:
+    """Run Redis and ``workers`` worker processes until SIGINT/SIGTERM; return exit code."""
+    console = Console()
+    if workers < 0:
+        console.print("[red]workers must be 0 or more[/]")
+        return 2
+    try:
+        redis = EmbeddedRedis(port=port, data_dir=data_dir, prefer=prefer)
+    except (RuntimeError, ValueError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        return 1
+    stack = _DevStack(redis, workers, worker_command, console)
+    previous = {
+        signum: signal.signal(signum, stack.on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        try:
+            redis.start()
+        except RuntimeError as exc:
+            console.print(f"[red]could not start redis-server:[/] {escape(str(exc))}")
+            return 1
+        try:
+            return stack.run()
+        finally:
+            # Reached on errors too: never leave workers or Redis behind.
+            stack.stop_workers()
+            redis.stop()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

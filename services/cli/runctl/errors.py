@@ -1,0 +1,16 @@
+"""Exit statuses and the one-line errors runctl prints."""
+
+from __future__ import annotations
+
+OK = 0
+REJECTED = 1  # the service refused the command (state does not allow it)
+BAD_INPUT = 2  # bad arguments, unknown scenario, malformed id (also typer's usage errors)
+NOT_FOUND = 3  # the run does not exist or was deleted
+UNREACHABLE = 4  # Redis cannot be reached
+TIMEOUT = 5  # --wait gave up
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code

