@@ -42,7 +42,8 @@ app = typer.Typer(
 network_app = typer.Typer(help="The shared network the runs change.", no_args_is_help=True)
 app.add_typer(network_app, name="network")
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output is not cut to 80 columns: ids and states must stay whole for scripts.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 

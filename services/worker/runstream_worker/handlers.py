@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 import redis
 import redis.asyncio as aredis
 import structlog
@@ -81,7 +82,7 @@ class CommandProcessor:
             command,
             now,
             scenario_version=scenario.version,
-            args=command.args,
+            args=msgspec.to_builtins(params),
             items_total=scenario.count(params),
         )
 
