@@ -31,7 +31,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_command_bytes: int = 64 * 1024
     commands_per_read: int = 100
     max_parallel_runs: int = 8
+    # A feed no consumer group reads keeps about this many entries; with groups, it is
+    # trimmed only past what every group has acknowledged.
     feed_maxlen: int = 100_000
+    # Consumers idle this long with nothing pending are workers that went away: removed.
+    stale_consumer_ms: int = 3_600_000
+    upkeep_interval_s: float = 10.0
     # Extra scenario modules ("pkg.module" or "pkg.module:ATTR"), comma separated.
     scenario_modules: tuple[str, ...] = ()
     worker_name: str = ""

@@ -31,6 +31,7 @@ from runstream.domain.run import STATES, Run
 from runstream.domain.scenarios import BadArguments, load_registry
 from runstream.ids import is_run_id, new_id
 from runstream.settings import EMBEDDED_PORT, Settings, load_settings
+from runstream.store import dlq
 from runstream.store.network import NetworkStore
 
 app = typer.Typer(
@@ -41,6 +42,10 @@ app = typer.Typer(
 )
 network_app = typer.Typer(help="The shared network the runs change.", no_args_is_help=True)
 app.add_typer(network_app, name="network")
+dlq_app = typer.Typer(
+    help="Dead-lettered commands: messages that could not be handled.", no_args_is_help=True
+)
+app.add_typer(dlq_app, name="dlq")
 
 # Piped output is not cut to 80 columns: ids and states must stay whole for scripts.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -488,6 +493,65 @@ def network_stats(as_json: JsonOpt = False) -> None:
         return
     for key, value in stats.items():
         out.print(f"{key:>14}  {value}")
+
+
+@app.command()
+def outbox(
+    count: Annotated[int, typer.Option(help="How many, newest first.", min=1)] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Notifications runs have sent (irreversible effects), newest first."""
+    notes = _run(lambda c: NetworkStore(c.redis, c.keys).outbox(count))
+    if as_json:
+        _print_json(notes)
+        return
+    for note in notes:
+        out.print(f"{note['id']:<20} {note.get('run_id', '-')}  {note.get('message', '')}")
+
+
+@dlq_app.command("list")
+def dlq_list(as_json: JsonOpt = False) -> None:
+    """Dead-lettered messages with the reason each was parked."""
+    letters = _run(lambda c: dlq.list_letters(c.redis, c.keys))
+    if as_json:
+        _print_json(letters)
+        return
+    if not letters:
+        out.print("no dead-lettered messages")
+    for d in letters:
+        payload = d.payload if len(d.payload) <= 80 else d.payload[:77] + "..."
+        out.print(f"{d.id:<20} {_when(d.at)}  {d.reason}\n{'':<20} {payload}")
+
+
+def _letter(client: Client, letter_id: str) -> Awaitable[dlq.DeadLetter | None]:
+    return dlq.find(client.redis, client.keys, letter_id)
+
+
+@dlq_app.command("retry")
+def dlq_retry(letter_id: str) -> None:
+    """Publish a dead-lettered message again (duplicates of applied commands change nothing)."""
+
+    async def body(client: Client) -> str:
+        letter = await _letter(client, letter_id)
+        if letter is None:
+            raise CliError(f"no dead-lettered message {letter_id}", errors.NOT_FOUND)
+        return await dlq.retry(client.redis, client.keys, letter)
+
+    out.print(f"{letter_id}: published again as {_run(body)}")
+
+
+@dlq_app.command("drop")
+def dlq_drop(letter_id: str) -> None:
+    """Remove a dead-lettered message for good."""
+
+    async def body(client: Client) -> None:
+        letter = await _letter(client, letter_id)
+        if letter is None:
+            raise CliError(f"no dead-lettered message {letter_id}", errors.NOT_FOUND)
+        await dlq.drop(client.redis, client.keys, letter)
+
+    _run(body)
+    out.print(f"{letter_id}: dropped")
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import sys
 
 from runstream.settings import load_settings
-from runstream_worker.app import build_app
+from runstream_worker.app import Worker
 
 
 def main() -> None:
@@ -15,8 +15,7 @@ def main() -> None:
     except ValueError as exc:
         print(f"runstream-worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    app = build_app(settings)
-    asyncio.run(app.run())
+    asyncio.run(Worker(settings).run())
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The worker process: a faststream app consuming every shard's command stream.
+"""The worker process: a faststream RedisBroker consuming every shard's command stream.
 
 Per shard, two subscribers in the ``workers`` consumer group: one reads new commands in
 batches (XREADGROUP), one claims commands that another consumer read but never acked
@@ -9,13 +9,18 @@ store's append script, not by faststream (AckPolicy.MANUAL).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
+import signal
 import socket
+import time
 from typing import Any
 
 import redis.asyncio as aredis
+from redis.exceptions import RedisError, ResponseError
 import structlog
-from faststream import FastStream
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
@@ -27,6 +32,7 @@ from runstream.keys import Keys
 from runstream.settings import Settings
 from runstream_worker.executor import Executor
 from runstream_worker.handlers import CommandProcessor
+from runstream_worker.upkeep import upkeep
 
 log = structlog.get_logger("runstream.worker")
 
@@ -63,74 +69,118 @@ async def ensure_groups(client: aredis.Redis, keys: Keys) -> None:
         try:
             await client.xgroup_create(keys.commands(shard), keys.group, id="0", mkstream=True)
             log.info("group_created", stream=keys.commands(shard))
-        except aredis.ResponseError as exc:
+        except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
 
-def build_app(settings: Settings) -> FastStream:
-    logs.configure(settings.log_format)
-    keys = Keys(settings.prefix, settings.shards)
-    worker = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
-    registry = load_registry(settings.scenario_modules)
-    client = aredis.Redis.from_url(settings.redis_url)
-    executor = Executor(client, settings, registry, worker)
-    processor = CommandProcessor(client, settings, registry, executor.wake)
-    import logging
+class Worker:
+    """One worker process: the broker's subscribers, the executor, and their upkeep."""
 
-    broker = RedisBroker(settings.redis_url, log_level=logging.DEBUG)
+    def __init__(self, settings: Settings) -> None:
+        logs.configure(settings.log_format)
+        self.settings = settings
+        self.keys = Keys(settings.prefix, settings.shards)
+        self.name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
+        self.registry = load_registry(settings.scenario_modules)
+        self.client = aredis.Redis.from_url(settings.redis_url)
+        self.executor = Executor(self.client, settings, self.registry, self.name)
+        self.processor = CommandProcessor(self.client, settings, self.registry, self.executor.wake)
+        # Per-message logs at DEBUG: faststream's default INFO line per message costs throughput.
+        self.broker = RedisBroker(
+            settings.redis_url,
+            log_level=logging.DEBUG,
+            graceful_timeout=settings.shutdown_grace_s,
+        )
+        self.subscribers: list[Any] = []
+        for shard in range(settings.shards):
+            self._subscribe(shard)
+        self.stopping = asyncio.Event()
 
-    for shard in range(settings.shards):
-        stream = keys.commands(shard)
-
-        handle, claim = _shard_handlers(processor, shard)
-
-        broker.subscriber(
+    def _subscribe(self, shard: int) -> None:
+        s = self.settings
+        stream = self.keys.commands(shard)
+        handle, claim = _shard_handlers(self.processor, shard)
+        common: dict[str, Any] = {
+            "parser": _raw_parser,
+            "decoder": _no_decoder,
+            "ack_policy": AckPolicy.MANUAL,
+        }
+        reader = self.broker.subscriber(
             stream=StreamSub(
                 stream,
-                group=keys.group,
-                consumer=worker,
+                group=self.keys.group,
+                consumer=self.name,
                 batch=True,
-                max_records=settings.commands_per_read,
+                max_records=s.commands_per_read,
                 polling_interval=1000,
             ),
-            parser=_raw_parser,
-            decoder=_no_decoder,
-            ack_policy=AckPolicy.MANUAL,
-        )(handle)
-        broker.subscriber(
+            **common,
+        )
+        reader(handle)
+        claimer = self.broker.subscriber(
             stream=StreamSub(
                 stream,
-                group=keys.group,
-                consumer=worker,
+                group=self.keys.group,
+                consumer=self.name,
                 batch=True,
-                min_idle_time=settings.claim_idle_ms,
-                polling_interval=max(100, settings.claim_idle_ms // 2),
+                min_idle_time=s.claim_idle_ms,
+                polling_interval=max(100, s.claim_idle_ms // 2),
             ),
-            parser=_raw_parser,
-            decoder=_no_decoder,
-            ack_policy=AckPolicy.MANUAL,
-        )(claim)
+            **common,
+        )
+        claimer(claim)
+        self.subscribers += [reader, claimer]
 
-    app = FastStream(broker)
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await ensure_groups(self.client, self.keys)
+        await self.broker.start()
+        self.executor.start()
+        log.info(
+            "worker_started",
+            worker=self.name,
+            shards=self.settings.shards,
+            scenarios=[s.name for s in self.registry],
+        )
+        next_upkeep = 0.0
+        try:
+            while not self.stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
+                await self._restart_stopped_subscribers()
+                if time.monotonic() >= next_upkeep:
+                    next_upkeep = time.monotonic() + self.settings.upkeep_interval_s
+                    try:
+                        await upkeep(self.client, self.keys, self.settings, self.name)
+                    except (RedisError, OSError) as exc:
+                        log.warning("upkeep_failed", error=str(exc))
+        finally:
+            await self._shutdown()
 
-    @app.on_startup
-    async def _setup() -> None:
-        await ensure_groups(client, keys)
-        log.info("worker_starting", worker=worker, shards=settings.shards,
-                 scenarios=[s.name for s in registry])
+    async def _restart_stopped_subscribers(self) -> None:
+        """Restart subscribers faststream stopped (it stops one for good on NOGROUP: the
+        stream or its group was deleted, or Redis lost them), re-creating the groups."""
+        if self.stopping.is_set():
+            return
+        stopped = [sub for sub in self.subscribers if not sub.running]
+        if not stopped:
+            return
+        try:
+            await ensure_groups(self.client, self.keys)
+            for sub in stopped:
+                await sub.start()
+            log.warning("subscribers_restarted", count=len(stopped))
+        except (RedisError, OSError) as exc:
+            log.warning("subscribers_restart_failed", error=str(exc))
 
-    @app.after_startup
-    async def _start_executor() -> None:
-        executor.start()
-
-    @app.on_shutdown
-    async def _stop_executor() -> None:
-        await executor.stop(settings.shutdown_grace_s)
-
-    @app.after_shutdown
-    async def _close() -> None:
-        await client.aclose()
-        log.info("worker_stopped", worker=worker)
-
-    return app
+    async def _shutdown(self) -> None:
+        """Stop reading; let handlers in flight finish (graceful_timeout) and the executor
+        finish or checkpoint its chunks and hand back its leases; then close."""
+        log.info("worker_stopping", worker=self.name)
+        await self.broker.stop()
+        await self.executor.stop(self.settings.shutdown_grace_s)
+        await self.client.aclose()
+        log.info("worker_stopped", worker=self.name)

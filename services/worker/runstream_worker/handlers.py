@@ -24,6 +24,7 @@ from runstream.domain.run import ACTIVE, Rejected, Run
 from runstream.domain.scenarios import BadArguments, Registry
 from runstream.keys import Keys
 from runstream.settings import Settings
+from runstream.store import dlq
 from runstream.store.events import Ack, EventStore
 
 log = structlog.get_logger("runstream.handlers")
@@ -147,18 +148,7 @@ class CommandProcessor:
     ) -> None:
         """Park a message that can't be handled, with why; ack it so nothing waits on it."""
         log.warning("dead_lettered", entry_id=entry_id, reason=reason)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.keys.dlq(shard),
-                {
-                    "source_id": entry_id,
-                    "reason": reason,
-                    "at": f"{time.time():.3f}",
-                    **{k.decode(errors="replace"): v for k, v in fields.items()},
-                },
-            )
-            pipe.xack(self.keys.commands(shard), self.keys.group, entry_id)
-            await pipe.execute()
+        await dlq.park(self.redis, self.keys, shard, entry_id, fields, reason)
 
     async def _handle_run(
         self, shard: int, run_id: str, items: list[tuple[str, cmd.Command]]

@@ -41,8 +41,7 @@ local n = tonumber(ARGV[12])
 local last = ''
 for i = 0, n - 1 do
   last = redis.call('XADD', KEYS[1], '*', 'e', ARGV[13 + 2 * i])
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*',
-             'r', ARGV[5], 'v', v + i + 1, 'e', ARGV[14 + 2 * i])
+  redis.call('XADD', KEYS[4], '*', 'r', ARGV[5], 'v', v + i + 1, 'e', ARGV[14 + 2 * i])
 end
 redis.call('HSET', KEYS[2], 'v', v + n)
 if ARGV[2] ~= '' then redis.call('SADD', KEYS[3], ARGV[2]) end
@@ -75,8 +74,7 @@ local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if v ~= tonumber(ARGV[1]) then return {'stale', v} end
 local n = tonumber(ARGV[8])
 for i = 0, n - 1 do
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*',
-             'r', ARGV[3], 'v', v + i + 1, 'e', ARGV[9 + i])
+  redis.call('XADD', KEYS[3], '*', 'r', ARGV[3], 'v', v + i + 1, 'e', ARGV[9 + i])
 end
 redis.call('XADD', KEYS[8], '*', 'run_id', ARGV[3], 'tombstone', ARGV[7])
 redis.call('HSET', KEYS[7], ARGV[3], ARGV[7])
@@ -272,12 +270,7 @@ class EventStore:
         k = self.keys
         shard = k.shard_of(run_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                k.feed(shard),
-                {"r": run_id, "v": 0, "e": ev.encode_event(event)},
-                maxlen=self.settings.feed_maxlen,
-                approximate=True,
-            )
+            pipe.xadd(k.feed(shard), {"r": run_id, "v": 0, "e": ev.encode_event(event)})
             if ack:
                 pipe.xack(k.commands(ack.shard), k.group, ack.entry_id)
             await pipe.execute()
