@@ -36,6 +36,7 @@ TARGETS: dict[type[cmd.Command], frozenset[str]] = {
     cmd.CancelRun: frozenset({"RunCancelled"}),
     cmd.RevertRun: frozenset({"RunReverted"}),
     cmd.DeleteRun: frozenset({"RunDeleted"}),
+    cmd.PinRun: frozenset({"RunPinned"}),
 }
 
 

@@ -39,6 +39,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upkeep_interval_s: float = 10.0
     # Extra scenario modules ("pkg.module" or "pkg.module:ATTR"), comma separated.
     scenario_modules: tuple[str, ...] = ()
+    # Retention by outcome: a run finished this many days ago is deleted (its effects are
+    # kept, a tombstone records it); 0 keeps runs in that state for ever. Pinned runs stay.
+    retain_succeeded_days: float = 0
+    retain_cancelled_days: float = 0
+    retain_failed_days: float = 0
+    retain_reverted_days: float = 0
     worker_name: str = ""
     shutdown_grace_s: float = 10.0
     log_format: str = "auto"  # auto | json | console

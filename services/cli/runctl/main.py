@@ -130,6 +130,8 @@ def _event_line(event: ev.Event | None) -> str:
             return "queued"
         case ev.RevertStarted():
             return "reverting"
+        case ev.RunPinned():
+            return "pinned" if event.pinned else "unpinned"
         case ev.RunReverted():
             return (
                 f"reverted: {event.compensated} compensated, {event.skipped} skipped (conflicts), "
@@ -309,6 +311,7 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
         ("created", _when(summary.created_at)),
         ("updated", _when(summary.updated_at)),
         ("started by", summary.actor),
+        ("pinned", "yes" if summary.pinned else "no"),
     ]
     if summary.error:
         lines.append(("error", summary.error))
@@ -438,6 +441,23 @@ def delete(
     mode: cmd.DeleteMode = "revert" if with_revert else "keep_effects" if keep_effects else "plain"
     _command(lambda r: cmd.DeleteRun(run_id=r, actor=actor, mode=mode), run_id, wait, timeout,
              "delete")
+
+
+@app.command()
+def pin(
+    run_id: str, timeout: TimeoutOpt = 60.0, actor: ActorOpt = DEFAULT_ACTOR
+) -> None:
+    """Keep a run: retention never removes it, and delete refuses it until unpinned."""
+    _command(lambda r: cmd.PinRun(run_id=r, actor=actor), run_id, True, timeout, "pin")
+
+
+@app.command()
+def unpin(
+    run_id: str, timeout: TimeoutOpt = 60.0, actor: ActorOpt = DEFAULT_ACTOR
+) -> None:
+    """Let retention and delete apply to a run again."""
+    _command(lambda r: cmd.PinRun(run_id=r, actor=actor, pinned=False), run_id, True, timeout,
+             "unpin")
 
 
 @app.command()

@@ -71,7 +71,10 @@ class CommandProcessor:
         self.on_active = on_active
         self.handlers = Handlers()
         self.handlers.register(cmd.StartRun, self._start)
-        for simple in (cmd.StopRun, cmd.ContinueRun, cmd.CancelRun, cmd.RevertRun, cmd.DeleteRun):
+        simple_commands = (
+            cmd.StopRun, cmd.ContinueRun, cmd.CancelRun, cmd.RevertRun, cmd.DeleteRun, cmd.PinRun
+        )
+        for simple in simple_commands:
             self.handlers.register(simple, self._simple)
         self.handlers.check_complete()
 

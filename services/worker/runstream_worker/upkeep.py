@@ -6,13 +6,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 import redis.asyncio as aredis
 import structlog
 
+from runstream.contracts import commands as cmd
+from runstream.domain.run import RunSummary
 from runstream.keys import Keys
 from runstream.settings import Settings
 
 log = structlog.get_logger("runstream.upkeep")
+_summary = msgspec.json.Decoder(RunSummary).decode
 
 
 def _parse(entry_id: Any) -> tuple[int, int]:
@@ -69,6 +73,43 @@ async def remove_stale_consumers(
     return removed
 
 
+def retention_days(settings: Settings) -> dict[str, float]:
+    by_state = {
+        "succeeded": settings.retain_succeeded_days,
+        "cancelled": settings.retain_cancelled_days,
+        "failed": settings.retain_failed_days,
+        "reverted": settings.retain_reverted_days,
+    }
+    return {state: days for state, days in by_state.items() if days > 0}
+
+
+async def expire_runs(redis: aredis.Redis, keys: Keys, settings: Settings) -> int:
+    """Ask for the deletion of runs past their retention, through the normal command path
+    (so the aggregate's checks apply). The command id is derived from the run id and
+    version, so workers sweeping at the same time ask only once, and a request rejected
+    once (the run was pinned meanwhile) does not block a later one."""
+    keep = retention_days(settings)
+    if not keep:
+        return 0
+    now = time.time()
+    sent = 0
+    for shard in range(keys.shards):
+        async for run_id, raw in redis.hscan_iter(keys.index(shard), count=500):
+            summary = _summary(raw)
+            days = keep.get(summary.state)
+            if days is None or summary.pinned or summary.updated_at + days * 86400 > now:
+                continue
+            command = cmd.DeleteRun(
+                run_id=run_id.decode(),
+                command_id=f"retention-{run_id.decode()}-{summary.version}",
+                actor="retention",
+                mode="keep_effects",
+            )
+            await redis.xadd(keys.commands(shard), {"c": cmd.encode_command(command)})
+            sent += 1
+    return sent
+
+
 async def upkeep(redis: aredis.Redis, keys: Keys, settings: Settings, me: str) -> None:
     started = time.monotonic()
     trimmed = 0
@@ -80,10 +121,12 @@ async def upkeep(redis: aredis.Redis, keys: Keys, settings: Settings, me: str) -
         removed += await remove_stale_consumers(
             redis, commands, keys.group, settings.stale_consumer_ms, me
         )
-    if trimmed or removed:
+    expired = await expire_runs(redis, keys, settings)
+    if trimmed or removed or expired:
         log.info(
             "upkeep",
             trimmed=trimmed,
             consumers_removed=removed,
+            retention_deletes=expired,
             ms=round((time.monotonic() - started) * 1000, 1),
         )

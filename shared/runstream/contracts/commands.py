@@ -63,7 +63,13 @@ class DeleteRun(_Command, frozen=True, kw_only=True):
     mode: DeleteMode = "plain"
 
 
-Command = StartRun | StopRun | ContinueRun | CancelRun | RevertRun | DeleteRun
+class PinRun(_Command, frozen=True, kw_only=True):
+    """Pin (or unpin) a run: retention never removes a pinned run, and delete refuses it."""
+
+    pinned: bool = True
+
+
+Command = StartRun | StopRun | ContinueRun | CancelRun | RevertRun | DeleteRun | PinRun
 
 COMMAND_TYPES: tuple[type[_Command], ...] = (
     StartRun,
@@ -72,6 +78,7 @@ COMMAND_TYPES: tuple[type[_Command], ...] = (
     CancelRun,
     RevertRun,
     DeleteRun,
+    PinRun,
 )
 
 _decoder = msgspec.json.Decoder(Command)

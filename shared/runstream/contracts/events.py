@@ -141,6 +141,11 @@ class RunDeleted(_Event, frozen=True, kw_only=True):
     irreversible: int = 0
 
 
+class RunPinned(_Event, frozen=True, kw_only=True):
+    actor: str = ""
+    pinned: bool = True
+
+
 class CommandRejected(_Event, frozen=True, kw_only=True):
     command_type: str
     reason: str
@@ -162,6 +167,7 @@ Event = (
     | EffectsCompensated
     | RunReverted
     | RunDeleted
+    | RunPinned
     | CommandRejected
 )
 

@@ -16,6 +16,7 @@ from runstream.contracts.commands import (
     Command,
     ContinueRun,
     DeleteRun,
+    PinRun,
     RevertRun,
     StartRun,
     StopRun,
@@ -93,6 +94,7 @@ class RunState(msgspec.Struct, kw_only=True):
     revert: RevertProgress | None = None
     error: str = ""
     stop_reason: str = ""
+    pinned: bool = False
 
 
 class Run:
@@ -192,6 +194,14 @@ class Run:
                 )
             case DeleteRun():
                 self._delete(command, now)
+            case PinRun():
+                if command.pinned == s.pinned:
+                    raise Rejected(f"run is already {'pinned' if s.pinned else 'unpinned'}")
+                self._record(
+                    ev.RunPinned(
+                        at=now, command_id=cid, actor=command.actor, pinned=command.pinned
+                    )
+                )
 
     def _check_revertable(self) -> None:
         s = self.state
@@ -205,6 +215,8 @@ class Run:
     def _delete(self, command: DeleteRun, now: float) -> None:
         s = self.state
         cid = command.command_id
+        if s.pinned:
+            raise Rejected("run is pinned; unpin it first")
         if s.state in ACTIVE:
             raise Rejected(
                 f"cannot delete a run that is {s.state}; stop or cancel it first"
@@ -410,6 +422,8 @@ def apply(s: RunState, event: ev.Event) -> None:
             s.state = "reverted"
         case ev.RunDeleted():
             s.state = "deleted"
+        case ev.RunPinned():
+            s.pinned = event.pinned
         case ev.CommandRejected():
             pass
 
@@ -433,6 +447,7 @@ class RunSummary(msgspec.Struct, kw_only=True):
     error: str
     reason: str
     version: int
+    pinned: bool = False
 
 
 def summarize(s: RunState) -> RunSummary:
@@ -458,4 +473,5 @@ def summarize(s: RunState) -> RunSummary:
         error=s.error,
         reason=s.stop_reason,
         version=s.version,
+        pinned=s.pinned,
     )
