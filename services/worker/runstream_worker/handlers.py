@@ -205,7 +205,7 @@ class CommandProcessor:
             result = await self.store.save(run, command_id=command.command_id, ack=ack)
             if result.status == "ok":
                 log.info("command_applied", command=kind, state=run.state.state)
-                if run.state.state in ACTIVE:
+                if run.state.state in ACTIVE or run.state.pending:
                     self.on_active(command.run_id)
                 return run
             if result.status == "dup":

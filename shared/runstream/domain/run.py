@@ -217,6 +217,8 @@ class Run:
         cid = command.command_id
         if s.pinned:
             raise Rejected("run is pinned; unpin it first")
+        if s.pending is not None:
+            raise Rejected("a chunk of the run is still being recorded; try again shortly")
         if s.state in ACTIVE:
             raise Rejected(
                 f"cannot delete a run that is {s.state}; stop or cancel it first"

@@ -187,7 +187,9 @@ class EventStore:
             self.settings.lease_ms,
             run_id,
             _summary_encoder.encode(summarize(s)),
-            f"{time.time() * 1000:.0f}" if s.state in ACTIVE else "-",
+            # A chunk left pending (its worker died) needs an executor even if the run
+            # was stopped or cancelled meanwhile: it must be confirmed or voided.
+            f"{time.time() * 1000:.0f}" if s.state in ACTIVE or s.pending else "-",
             k.group,
             ack.entry_id if ack else "",
             _state_encoder.encode(s) if due else "",
