@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+
 from runstream.embedded import EmbeddedRedis
 from runstream.settings import DEFAULT_REDIS_URL, EMBEDDED_PORT
 

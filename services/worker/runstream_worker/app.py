@@ -19,12 +19,12 @@ import time
 from typing import Any
 
 import redis.asyncio as aredis
-from redis.exceptions import RedisError, ResponseError
 import structlog
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from faststream.redis.message import RedisBatchStreamMessage
+from redis.exceptions import RedisError, ResponseError
 
 from runstream import logs
 from runstream.domain.scenarios import load_registry

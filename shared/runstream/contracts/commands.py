@@ -96,7 +96,7 @@ def decode_command(data: bytes, max_bytes: int | None = None) -> Command:
         return _decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise BadCommand(f"invalid command: {exc}") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise BadCommand(f"malformed command: {exc}") from None
 
 

@@ -167,7 +167,7 @@ def load_registry(modules: Iterable[str] = ()) -> Registry:
         module = importlib.import_module(module_name)
         found = getattr(module, attr) if attr else getattr(module, "SCENARIOS", None)
         if found is None:
-            found = getattr(module, "SCENARIO")
+            found = module.SCENARIO
         for scenario in found if isinstance(found, list | tuple) else [found]:
             registry.add(scenario, origin=path)
     return registry
