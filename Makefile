@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint bench chaos clean
+.PHONY: venv run test lint bench chaos soak clean
 
 venv: $(STAMP)
 
@@ -27,8 +27,11 @@ lint: venv
 bench: venv
 	$(BIN)/python bench/run.py
 
+soak: venv
+	$(BIN)/python bench/soak.py
+
 chaos: venv
-	$(BIN)/pytest -q -m chaos tests/e2e
+	$(BIN)/pytest -q -s -m chaos tests/e2e
 
 # Keeps .runstream/ (the data of `make run`): remove it by hand to start afresh.
 clean:

@@ -222,6 +222,7 @@ class Executor:
             raise LostLease(s.run_id)
         if saved.status != "ok":
             return await self.store.load(s.run_id), False  # the pending chunk is resolved next
+        await self.network.forget_chunk(token)
         return run, False
 
     @staticmethod

@@ -161,6 +161,12 @@ class NetworkStore:
         mark = await self._resolve(keys=[self.keys.net_chunk(token)], args=[CHUNK_MARK_TTL_S])
         return "applied" if mark == b"a" else "voided"
 
+    async def forget_chunk(self, token: str) -> None:
+        """Drop an applied chunk's marker once the run has recorded the outcome: only a chunk
+        left pending by a dead worker needs it. (Void markers stay until they expire, to
+        stop a late writer.)"""
+        await self.redis.delete(self.keys.net_chunk(token))
+
     async def compensate(self, items: Sequence[Compensation], force: bool) -> str:
         if not items:
             return ""

@@ -1,0 +1,152 @@
+"""Soak: a steady load for a long time, with periodic worker kills; memory at start and end.
+
+    .venv/bin/python bench/soak.py [--seconds 3600] [--rate 5] [--kill-every 60]
+
+Starts its own Redis (append-only, fsync always) and two workers. Every second it starts
+``--rate`` small synthetic runs, and deletes (with revert) the runs that have finished,
+so a healthy service holds a flat amount of data. Every ``--kill-every`` seconds it
+SIGKILLs a worker and starts a new one. It samples Redis memory and the workers' resident
+memory each minute and prints the first and last samples and the counts at the end;
+it fails (exit 1) if a run is stuck or the run count grows without bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from runstream.client import Client
+from runstream.contracts import commands as cmd
+from runstream.embedded import EmbeddedRedis
+from runstream.settings import Settings
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Workers:
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.started = 0
+
+    def start(self) -> None:
+        self.started += 1
+        env = dict(self.env, RUNSTREAM_WORKER_NAME=f"soak-{self.started}")
+        log = open(self.logs / f"worker-{self.started}.log", "wb")  # noqa: SIM115
+        self.procs.append(
+            subprocess.Popen([sys.executable, "-m", "runstream_worker"], env=env, stdout=log,
+                             stderr=subprocess.STDOUT)
+        )
+        log.close()
+
+    def kill_one(self) -> None:
+        victim = self.procs.pop(random.randrange(len(self.procs)))
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        self.start()
+
+    def stop(self) -> list[int]:
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        return [p.wait(timeout=30) for p in self.procs]
+
+
+async def soak(args: argparse.Namespace, redis_url: str, logs: Path) -> int:
+    prefix = f"soak{uuid.uuid4().hex[:6]}"
+    settings = Settings(redis_url=redis_url, prefix=prefix)
+    env = dict(os.environ, REDIS_URL=redis_url, RUNSTREAM_PREFIX=prefix,
+               RUNSTREAM_LOG_FORMAT="json", RUNSTREAM_UPKEEP_INTERVAL_S="5",
+               RUNSTREAM_STALE_CONSUMER_MS="120000")
+    workers = Workers(env, logs)
+    for _ in range(2):
+        workers.start()
+    samples: list[dict[str, float]] = []
+    started = deleted = kills = 0
+    pending: set[str] = set()
+    t0 = time.monotonic()
+    next_kill = t0 + args.kill_every
+    next_sample = t0
+    async with Client.connect(settings=settings) as client:
+        while time.monotonic() - t0 < args.seconds:
+            tick = time.monotonic()
+            for _ in range(args.rate):
+                pending.add(await client.start("synthetic", {"items": 200, "edges_per_item": 2}))
+                started += 1
+            for run in await client.list_runs():
+                if run.state in ("succeeded", "failed", "cancelled", "stopped"):
+                    await client.send(cmd.DeleteRun(run_id=run.id, mode="revert", actor="soak"))
+            pending = {r.id for r in await client.list_runs()}
+            deleted = started - len(pending)
+            if tick >= next_kill:
+                workers.kill_one()
+                kills += 1
+                next_kill = tick + args.kill_every
+            if tick >= next_sample:
+                info = await client.redis.info("memory")
+                samples.append({
+                    "t": round(tick - t0),
+                    "redis_used_mib": info["used_memory"] / 2**20,
+                    "workers_rss_mib": sum(rss_kib(p.pid) for p in workers.procs) / 1024,
+                    "runs_held": len(pending),
+                })
+                s = samples[-1]
+                print(f"t={s['t']:>5}s redis={s['redis_used_mib']:.1f} MiB "
+                      f"workers={s['workers_rss_mib']:.1f} MiB runs held={s['runs_held']} "
+                      f"started={started} deleted={deleted} kills={kills}", flush=True)
+                next_sample = tick + 60
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+        # Drain: everything started must end deleted.
+        deadline = time.monotonic() + 120
+        while (held := await client.list_runs()) and time.monotonic() < deadline:
+            for run in held:
+                if run.state in ("succeeded", "failed", "cancelled", "stopped"):
+                    await client.send(cmd.DeleteRun(run_id=run.id, mode="revert", actor="soak"))
+            await asyncio.sleep(1)
+        left = await client.list_runs()
+        info = await client.redis.info("memory")
+    codes = workers.stop()
+    first, last = samples[0], samples[-1]
+    print(f"\nsoak {args.seconds}s: {started} runs started, {started - len(left)} deleted after "
+          f"revert, {len(left)} left, {kills} workers killed, worker exit codes {codes}")
+    print(f"redis used memory: {first['redis_used_mib']:.1f} MiB at start, "
+          f"{last['redis_used_mib']:.1f} MiB at the last sample, "
+          f"{info['used_memory'] / 2**20:.1f} MiB after draining")
+    print(f"workers' resident memory: {first['workers_rss_mib']:.1f} MiB at start, "
+          f"{last['workers_rss_mib']:.1f} MiB at the last sample")
+    return 1 if left else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3600)
+    parser.add_argument("--rate", type=int, default=5, help="runs started per second")
+    parser.add_argument("--kill-every", type=float, default=60)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="runstream-soak-") as tmp:
+        with EmbeddedRedis(port=0, data_dir=Path(tmp) / "redis") as server:
+            logs = Path(tmp) / "logs"
+            logs.mkdir()
+            code = asyncio.run(soak(args, server.url, logs))
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
