@@ -187,18 +187,7 @@ class CommandProcessor:
             except (Rejected, BadArguments) as exc:
                 run.take_events()
                 if not run.exists:
-                    await self.store.reject_unknown(
-                        command.run_id,
-                        ev.CommandRejected(
-                            at=now,
-                            command_id=command.command_id,
-                            command_type=kind,
-                            reason=str(exc),
-                            actor=command.actor,
-                        ),
-                        ack,
-                    )
-                    log.info("command_rejected", command=kind, reason=str(exc))
+                    await self._reject_without_run(command, str(exc), now, ack)
                     return run
                 run.reject(command, str(exc), now)
                 log.info("command_rejected", command=kind, reason=str(exc))
@@ -212,17 +201,25 @@ class CommandProcessor:
                 log.info("command_duplicate", command=kind)
                 return None
             if result.status == "deleted":
-                await self.store.reject_unknown(
-                    command.run_id,
-                    ev.CommandRejected(
-                        at=now,
-                        command_id=command.command_id,
-                        command_type=kind,
-                        reason=f"run {command.run_id} was deleted",
-                        actor=command.actor,
-                    ),
-                    None,
+                # The append script acked the message already.
+                await self._reject_without_run(
+                    command, f"run {command.run_id} was deleted", now, None
                 )
                 return None
             run = None  # stale: reload and decide again on the fresh state
         raise RuntimeError(f"run {command.run_id} kept changing; {kind} not applied")
+
+    async def _reject_without_run(
+        self, command: cmd.Command, reason: str, now: float, ack: Ack | None
+    ) -> None:
+        """A rejection for a run that has no history (never created, or deleted): it goes
+        on the feed for the caller to see; nothing is stored."""
+        event = ev.CommandRejected(
+            at=now,
+            command_id=command.command_id,
+            command_type=cmd.command_type(command),
+            reason=reason,
+            actor=command.actor,
+        )
+        await self.store.reject_unknown(command.run_id, event, ack)
+        log.info("command_rejected", command=event.command_type, reason=reason)
