@@ -128,7 +128,9 @@ class Client:
         since = await self.feed_position(command.run_id)
         await self.send(command)
         targets = TARGETS[type(command)] if wait else frozenset()
-        return await self.wait_for(command.run_id, command.command_id, targets, since, timeout)
+        return await self.wait_for(
+            command.run_id, command.command_id, targets, since, timeout, min(timeout, 15.0)
+        )
 
     async def wait_for(
         self,
@@ -137,14 +139,21 @@ class Client:
         targets: Collection[str],
         since: str,
         timeout: float,
+        accept_timeout: float | None = None,
     ) -> Outcome:
         """Follow the shard feed from ``since`` until the command is rejected, or accepted
         and then a target event for the run arrives (no targets: accepted is enough)."""
         feed = self.keys.feed(self.keys.shard_of(run_id))
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         accepted = False
         while True:
             left = deadline - time.monotonic()
+            if not accepted and accept_timeout and time.monotonic() - started > accept_timeout:
+                raise WaitTimeout(
+                    f"command {command_id} was published but no worker handled it within "
+                    f"{accept_timeout:g}s; is a worker running? ('make run' starts one)"
+                )
             if left <= 0:
                 raise WaitTimeout(f"no outcome for command {command_id} within {timeout:g}s")
             reply = await self.redis.xread({feed: since}, count=500, block=int(min(left, 1) * 1000))

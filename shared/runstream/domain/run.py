@@ -364,7 +364,9 @@ class Run:
 def apply(s: RunState, event: ev.Event) -> None:
     """Fold one event into the state. The only place state changes."""
     s.version += 1
-    s.updated_at = event.at
+    if not isinstance(event, ev.CommandRejected):
+        # A rejection is kept in the history but changes nothing about the run.
+        s.updated_at = event.at
     match event:
         case ev.RunQueued():
             s.state = "queued"
