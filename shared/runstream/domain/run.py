@@ -195,6 +195,8 @@ class Run:
             case DeleteRun():
                 self._delete(command, now)
             case PinRun():
+                if command.pinned and s.state == "reverting" and s.revert and s.revert.then_delete:
+                    raise Rejected("run is being reverted to be deleted; it cannot be pinned")
                 if command.pinned == s.pinned:
                     raise Rejected(f"run is already {'pinned' if s.pinned else 'unpinned'}")
                 self._record(
