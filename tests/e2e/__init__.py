@@ -1,0 +1,1 @@
+"""End-to-end tests: real worker and runctl processes."""
