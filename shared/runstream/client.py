@@ -82,12 +82,9 @@ class Client:
 
     # ------------------------------------------------------------------ commands
     async def send(self, command: cmd.Command) -> str:
-        """Publish a command on its run's shard; returns the stream entry id."""
-        data = cmd.encode_command(command)
-        if len(data) > self.settings.max_command_bytes:
-            raise ValueError(
-                f"command is {len(data)} bytes, over the limit of {self.settings.max_command_bytes}"
-            )
+        """Publish a command on its run's shard; returns the stream entry id. A command the
+        service would refuse as malformed raises BadCommand and is not sent."""
+        data = cmd.checked_bytes(command, self.settings.max_command_bytes)
         shard = self.keys.shard_of(command.run_id)
         entry = await self.redis.xadd(self.keys.commands(shard), {"c": data})
         return entry.decode() if isinstance(entry, bytes) else str(entry)
@@ -125,6 +122,7 @@ class Client:
     ) -> Outcome:
         """Publish and return once the command was accepted or rejected; with ``wait``,
         once it took effect (the run reached the state the command leads to)."""
+        cmd.checked_bytes(command, self.settings.max_command_bytes)  # before any I/O
         since = await self.feed_position(command.run_id)
         await self.send(command)
         targets = TARGETS[type(command)] if wait else frozenset()

@@ -42,6 +42,10 @@ class Keys:
         """Hash run_id -> tombstone JSON: a deleted run's id is never reused or lost."""
         return f"{self._shard(shard)}:tombs"
 
+    def rejected(self, shard: int, command_id: str) -> str:
+        """Marks a command rejected for a run without history, so it is reported once."""
+        return f"{self._shard(shard)}:rejected:{command_id}"
+
     def index(self, shard: int) -> str:
         """Read model: hash run_id -> run summary JSON."""
         return f"{self._shard(shard)}:runs"
@@ -104,6 +108,10 @@ class Keys:
         """Outcome marker of one prepared chunk: 'a' applied or 'v' voided."""
         return f"{self._net}:chunk:{token}"
 
+    def net_revert_step(self, step: str) -> str:
+        """Outcome of one revert step (letters per effect), so a redone step repeats it."""
+        return f"{self._net}:revert:{step}"
+
     @property
     def outbox(self) -> str:
         """Irreversible notifications, as sent."""
@@ -113,5 +121,9 @@ class Keys:
     @property
     def config(self) -> str:
         return f"{self.prefix}:config"
+
+    def worker_alive(self, name: str) -> str:
+        """A worker's heartbeat: consumers whose worker has none may be removed."""
+        return f"{self.prefix}:workers:{name}"
 
     group = "workers"

@@ -241,7 +241,8 @@ async def revert(
             await save(env, run)
             return run, skipped_all
         assert len(batch.items) <= REVERT_BATCH
-        codes = await env.network.compensate(batch.items, s.revert.force)
+        step = f"{run_id}:{s.revert.cursor}:{s.revert.cursor_offset}:{len(batch.items)}"
+        codes = await env.network.compensate(batch.items, s.revert.force, step)
         skipped = [
             ev.SkippedEffect(c.effect_no, c.element, CONFLICT)
             for c, code in zip(batch.items, codes, strict=True)
@@ -473,7 +474,7 @@ def test_a_revert_interrupted_and_redone_finds_its_effects_already_compensated(
         assert s.revert is not None
         batch = await next_batch(env.store, s, "+", 0, 2)
         assert [c.effect_no for c in batch.items] == [3, 2]
-        assert await env.network.compensate(batch.items, False) == "cc"
+        assert await env.network.compensate(batch.items, False, "step-1") == "cc"
         # The worker died here: the step's event was never recorded. The plan sees it.
         plan = await revert_module.plan(env.store, env.network, run.state, force=False)
         assert (plan.compensate, plan.already_compensated, plan.conflicts) == (1, 2, [])
@@ -483,5 +484,32 @@ def test_a_revert_interrupted_and_redone_finds_its_effects_already_compensated(
         assert skipped == []
         assert (done.state.compensated, done.state.skipped) == (3, 0)
         assert _elements(await env.network.export()) == {"n:a": '{"v":1}'}
+
+    run_async(settings, body)
+
+
+def test_a_redone_revert_step_repeats_its_outcome_instead_of_finding_conflicts(
+    settings: Settings,
+) -> None:
+    """An element one run wrote twice is fully restored by the first attempt at a step;
+    doing the same step again (its event was lost) must not report the newer write as a
+    conflict, nor touch the network."""
+
+    async def body(env: Env) -> None:
+        await seed(env, {"n:a": {"v": 1}})
+        run = await execute(
+            env, [chunk(("update", "n:a", {"v": 2}), ("update", "n:a", {"v": 3}))]
+        )
+        run_id = run.state.run_id
+        stored = await env.store.load(run_id)
+        stored.handle(RevertRun(run_id=run_id), env.now())
+        await save(env, stored)
+        s = stored.state
+        batch = await next_batch(env.store, s, "+", 0, 10)
+        first = await env.network.compensate(batch.items, False, "step-a")
+        restored = await env.network.export()
+        again = await env.network.compensate(batch.items, False, "step-a")
+        assert first == again == "cc"
+        assert await env.network.export() == restored
 
     run_async(settings, body)

@@ -8,6 +8,7 @@ Exit status: 0 done, 1 rejected, 2 bad input, 3 no such run, 4 Redis unreachable
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -34,15 +35,36 @@ from runstream.settings import EMBEDDED_PORT, Settings, load_settings
 from runstream.store import dlq
 from runstream.store.network import NetworkStore
 
-app = typer.Typer(
+class _Typer(typer.Typer):
+    """Every command reports a CliError as one line on stderr and its exit status, also
+    when the app is invoked without ``main()`` (typer's test runner, other entry points)."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+        register = super().command(*args, **kwargs)
+        return lambda fn: register(_reports_errors(fn))
+
+
+def _reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CliError as exc:
+            err.print(f"runctl: {exc}", markup=False)
+            raise typer.Exit(exc.code) from None
+
+    return wrapper
+
+
+app = _Typer(
     help="Drive runstream: start, stop, continue, cancel, revert and delete runs.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-network_app = typer.Typer(help="The shared network the runs change.", no_args_is_help=True)
+network_app = _Typer(help="The shared network the runs change.", no_args_is_help=True)
 app.add_typer(network_app, name="network")
-dlq_app = typer.Typer(
+dlq_app = _Typer(
     help="Dead-lettered commands: messages that could not be handled.", no_args_is_help=True
 )
 app.add_typer(dlq_app, name="dlq")
@@ -76,6 +98,10 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
+    except WaitTimeout as exc:  # before OSError: it is a TimeoutError, an OSError
+        raise CliError(str(exc), errors.TIMEOUT) from None
+    except cmd.BadCommand as exc:
+        raise CliError(str(exc), errors.BAD_INPUT) from None
     except (redis.ConnectionError, redis.TimeoutError, ConnectionRefusedError, OSError) as exc:
         raise CliError(
             f"cannot reach Redis at {settings.redis_url} ({exc}); start the service with "
@@ -84,8 +110,6 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
         ) from None
     except RunNotFound as exc:
         raise CliError(str(exc), errors.NOT_FOUND) from None
-    except WaitTimeout as exc:
-        raise CliError(str(exc), errors.TIMEOUT) from None
 
 
 def _check_id(run_id: str) -> str:
@@ -143,10 +167,19 @@ def _event_line(event: ev.Event | None) -> str:
             return ev.event_type(event)
 
 
+def _check_command(command: cmd.Command) -> None:
+    """Refuse, before contacting Redis, what the service would refuse as malformed."""
+    try:
+        cmd.checked_bytes(command, _settings().max_command_bytes)
+    except cmd.BadCommand as exc:
+        raise CliError(str(exc), errors.BAD_INPUT) from None
+
+
 def _command(
     make: Callable[[str], cmd.Command], run_id: str, wait: bool, timeout: float, what: str
 ) -> None:
     run_id = _check_id(run_id)
+    _check_command(make(run_id))
 
     async def body(client: Client) -> Outcome:
         await client.get(run_id)  # a clear "does not exist" before publishing anything
@@ -195,7 +228,7 @@ def _parse_args(pairs: list[str], args_file: Path | None) -> dict[str, Any]:
     if args_file is not None:
         try:
             loaded = json.loads(args_file.read_text())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise CliError(f"cannot read --args-file {args_file}: {exc}", errors.BAD_INPUT) from None
         if not isinstance(loaded, dict):
             raise CliError(f"--args-file {args_file} must hold a JSON object", errors.BAD_INPUT)
@@ -238,6 +271,7 @@ def start(
         name=name,
         description=description,
     )
+    _check_command(command)
 
     async def body(client: Client) -> tuple[Outcome, str]:
         outcome = await client.execute(command, wait=wait, timeout=timeout)
@@ -373,6 +407,7 @@ def revert_(
         _revert_plan(run_id, force, as_json)
         return
     command = cmd.RevertRun(run_id=run_id, actor=actor, force=force)
+    _check_command(command)
 
     async def body(client: Client) -> tuple[Outcome, Any]:
         await client.get(run_id)
@@ -577,9 +612,6 @@ def dlq_drop(letter_id: str) -> None:
 def main() -> None:
     try:
         app()
-    except CliError as exc:
-        err.print(f"runctl: {exc}", markup=False)
-        raise SystemExit(exc.code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

@@ -32,7 +32,7 @@ from runstream.keys import Keys
 from runstream.settings import Settings
 from runstream_worker.executor import Executor
 from runstream_worker.handlers import CommandProcessor
-from runstream_worker.upkeep import upkeep
+from runstream_worker.upkeep import heartbeat, upkeep
 
 log = structlog.get_logger("runstream.worker")
 
@@ -136,8 +136,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        await ensure_groups(self.client, self.keys)
-        await self.broker.start()
+        if not await self._connect():
+            return
         self.executor.start()
         log.info(
             "worker_started",
@@ -153,12 +153,40 @@ class Worker:
                 await self._restart_stopped_subscribers()
                 if time.monotonic() >= next_upkeep:
                     next_upkeep = time.monotonic() + self.settings.upkeep_interval_s
-                    try:
-                        await upkeep(self.client, self.keys, self.settings, self.name)
-                    except (RedisError, OSError) as exc:
-                        log.warning("upkeep_failed", error=str(exc))
+                    await self._upkeep()
         finally:
             await self._shutdown()
+
+    async def _connect(self) -> bool:
+        """Wait for Redis (it may be down or still loading its append-only file), then set up
+        the groups and start reading. False if asked to stop first."""
+        delay = 0.2
+        while not self.stopping.is_set():
+            try:
+                await ensure_groups(self.client, self.keys)
+                await heartbeat(self.client, self.keys, self.settings, self.name)
+                await self.broker.start()
+                return True
+            except (RedisError, OSError) as exc:
+                log.warning("waiting_for_redis", error=str(exc), retry_in_s=delay)
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=delay)
+                delay = min(delay * 2, 5.0)
+        await self.executor.stop(0)
+        await self.client.aclose()
+        return False
+
+    async def _upkeep(self) -> None:
+        """Housekeeping never takes the worker down: a failure is logged and retried later."""
+        try:
+            await heartbeat(self.client, self.keys, self.settings, self.name)
+            await upkeep(self.client, self.keys, self.settings)
+        except (RedisError, OSError) as exc:
+            log.warning("upkeep_failed", error=str(exc))
+        except Exception:
+            log.exception("upkeep_crashed")
 
     async def _restart_stopped_subscribers(self) -> None:
         """Restart subscribers faststream stopped (it stops one for good on NOGROUP: the
@@ -180,7 +208,11 @@ class Worker:
         """Stop reading; let handlers in flight finish (graceful_timeout) and the executor
         finish or checkpoint its chunks and hand back its leases; then close."""
         log.info("worker_stopping", worker=self.name)
-        await self.broker.stop()
-        await self.executor.stop(self.settings.shutdown_grace_s)
+        # Both at once, so the whole shutdown fits in one grace period.
+        await asyncio.gather(
+            self.broker.stop(), self.executor.stop(self.settings.shutdown_grace_s)
+        )
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.delete(self.keys.worker_alive(self.name))
         await self.client.aclose()
         log.info("worker_stopped", worker=self.name)

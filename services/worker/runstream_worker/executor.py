@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aredis
@@ -30,6 +32,7 @@ from runstream_worker.effects import record_effects
 from runstream_worker.lease import Leases
 
 log = structlog.get_logger("runstream.executor")
+T = TypeVar("T")
 
 # A chunk whose network elements keep changing under it between read and write.
 MAX_CHUNK_CONFLICTS = 5
@@ -37,6 +40,33 @@ MAX_CHUNK_CONFLICTS = 5
 
 class LostLease(Exception):
     pass
+
+
+def in_daemon_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Run ``fn`` in a daemon thread: a scenario step stuck in user code must not keep the
+    process alive past its shutdown grace (its chunk is simply not recorded, and is redone
+    by whoever takes the run over)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=target, name="runstream-chunk", daemon=True).start()
+    return future
 
 
 class Executor:
@@ -59,6 +89,8 @@ class Executor:
         self._active: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.max_parallel_runs)
         self._stopping = False
+        # Seen by chunks in their threads: stop at the next item boundary.
+        self._shutdown = threading.Event()
         self._scanner: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -68,6 +100,7 @@ class Executor:
     async def stop(self, grace: float) -> None:
         """Take no new runs; let the chunks in hand finish and give their leases back."""
         self._stopping = True
+        self._shutdown.set()
         if self._scanner:
             self._scanner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -104,7 +137,11 @@ class Executor:
     # ------------------------------------------------------------------ one run
     async def _drive(self, run_id: str) -> None:
         async with self._slots:
-            if self._stopping or not await self.leases.acquire(run_id):
+            try:
+                if self._stopping or not await self.leases.acquire(run_id):
+                    return
+            except (redis.RedisError, OSError) as exc:
+                log.warning("lease_unavailable", run_id=run_id, error=str(exc))
                 return
             structlog.contextvars.bind_contextvars(run_id=run_id)
             try:
@@ -172,7 +209,7 @@ class Executor:
             return await self._save(run), False
         run.begin(now, self.worker)
         async with self.leases.kept(s.run_id):
-            result: ChunkResult = await asyncio.to_thread(
+            result: ChunkResult = await in_daemon_thread(
                 run_chunk,
                 scenario,
                 params,
@@ -181,6 +218,7 @@ class Executor:
                 self.settings.chunk_items,
                 self.settings.chunk_seconds,
                 self._read_element,
+                self._shutdown.is_set,
             )
         now = time.time()
         if result.items_to == result.items_from and not result.error:
@@ -250,7 +288,10 @@ class Executor:
             run.finish_revert(now)
             log.info("run_reverted", compensated=s.compensated, skipped=s.skipped)
             return await self._save(run)
-        codes = await self.network.compensate(batch.items, s.revert.force)
+        # Named by where the step starts: a step redone (its append lost a race, or its
+        # worker died) gets the outcome of the first attempt, not a second compensation.
+        step = f"{s.run_id}:{s.revert.cursor}:{s.revert.cursor_offset}:{len(batch.items)}"
+        codes = await self.network.compensate(batch.items, s.revert.force, step)
         skipped = [
             ev.SkippedEffect(c.effect_no, c.element, CONFLICT)
             for c, code in zip(batch.items, codes, strict=True)

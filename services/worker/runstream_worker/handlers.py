@@ -201,9 +201,8 @@ class CommandProcessor:
                 log.info("command_duplicate", command=kind)
                 return None
             if result.status == "deleted":
-                # The append script acked the message already.
                 await self._reject_without_run(
-                    command, f"run {command.run_id} was deleted", now, None
+                    command, f"run {command.run_id} was deleted", now, ack
                 )
                 return None
             run = None  # stale: reload and decide again on the fresh state

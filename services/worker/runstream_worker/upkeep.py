@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aredis
+from redis.exceptions import ResponseError
 import structlog
 
 from runstream.contracts import commands as cmd
@@ -38,7 +39,8 @@ async def safe_floor(redis: aredis.Redis, stream: str) -> tuple[int, int] | None
         need = (last[0], last[1] + 1)
         if group["pending"]:
             pending = await redis.xpending(stream, group["name"])
-            need = min(need, _parse(pending["min"]))
+            if pending["min"] is not None:  # None: acked since XINFO looked
+                need = min(need, _parse(pending["min"]))
         floor = need if floor is None else min(floor, need)
     return floor
 
@@ -56,20 +58,26 @@ async def trim(redis: aredis.Redis, stream: str, cap_without_groups: int | None)
 
 
 async def remove_stale_consumers(
-    redis: aredis.Redis, stream: str, group: str, idle_ms: int, keep: str
+    redis: aredis.Redis, keys: Keys, stream: str, idle_ms: int
 ) -> list[str]:
-    """Consumers idle for ``idle_ms`` with nothing pending: workers that went away. (A dead
-    worker's pending entries are claimed by live ones first, which empties its list.)"""
+    """Consumers of workers that went away: no heartbeat, idle for ``idle_ms``, nothing
+    pending (a dead worker's pending entries are claimed by live ones first, which empties
+    its list). A live worker keeps its heartbeat, so it is never removed while it may be
+    reading; which makes the check-then-delete safe."""
     removed: list[str] = []
     try:
-        consumers = await redis.xinfo_consumers(stream, group)
-    except aredis.ResponseError:
+        consumers = await redis.xinfo_consumers(stream, keys.group)
+    except ResponseError:
         return removed
     for consumer in consumers:
-        name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
-        if name != keep and consumer["pending"] == 0 and consumer["idle"] >= idle_ms:
-            await redis.xgroup_delconsumer(stream, group, name)
-            removed.append(name)
+        raw = consumer["name"]
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if consumer["pending"] or consumer["idle"] < idle_ms:
+            continue
+        if await redis.exists(keys.worker_alive(name)):
+            continue
+        await redis.xgroup_delconsumer(stream, keys.group, name)
+        removed.append(name)
     return removed
 
 
@@ -110,7 +118,12 @@ async def expire_runs(redis: aredis.Redis, keys: Keys, settings: Settings) -> in
     return sent
 
 
-async def upkeep(redis: aredis.Redis, keys: Keys, settings: Settings, me: str) -> None:
+async def heartbeat(redis: aredis.Redis, keys: Keys, settings: Settings, me: str) -> None:
+    """Outlives a few upkeep rounds, so only a worker that stopped loses it."""
+    await redis.set(keys.worker_alive(me), "1", ex=int(max(60, 3 * settings.upkeep_interval_s)))
+
+
+async def upkeep(redis: aredis.Redis, keys: Keys, settings: Settings) -> None:
     started = time.monotonic()
     trimmed = 0
     removed: list[str] = []
@@ -118,9 +131,7 @@ async def upkeep(redis: aredis.Redis, keys: Keys, settings: Settings, me: str) -
         commands = keys.commands(shard)
         trimmed += await trim(redis, commands, None)
         trimmed += await trim(redis, keys.feed(shard), settings.feed_maxlen)
-        removed += await remove_stale_consumers(
-            redis, commands, keys.group, settings.stale_consumer_ms, me
-        )
+        removed += await remove_stale_consumers(redis, keys, commands, settings.stale_consumer_ms)
     expired = await expire_runs(redis, keys, settings)
     if trimmed or removed or expired:
         log.info(

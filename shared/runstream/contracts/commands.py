@@ -104,5 +104,16 @@ def encode_command(command: Command) -> bytes:
     return _encoder.encode(command)
 
 
+def checked_bytes(command: Command, max_bytes: int | None = None) -> bytes:
+    """The command's wire form, checked as a worker will check it: a Struct built in
+    Python is not validated, so one the service would refuse raises BadCommand here."""
+    try:
+        data = encode_command(command)
+    except UnicodeEncodeError as exc:
+        raise BadCommand(f"invalid command: text that is not UTF-8 ({exc})") from None
+    decode_command(data, max_bytes)
+    return data
+
+
 def command_type(command: Command) -> str:
     return type(command).__name__

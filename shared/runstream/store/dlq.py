@@ -10,6 +10,7 @@ import time
 import msgspec
 import redis.asyncio as aredis
 
+from runstream.contracts.commands import BadCommand, decode_command
 from runstream.keys import Keys
 
 DLQ_MAXLEN = 100_000
@@ -76,12 +77,21 @@ async def find(redis: aredis.Redis, keys: Keys, letter_id: str) -> DeadLetter | 
 
 
 async def retry(redis: aredis.Redis, keys: Keys, letter: DeadLetter) -> str:
-    """Publish the original payload again on the command stream it came from, and remove
-    the letter. A command that was applied before is deduplicated by its command_id."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(keys.commands(letter.shard), {"c": letter.payload.encode()})
-        pipe.xdel(keys.dlq(letter.shard), letter.id)
-        new_id, _ = await pipe.execute()
+    """Publish the original payload again, on the shard of the run it names (or the stream
+    it came from), then remove the letter. A command applied before is deduplicated by its
+    command_id, so a retry never applies anything twice."""
+    found = await redis.xrange(keys.dlq(letter.shard), letter.id, letter.id)
+    if not found:
+        raise LookupError(f"no dead-lettered message {letter.id}")
+    payload = found[0][1].get(b"c", b"")
+    shard = letter.shard
+    try:
+        shard = keys.shard_of(decode_command(payload).run_id)
+    except BadCommand:
+        pass
+    # Two steps, not one transaction: the two streams may be in different cluster slots.
+    new_id = await redis.xadd(keys.commands(shard), {"c": payload})
+    await redis.xdel(keys.dlq(letter.shard), letter.id)
     return new_id.decode() if isinstance(new_id, bytes) else str(new_id)
 
 

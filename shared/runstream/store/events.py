@@ -23,10 +23,8 @@ from runstream.settings import Settings
 
 _APPEND = """
 -- KEYS: events meta seen feed index runnable lease commands tombs snapshot
-if redis.call('HEXISTS', KEYS[9], ARGV[5]) == 1 then
-  if ARGV[9] ~= '' then redis.call('XACK', KEYS[8], ARGV[8], ARGV[9]) end
-  return {'deleted', 0}
-end
+-- A deleted run: not acked here; the caller reports the rejection and acks in one step.
+if redis.call('HEXISTS', KEYS[9], ARGV[5]) == 1 then return {'deleted', 0} end
 if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then
   if ARGV[9] ~= '' then redis.call('XACK', KEYS[8], ARGV[8], ARGV[9]) end
   return {'dup', 0}
@@ -62,10 +60,7 @@ return {'ok', v + n}
 _DELETE = """
 -- KEYS: meta seen feed index runnable commands tombs audit, then the run's own keys
 -- ARGV: expected_version command_id run_id group ack_id feed_maxlen tombstone n events...
-if redis.call('HEXISTS', KEYS[7], ARGV[3]) == 1 then
-  if ARGV[5] ~= '' then redis.call('XACK', KEYS[6], ARGV[4], ARGV[5]) end
-  return {'deleted', 0}
-end
+if redis.call('HEXISTS', KEYS[7], ARGV[3]) == 1 then return {'deleted', 0} end
 if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
   if ARGV[5] ~= '' then redis.call('XACK', KEYS[6], ARGV[4], ARGV[5]) end
   return {'dup', 0}
@@ -84,6 +79,18 @@ for i = 9, #KEYS do redis.call('DEL', KEYS[i]) end
 if ARGV[5] ~= '' then redis.call('XACK', KEYS[6], ARGV[4], ARGV[5]) end
 return {'ok', v + n}
 """
+
+_REJECT = """
+-- KEYS: feed rejected_marker commands; ARGV: run_id event ttl group ack_id
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+  redis.call('XADD', KEYS[1], '*', 'r', ARGV[1], 'v', 0, 'e', ARGV[2])
+end
+if ARGV[5] ~= '' then redis.call('XACK', KEYS[3], ARGV[4], ARGV[5]) end
+return 1
+"""
+
+# How long a rejection of a command for a run without history is remembered (dedupe).
+REJECTION_MEMORY_S = 7 * 24 * 3600
 
 Status = Literal["ok", "dup", "stale", "lease", "deleted"]
 
@@ -123,6 +130,7 @@ class EventStore:
         self.settings = settings
         self._append = redis.register_script(_APPEND)
         self._delete = redis.register_script(_DELETE)
+        self._reject = redis.register_script(_REJECT)
 
     # ------------------------------------------------------------------ reading
     async def load(self, run_id: str) -> Run:
@@ -268,14 +276,20 @@ class EventStore:
     async def reject_unknown(
         self, run_id: str, event: ev.CommandRejected, ack: Ack | None
     ) -> None:
-        """A rejection for a run with no history: told on the feed, nothing else changes."""
+        """A rejection for a run with no history: told on the feed once per command_id
+        (redeliveries and re-publishing don't repeat it); nothing else changes."""
         k = self.keys
         shard = k.shard_of(run_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(k.feed(shard), {"r": run_id, "v": 0, "e": ev.encode_event(event)})
-            if ack:
-                pipe.xack(k.commands(ack.shard), k.group, ack.entry_id)
-            await pipe.execute()
+        await self._reject(
+            keys=[k.feed(shard), k.rejected(shard, event.command_id), k.commands(shard)],
+            args=[
+                run_id,
+                ev.encode_event(event),
+                REJECTION_MEMORY_S,
+                k.group,
+                ack.entry_id if ack else "",
+            ],
+        )
 
     async def tombstone(self, run_id: str) -> Tombstone | None:
         raw = await self.redis.hget(self.keys.tombs(self.keys.shard_of(run_id)), run_id)

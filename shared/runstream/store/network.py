@@ -30,6 +30,7 @@ from runstream.contracts.events import EffectRecord
 from runstream.keys import Keys
 
 CHUNK_MARK_TTL_S = 30 * 24 * 3600
+STEP_MARK_TTL_S = 24 * 3600
 
 _APPLY = """
 -- KEYS: values stamps chunk_mark outbox
@@ -67,12 +68,15 @@ return 'v'
 """
 
 _COMPENSATE = """
--- KEYS: values stamps; ARGV: force n (element stamp before_stamp before)*
+-- KEYS: values stamps step_mark; ARGV: force n ttl (element stamp before_stamp before)*
 -- Returns one letter per effect: c compensated (or already was), x conflict (skipped).
+-- The outcome is kept under the step's mark: a redone step returns it and changes nothing.
+local done = redis.call('GET', KEYS[3])
+if done then return done end
 local force, n = ARGV[1] == '1', tonumber(ARGV[2])
 local out = {}
 for i = 0, n - 1 do
-  local el, st, bs, before = ARGV[3 + 4 * i], ARGV[4 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i]
+  local el, st, bs, before = ARGV[4 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i], ARGV[7 + 4 * i]
   local cur = redis.call('HGET', KEYS[2], el) or ''
   if cur == bs then
     out[#out + 1] = 'c'
@@ -84,7 +88,9 @@ for i = 0, n - 1 do
     out[#out + 1] = 'x'
   end
 end
-return table.concat(out)
+local result = table.concat(out)
+redis.call('SET', KEYS[3], result, 'EX', ARGV[3])
+return result
 """
 
 ApplyOutcome = Literal["ok", "applied", "voided", "conflict"]
@@ -167,14 +173,18 @@ class NetworkStore:
         stop a late writer.)"""
         await self.redis.delete(self.keys.net_chunk(token))
 
-    async def compensate(self, items: Sequence[Compensation], force: bool) -> str:
+    async def compensate(self, items: Sequence[Compensation], force: bool, step: str) -> str:
+        """Take back one revert step's effects, newest first; ``step`` names the step so
+        that doing it again returns the first outcome instead of compensating twice."""
         if not items:
             return ""
-        args: list[str | int] = ["1" if force else "0", len(items)]
+        args: list[str | int] = ["1" if force else "0", len(items), STEP_MARK_TTL_S]
         for c in items:
             args += (c.element, c.stamp, c.before_stamp, c.before)
         k = self.keys
-        result = await self._compensate(keys=[k.net_values, k.net_stamps], args=args)
+        result = await self._compensate(
+            keys=[k.net_values, k.net_stamps, k.net_revert_step(step)], args=args
+        )
         return result.decode() if isinstance(result, bytes) else str(result)
 
     async def put(self, element: str, attrs: dict[str, Any] | None, stamp: str) -> None:
