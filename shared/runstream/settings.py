@@ -31,6 +31,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_command_bytes: int = 64 * 1024
     commands_per_read: int = 100
     max_parallel_runs: int = 8
+    # Runs whose commands one worker handles at once (across its shards).
+    max_parallel_commands: int = 32
+    # Redis connections a worker may open: handlers, executor and the claim/read loops.
+    max_connections: int = 128
     # A feed no consumer group reads keeps about this many entries; with groups, it is
     # trimmed only past what every group has acknowledged.
     feed_maxlen: int = 100_000

@@ -83,7 +83,9 @@ class Worker:
         self.keys = Keys(settings.prefix, settings.shards)
         self.name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = load_registry(settings.scenario_modules)
-        self.client = aredis.Redis.from_url(settings.redis_url)
+        self.client = aredis.Redis.from_url(
+            settings.redis_url, max_connections=settings.max_connections
+        )
         self.executor = Executor(self.client, settings, self.registry, self.name)
         self.processor = CommandProcessor(self.client, settings, self.registry, self.executor.wake)
         # Per-message logs at DEBUG: faststream's default INFO line per message costs throughput.

@@ -69,6 +69,7 @@ class CommandProcessor:
         self.store = EventStore(redis_client, self.keys, settings)
         self.registry = registry
         self.on_active = on_active
+        self._parallel = asyncio.Semaphore(settings.max_parallel_commands)
         self.handlers = Handlers()
         self.handlers.register(cmd.StartRun, self._start)
         simple_commands = (
@@ -102,8 +103,15 @@ class CommandProcessor:
                 by_run.setdefault(command.run_id, []).append((entry_id, command))
         if by_run:
             await asyncio.gather(
-                *(self._handle_run(shard, run_id, items) for run_id, items in by_run.items())
+                *(self._handle_run_bounded(shard, run_id, items) for run_id, items in by_run.items())
             )
+
+    async def _handle_run_bounded(
+        self, shard: int, run_id: str, items: list[tuple[str, cmd.Command]]
+    ) -> None:
+        # Runs are handled concurrently, but no more at once than the connection pool serves.
+        async with self._parallel:
+            await self._handle_run(shard, run_id, items)
 
     async def handle_claimed(
         self, shard: int, entries: list[tuple[str, dict[bytes, bytes]]]

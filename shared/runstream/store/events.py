@@ -92,11 +92,36 @@ return 1
 # How long a rejection of a command for a run without history is remembered (dedupe).
 REJECTION_MEMORY_S = 7 * 24 * 3600
 
+_LOAD = """
+-- KEYS: meta snapshot tombs; ARGV: run_id max_events
+-- One round trip: the snapshot and the events after it (up to max_events).
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return {'deleted'} end
+local snap_id = redis.call('HGET', KEYS[1], 'snap_id')
+local snapshot = false
+local start = '-'
+if snap_id then
+  snapshot = redis.call('GET', KEYS[2])
+  if snapshot then start = '(' .. snap_id end
+end
+local events = redis.call('XRANGE', KEYS[4], start, '+', 'COUNT', ARGV[2])
+return {'ok', snapshot, events}
+"""
+
+LOAD_PAGE = 500
+
 Status = Literal["ok", "dup", "stale", "lease", "deleted"]
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(RunState)
 _summary_encoder = msgspec.json.Encoder()
+
+
+def _field(fields: object, name: bytes) -> bytes:
+    """A stream entry's field, from XRANGE (a dict) or from a script (a flat list)."""
+    if isinstance(fields, dict):
+        return fields[name]  # type: ignore[no-any-return]
+    assert isinstance(fields, list)
+    return fields[fields.index(name) + 1]  # type: ignore[no-any-return]
 
 
 class Tombstone(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,32 +156,28 @@ class EventStore:
         self._append = redis.register_script(_APPEND)
         self._delete = redis.register_script(_DELETE)
         self._reject = redis.register_script(_REJECT)
+        self._load = redis.register_script(_LOAD)
 
     # ------------------------------------------------------------------ reading
     async def load(self, run_id: str) -> Run:
         """The run as of its latest event: snapshot plus the events after it."""
         k = self.keys
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hget(k.meta(run_id), "snap_id")
-            pipe.get(k.snapshot(run_id))
-            pipe.hexists(k.tombs(k.shard_of(run_id)), run_id)
-            snap_id, snapshot, deleted = await pipe.execute()
-        if deleted:
+        reply = await self._load(
+            keys=[k.meta(run_id), k.snapshot(run_id), k.tombs(k.shard_of(run_id)), k.events(run_id)],
+            args=[run_id, LOAD_PAGE],
+        )
+        if reply[0] == b"deleted":
             return Run(RunState(run_id=run_id, state="deleted"))
-        if snapshot and snap_id:
-            state = _state_decoder.decode(snapshot)
-            start = b"(" + snap_id
-        else:
-            state = RunState(run_id=run_id)
-            start = b"-"
-        run = Run(state)
+        _, snapshot, entries = reply
+        run = Run(_state_decoder.decode(snapshot) if snapshot else RunState(run_id=run_id))
         while True:
-            entries = await self.redis.xrange(k.events(run_id), start, "+", count=500)
-            for entry_id, fields in entries:
-                apply(run.state, ev.decode_event(fields[b"e"]))
-            if len(entries) < 500:
+            for _entry_id, fields in entries:
+                apply(run.state, ev.decode_event(_field(fields, b"e")))
+            if len(entries) < LOAD_PAGE:
                 return run
+            # A long tail (no snapshot yet written): page through the rest.
             start = b"(" + entries[-1][0]
+            entries = await self.redis.xrange(k.events(run_id), start, "+", count=LOAD_PAGE)
 
     async def history(self, run_id: str) -> list[tuple[str, ev.Event]]:
         entries = await self.redis.xrange(self.keys.events(run_id))
