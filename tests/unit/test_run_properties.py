@@ -163,8 +163,11 @@ class RunModel:
 
     def pin(self, pinned: bool) -> None:
         was, before = self.was, self.run.state.pinned
+        revert = self.run.state.revert
+        to_be_deleted = was == "reverting" and revert is not None and revert.then_delete
         accepted = self.command(PinRun(run_id=self.rid, pinned=pinned))
-        assert accepted == (was != "deleted" and pinned != before)
+        refused_pin = pinned and to_be_deleted
+        assert accepted == (was != "deleted" and pinned != before and not refused_pin)
         assert self.run.state.pinned == (pinned if accepted else before)
 
     # ------------------------------------------------------------------ execution
@@ -262,8 +265,8 @@ class RunModel:
         assert s.revert is not None
         then_delete = s.revert.then_delete
         assert self.attempt(lambda: self.run.finish_revert(self.now()))
-        if not s.pinned:  # a run pinned meanwhile: see test_run_aggregate's xfail
-            assert self.was == ("deleted" if then_delete else "reverted")
+        # A run being reverted to be deleted cannot be pinned meanwhile.
+        assert self.was == ("deleted" if then_delete else "reverted")
         kinds = [type(e) for e in self.run.new_events[-2:]]
         if then_delete:
             assert kinds == [ev.RunReverted, ev.RunDeleted]
