@@ -52,8 +52,12 @@ class Workers:
         env = dict(self.env, RUNSTREAM_WORKER_NAME=f"soak-{self.started}")
         log = open(self.logs / f"worker-{self.started}.log", "wb")  # noqa: SIM115
         self.procs.append(
-            subprocess.Popen([sys.executable, "-m", "runstream_worker"], env=env, stdout=log,
-                             stderr=subprocess.STDOUT)
+            subprocess.Popen(
+                [sys.executable, "-m", "runstream_worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         )
         log.close()
 
@@ -72,9 +76,14 @@ class Workers:
 async def soak(args: argparse.Namespace, redis_url: str, logs: Path) -> int:
     prefix = f"soak{uuid.uuid4().hex[:6]}"
     settings = Settings(redis_url=redis_url, prefix=prefix)
-    env = dict(os.environ, REDIS_URL=redis_url, RUNSTREAM_PREFIX=prefix,
-               RUNSTREAM_LOG_FORMAT="json", RUNSTREAM_UPKEEP_INTERVAL_S="5",
-               RUNSTREAM_STALE_CONSUMER_MS="120000")
+    env = dict(
+        os.environ,
+        REDIS_URL=redis_url,
+        RUNSTREAM_PREFIX=prefix,
+        RUNSTREAM_LOG_FORMAT="json",
+        RUNSTREAM_UPKEEP_INTERVAL_S="5",
+        RUNSTREAM_STALE_CONSUMER_MS="120000",
+    )
     workers = Workers(env, logs)
     for _ in range(2):
         workers.start()
@@ -101,16 +110,21 @@ async def soak(args: argparse.Namespace, redis_url: str, logs: Path) -> int:
                 next_kill = tick + args.kill_every
             if tick >= next_sample:
                 info = await client.redis.info("memory")
-                samples.append({
-                    "t": round(tick - t0),
-                    "redis_used_mib": info["used_memory"] / 2**20,
-                    "workers_rss_mib": sum(rss_kib(p.pid) for p in workers.procs) / 1024,
-                    "runs_held": len(pending),
-                })
+                samples.append(
+                    {
+                        "t": round(tick - t0),
+                        "redis_used_mib": info["used_memory"] / 2**20,
+                        "workers_rss_mib": sum(rss_kib(p.pid) for p in workers.procs) / 1024,
+                        "runs_held": len(pending),
+                    }
+                )
                 s = samples[-1]
-                print(f"t={s['t']:>5}s redis={s['redis_used_mib']:.1f} MiB "
-                      f"workers={s['workers_rss_mib']:.1f} MiB runs held={s['runs_held']} "
-                      f"started={started} deleted={deleted} kills={kills}", flush=True)
+                print(
+                    f"t={s['t']:>5}s redis={s['redis_used_mib']:.1f} MiB "
+                    f"workers={s['workers_rss_mib']:.1f} MiB runs held={s['runs_held']} "
+                    f"started={started} deleted={deleted} kills={kills}",
+                    flush=True,
+                )
                 next_sample = tick + 60
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
         # Drain: everything started must end deleted.
@@ -124,13 +138,19 @@ async def soak(args: argparse.Namespace, redis_url: str, logs: Path) -> int:
         info = await client.redis.info("memory")
     codes = workers.stop()
     first, last = samples[0], samples[-1]
-    print(f"\nsoak {args.seconds}s: {started} runs started, {started - len(left)} deleted after "
-          f"revert, {len(left)} left, {kills} workers killed, worker exit codes {codes}")
-    print(f"redis used memory: {first['redis_used_mib']:.1f} MiB at start, "
-          f"{last['redis_used_mib']:.1f} MiB at the last sample, "
-          f"{info['used_memory'] / 2**20:.1f} MiB after draining")
-    print(f"workers' resident memory: {first['workers_rss_mib']:.1f} MiB at start, "
-          f"{last['workers_rss_mib']:.1f} MiB at the last sample")
+    print(
+        f"\nsoak {args.seconds}s: {started} runs started, {started - len(left)} deleted after "
+        f"revert, {len(left)} left, {kills} workers killed, worker exit codes {codes}"
+    )
+    print(
+        f"redis used memory: {first['redis_used_mib']:.1f} MiB at start, "
+        f"{last['redis_used_mib']:.1f} MiB at the last sample, "
+        f"{info['used_memory'] / 2**20:.1f} MiB after draining"
+    )
+    print(
+        f"workers' resident memory: {first['workers_rss_mib']:.1f} MiB at start, "
+        f"{last['workers_rss_mib']:.1f} MiB at the last sample"
+    )
     return 1 if left else 0
 
 
@@ -140,11 +160,13 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=5, help="runs started per second")
     parser.add_argument("--kill-every", type=float, default=60)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="runstream-soak-") as tmp:
-        with EmbeddedRedis(port=0, data_dir=Path(tmp) / "redis") as server:
-            logs = Path(tmp) / "logs"
-            logs.mkdir()
-            code = asyncio.run(soak(args, server.url, logs))
+    with (
+        tempfile.TemporaryDirectory(prefix="runstream-soak-") as tmp,
+        EmbeddedRedis(port=0, data_dir=Path(tmp) / "redis") as server,
+    ):
+        logs = Path(tmp) / "logs"
+        logs.mkdir()
+        code = asyncio.run(soak(args, server.url, logs))
     raise SystemExit(code)
 
 

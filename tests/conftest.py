@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from runstream.embedded import AppendFsync, EmbeddedRedis
 from runstream.settings import Settings
 

@@ -1,5 +1,7 @@
 """A small client for other services and for runctl: publish commands, wait, read runs.
 
+Usage::
+
     from runstream.client import Client
     async with Client.connect("redis://127.0.0.1:6390/0") as client:
         run_id = await client.start("synthetic", {"items": 10})
@@ -24,6 +26,7 @@ from runstream.domain.run import RunSummary
 from runstream.ids import new_id
 from runstream.keys import Keys
 from runstream.settings import Settings, load_settings
+from runstream.store import replies
 from runstream.store.events import EventStore, Tombstone
 
 _summary_decoder = msgspec.json.Decoder(RunSummary)
@@ -91,7 +94,8 @@ class Client:
 
     async def feed_position(self, run_id: str) -> str:
         """The newest entry of the run's shard feed: wait for events after it."""
-        last = await self.redis.xrevrange(self.keys.feed(self.keys.shard_of(run_id)), count=1)
+        feed = self.keys.feed(self.keys.shard_of(run_id))
+        last = replies.entries(await self.redis.xrevrange(feed, count=1))
         return last[0][0].decode() if last else "0-0"
 
     async def start(
@@ -154,7 +158,8 @@ class Client:
                 )
             if left <= 0:
                 raise WaitTimeout(f"no outcome for command {command_id} within {timeout:g}s")
-            reply = await self.redis.xread({feed: since}, count=500, block=int(min(left, 1) * 1000))
+            block = int(min(left, 1) * 1000)
+            reply = replies.streams(await self.redis.xread({feed: since}, count=500, block=block))
             for _, entries in reply:
                 for entry_id, fields in entries:
                     since = entry_id.decode()
@@ -220,6 +225,6 @@ class Client:
     async def tombstones(self) -> list[Tombstone]:
         out: list[Tombstone] = []
         for shard in range(self.keys.shards):
-            for _, fields in await self.redis.xrange(self.keys.audit(shard)):
+            for _, fields in replies.entries(await self.redis.xrange(self.keys.audit(shard))):
                 out.append(msgspec.json.decode(fields[b"tombstone"], type=Tombstone))
         return sorted(out, key=lambda t: t.deleted_at)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from runstream.embedded import (
     EmbeddedRedis,
     find_redis_server,

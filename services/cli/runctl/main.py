@@ -35,6 +35,7 @@ from runstream.settings import EMBEDDED_PORT, Settings, load_settings
 from runstream.store import dlq
 from runstream.store.network import NetworkStore
 
+
 class _Typer(typer.Typer):
     """Every command reports a CliError as one line on stderr and its exit status, also
     when the app is invoked without ``main()`` (typer's test runner, other entry points)."""
@@ -217,7 +218,8 @@ def scenarios(as_json: JsonOpt = False) -> None:
     table = Table("scenario", "version", "parameters", "description")
     for s in described:
         props = s["parameters"].get("$defs", {})
-        fields = next(iter(props.values()), {}).get("properties", {}) if props else {}
+        first: dict[str, Any] = next(iter(props.values()), {}) if props else {}
+        fields = first.get("properties", {})
         params = ", ".join(f"{k}={v.get('default', '?')}" for k, v in fields.items())
         table.add_row(s["name"], s["version"], params, s["description"])
     out.print(table)
@@ -229,7 +231,9 @@ def _parse_args(pairs: list[str], args_file: Path | None) -> dict[str, Any]:
         try:
             loaded = json.loads(args_file.read_text())
         except (OSError, ValueError, RecursionError) as exc:
-            raise CliError(f"cannot read --args-file {args_file}: {exc}", errors.BAD_INPUT) from None
+            raise CliError(
+                f"cannot read --args-file {args_file}: {exc}", errors.BAD_INPUT
+            ) from None
         if not isinstance(loaded, dict):
             raise CliError(f"--args-file {args_file} must hold a JSON object", errors.BAD_INPUT)
         args.update(loaded)
@@ -362,8 +366,9 @@ def stop(
     actor: ActorOpt = DEFAULT_ACTOR,
 ) -> None:
     """Halt a run at the next item boundary; 'continue' resumes it."""
-    _command(lambda r: cmd.StopRun(run_id=r, actor=actor, reason=reason), run_id, wait, timeout,
-             "stop")
+    _command(
+        lambda r: cmd.StopRun(run_id=r, actor=actor, reason=reason), run_id, wait, timeout, "stop"
+    )
 
 
 @app.command("continue")
@@ -383,8 +388,13 @@ def cancel(
     actor: ActorOpt = DEFAULT_ACTOR,
 ) -> None:
     """End a run for good (it keeps its effects; revert takes them back)."""
-    _command(lambda r: cmd.CancelRun(run_id=r, actor=actor, reason=reason), run_id, wait, timeout,
-             "cancel")
+    _command(
+        lambda r: cmd.CancelRun(run_id=r, actor=actor, reason=reason),
+        run_id,
+        wait,
+        timeout,
+        "cancel",
+    )
 
 
 @app.command("revert")
@@ -434,8 +444,9 @@ def _revert_plan(run_id: str, force: bool, as_json: bool) -> None:
         except Exception as exc:
             raise CliError(f"revert {run_id} would be rejected: {exc}", errors.REJECTED) from None
         network = NetworkStore(client.redis, client.keys)
-        return await revert.plan(client.store, network, (await client.store.load(run_id)).state,
-                                 force)
+        return await revert.plan(
+            client.store, network, (await client.store.load(run_id)).state, force
+        )
 
     plan = _run(body)
     if as_json:
@@ -474,25 +485,23 @@ def delete(
     if with_revert and keep_effects:
         raise CliError("--revert and --keep-effects exclude each other", errors.BAD_INPUT)
     mode: cmd.DeleteMode = "revert" if with_revert else "keep_effects" if keep_effects else "plain"
-    _command(lambda r: cmd.DeleteRun(run_id=r, actor=actor, mode=mode), run_id, wait, timeout,
-             "delete")
+    _command(
+        lambda r: cmd.DeleteRun(run_id=r, actor=actor, mode=mode), run_id, wait, timeout, "delete"
+    )
 
 
 @app.command()
-def pin(
-    run_id: str, timeout: TimeoutOpt = 60.0, actor: ActorOpt = DEFAULT_ACTOR
-) -> None:
+def pin(run_id: str, timeout: TimeoutOpt = 60.0, actor: ActorOpt = DEFAULT_ACTOR) -> None:
     """Keep a run: retention never removes it, and delete refuses it until unpinned."""
     _command(lambda r: cmd.PinRun(run_id=r, actor=actor), run_id, True, timeout, "pin")
 
 
 @app.command()
-def unpin(
-    run_id: str, timeout: TimeoutOpt = 60.0, actor: ActorOpt = DEFAULT_ACTOR
-) -> None:
+def unpin(run_id: str, timeout: TimeoutOpt = 60.0, actor: ActorOpt = DEFAULT_ACTOR) -> None:
     """Let retention and delete apply to a run again."""
-    _command(lambda r: cmd.PinRun(run_id=r, actor=actor, pinned=False), run_id, True, timeout,
-             "unpin")
+    _command(
+        lambda r: cmd.PinRun(run_id=r, actor=actor, pinned=False), run_id, True, timeout, "unpin"
+    )
 
 
 @app.command()
@@ -500,8 +509,9 @@ def history(run_id: str, as_json: JsonOpt = False) -> None:
     """A run's events, oldest first."""
     events = _run(lambda c: c.history(_check_id(run_id)))
     if as_json:
-        _print_json([{"id": i, "type": ev.event_type(e), **msgspec.to_builtins(e)}
-                     for i, e in events])
+        _print_json(
+            [{"id": i, "type": ev.event_type(e), **msgspec.to_builtins(e)} for i, e in events]
+        )
         return
     for event_id, event in events:
         out.print(f"{_when(event.at)}  {event_id:<20} {_describe(event)}")
@@ -511,7 +521,9 @@ def _describe(event: ev.Event) -> str:
     name = ev.event_type(event)
     match event:
         case ev.RunQueued():
-            return f"{name} scenario={event.scenario} args={json.dumps(event.args)} by {event.actor}"
+            return (
+                f"{name} scenario={event.scenario} args={json.dumps(event.args)} by {event.actor}"
+            )
         case ev.ChunkPrepared():
             return (
                 f"{name} chunk={event.chunk} items {event.items_from}..{event.items_to} "

@@ -39,7 +39,14 @@ log = structlog.get_logger("runstream.worker")
 
 async def _raw_parser(message: Any, original: Any = None) -> RedisBatchStreamMessage:
     """Keep entries as they came: runstream decodes (and dead-letters) them itself."""
-    return RedisBatchStreamMessage(raw_message=message, body=b"", consumer=None, group=None)
+    # consumer=None: the message can't ack itself (the event store acks). faststream
+    # handles None (its ack() checks for it) but its annotation says ConsumerProtocol.
+    return RedisBatchStreamMessage(
+        raw_message=message,
+        body=b"",
+        consumer=None,  # type: ignore[arg-type]
+        group=None,
+    )
 
 
 async def _no_decoder(message: Any, original: Any = None) -> None:
@@ -211,9 +218,7 @@ class Worker:
         finish or checkpoint its chunks and hand back its leases; then close."""
         log.info("worker_stopping", worker=self.name)
         # Both at once, so the whole shutdown fits in one grace period.
-        await asyncio.gather(
-            self.broker.stop(), self.executor.stop(self.settings.shutdown_grace_s)
-        )
+        await asyncio.gather(self.broker.stop(), self.executor.stop(self.settings.shutdown_grace_s))
         with contextlib.suppress(RedisError, OSError):
             await self.client.delete(self.keys.worker_alive(self.name))
         await self.client.aclose()

@@ -18,9 +18,7 @@ async def record_effects(
     stamp_of_element = dict(zip(elements, stamps, strict=True))
     records: list[EffectRecord] = []
     for offset, (element, after) in enumerate(changes):
-        records.append(
-            EffectRecord(element, value_of[element], after, stamp_of_element[element])
-        )
+        records.append(EffectRecord(element, value_of[element], after, stamp_of_element[element]))
         value_of[element] = after
         stamp_of_element[element] = stamp_of(run_id, first_effect + offset)
     return records

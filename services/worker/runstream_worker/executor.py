@@ -13,7 +13,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.asyncio as aredis
@@ -107,7 +107,7 @@ class Executor:
                 await self._scanner
         tasks = list(self._active.values())
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=grace)
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
             for task in pending:
                 task.cancel()
             for task in pending:
@@ -128,7 +128,11 @@ class Executor:
         while not self._stopping:
             try:
                 for shard in range(self.keys.shards):
-                    for raw in await self.redis.zrange(self.keys.runnable(shard), 0, 999):
+                    # Members only (no scores), as bytes: the client doesn't decode replies.
+                    members = cast(
+                        list[bytes], await self.redis.zrange(self.keys.runnable(shard), 0, 999)
+                    )
+                    for raw in members:
                         self.wake(raw.decode())
             except (redis.RedisError, OSError) as exc:
                 log.warning("scan_failed", error=str(exc))
@@ -194,7 +198,9 @@ class Executor:
             run.confirm_chunk(time.time())
         else:
             run.void_chunk(time.time(), "its worker stopped before it reached the network")
-        log.info("chunk_resolved", chunk=run.state.pending and run.state.pending.chunk, outcome=outcome)
+        log.info(
+            "chunk_resolved", chunk=run.state.pending and run.state.pending.chunk, outcome=outcome
+        )
         return await self._save(run)
 
     async def _process_chunk(self, run: Run) -> tuple[Run, bool]:

@@ -73,7 +73,12 @@ class CommandProcessor:
         self.handlers = Handlers()
         self.handlers.register(cmd.StartRun, self._start)
         simple_commands = (
-            cmd.StopRun, cmd.ContinueRun, cmd.CancelRun, cmd.RevertRun, cmd.DeleteRun, cmd.PinRun
+            cmd.StopRun,
+            cmd.ContinueRun,
+            cmd.CancelRun,
+            cmd.RevertRun,
+            cmd.DeleteRun,
+            cmd.PinRun,
         )
         for simple in simple_commands:
             self.handlers.register(simple, self._simple)
@@ -103,7 +108,10 @@ class CommandProcessor:
                 by_run.setdefault(command.run_id, []).append((entry_id, command))
         if by_run:
             await asyncio.gather(
-                *(self._handle_run_bounded(shard, run_id, items) for run_id, items in by_run.items())
+                *(
+                    self._handle_run_bounded(shard, run_id, items)
+                    for run_id, items in by_run.items()
+                )
             )
 
     async def _handle_run_bounded(
@@ -172,7 +180,8 @@ class CommandProcessor:
             try:
                 run = await self._handle_one(shard, run, entry_id, command)
             except (redis.RedisError, OSError) as exc:
-                # Left unacked: redelivered by the claim subscriber, dead-lettered if it keeps failing.
+                # Left unacked: redelivered by the claim subscriber, dead-lettered if it
+                # keeps failing.
                 log.warning("command_failed", error=str(exc))
                 run = None
             except Exception:

@@ -37,7 +37,9 @@ class Leases:
         await self._release(keys=[self.keys.lease(run_id)], args=[self.owner])
 
     async def renew(self, run_id: str) -> bool:
-        return bool(await self._renew(keys=[self.keys.lease(run_id)], args=[self.owner, self.ttl_ms]))
+        return bool(
+            await self._renew(keys=[self.keys.lease(run_id)], args=[self.owner, self.ttl_ms])
+        )
 
     @contextlib.asynccontextmanager
     async def kept(self, run_id: str) -> AsyncIterator[None]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aredis
-from redis.exceptions import ResponseError
 import structlog
+from redis.exceptions import ResponseError
 
 from runstream.contracts import commands as cmd
 from runstream.domain.run import RunSummary

@@ -81,7 +81,8 @@ COMMAND_TYPES: tuple[type[_Command], ...] = (
     PinRun,
 )
 
-_decoder = msgspec.json.Decoder(Command)
+# Typed by hand: a union is no type[T], so msgspec's stubs would infer Decoder[Any].
+_decoder: msgspec.json.Decoder[Command] = msgspec.json.Decoder(Command)
 _encoder = msgspec.json.Encoder()
 
 

@@ -171,7 +171,8 @@ Event = (
     | CommandRejected
 )
 
-_decoder = msgspec.json.Decoder(Event)
+# Typed by hand: a union is no type[T], so msgspec's stubs would infer Decoder[Any].
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 _encoder = msgspec.json.Encoder()
 
 

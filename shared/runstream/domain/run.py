@@ -200,9 +200,7 @@ class Run:
                 if command.pinned == s.pinned:
                     raise Rejected(f"run is already {'pinned' if s.pinned else 'unpinned'}")
                 self._record(
-                    ev.RunPinned(
-                        at=now, command_id=cid, actor=command.actor, pinned=command.pinned
-                    )
+                    ev.RunPinned(at=now, command_id=cid, actor=command.actor, pinned=command.pinned)
                 )
 
     def _check_revertable(self) -> None:

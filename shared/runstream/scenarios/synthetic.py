@@ -48,7 +48,9 @@ def _step(ctx: Context, p: SyntheticParams, i: int) -> None:
 SCENARIO = Scenario(
     name="synthetic",
     version="1",
-    description="Generated graph: one node per item, edges to earlier nodes; deterministic per seed.",
+    description=(
+        "Generated graph: one node per item, edges to earlier nodes; deterministic per seed."
+    ),
     params=SyntheticParams,
     inputs=_inputs,
     step=_step,

@@ -5,6 +5,7 @@ One per shard (``<shard>:dlq``), so parking a message and acking it is one trans
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import msgspec
@@ -12,6 +13,7 @@ import redis.asyncio as aredis
 
 from runstream.contracts.commands import BadCommand, decode_command
 from runstream.keys import Keys
+from runstream.store import replies
 
 DLQ_MAXLEN = 100_000
 
@@ -36,8 +38,9 @@ async def park(
     """Move one command message to the shard's dead-letter stream and ack it, atomically."""
     payload = fields.get(b"c")
     if payload is None:
-        payload = msgspec.json.encode({k.decode(errors="replace"): v.decode(errors="replace")
-                                       for k, v in fields.items()})
+        payload = msgspec.json.encode(
+            {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+        )
     async with redis.pipeline(transaction=True) as pipe:
         pipe.xadd(
             keys.dlq(shard),
@@ -63,14 +66,14 @@ def _letter(shard: int, entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLett
 async def list_letters(redis: aredis.Redis, keys: Keys, count: int = 1000) -> list[DeadLetter]:
     out: list[DeadLetter] = []
     for shard in range(keys.shards):
-        for entry_id, fields in await redis.xrange(keys.dlq(shard), count=count):
+        for entry_id, fields in replies.entries(await redis.xrange(keys.dlq(shard), count=count)):
             out.append(_letter(shard, entry_id, fields))
     return sorted(out, key=lambda d: (d.at, d.id))
 
 
 async def find(redis: aredis.Redis, keys: Keys, letter_id: str) -> DeadLetter | None:
     for shard in range(keys.shards):
-        found = await redis.xrange(keys.dlq(shard), letter_id, letter_id)
+        found = replies.entries(await redis.xrange(keys.dlq(shard), letter_id, letter_id))
         if found:
             return _letter(shard, *found[0])
     return None
@@ -80,15 +83,13 @@ async def retry(redis: aredis.Redis, keys: Keys, letter: DeadLetter) -> str:
     """Publish the original payload again, on the shard of the run it names (or the stream
     it came from), then remove the letter. A command applied before is deduplicated by its
     command_id, so a retry never applies anything twice."""
-    found = await redis.xrange(keys.dlq(letter.shard), letter.id, letter.id)
+    found = replies.entries(await redis.xrange(keys.dlq(letter.shard), letter.id, letter.id))
     if not found:
         raise LookupError(f"no dead-lettered message {letter.id}")
     payload = found[0][1].get(b"c", b"")
     shard = letter.shard
-    try:
+    with contextlib.suppress(BadCommand):
         shard = keys.shard_of(decode_command(payload).run_id)
-    except BadCommand:
-        pass
     # Two steps, not one transaction: the two streams may be in different cluster slots.
     new_id = await redis.xadd(keys.commands(shard), {"c": payload})
     await redis.xdel(keys.dlq(letter.shard), letter.id)

@@ -20,6 +20,7 @@ from runstream.contracts import events as ev
 from runstream.domain.run import ACTIVE, Run, RunState, apply, summarize
 from runstream.keys import Keys
 from runstream.settings import Settings
+from runstream.store import replies
 
 _APPEND = """
 -- KEYS: events meta seen feed index runnable lease commands tombs snapshot
@@ -163,7 +164,12 @@ class EventStore:
         """The run as of its latest event: snapshot plus the events after it."""
         k = self.keys
         reply = await self._load(
-            keys=[k.meta(run_id), k.snapshot(run_id), k.tombs(k.shard_of(run_id)), k.events(run_id)],
+            keys=[
+                k.meta(run_id),
+                k.snapshot(run_id),
+                k.tombs(k.shard_of(run_id)),
+                k.events(run_id),
+            ],
             args=[run_id, LOAD_PAGE],
         )
         if reply[0] == b"deleted":
@@ -180,14 +186,16 @@ class EventStore:
             entries = await self.redis.xrange(k.events(run_id), start, "+", count=LOAD_PAGE)
 
     async def history(self, run_id: str) -> list[tuple[str, ev.Event]]:
-        entries = await self.redis.xrange(self.keys.events(run_id))
+        entries = replies.entries(await self.redis.xrange(self.keys.events(run_id)))
         return [(i.decode(), ev.decode_event(f[b"e"])) for i, f in entries]
 
     async def chunks_before(
         self, run_id: str, cursor: str, count: int
     ) -> list[tuple[str, ev.Event]]:
         """Events from ``cursor`` (inclusive; "+" = the newest) backwards."""
-        entries = await self.redis.xrevrange(self.keys.events(run_id), cursor, "-", count=count)
+        entries = replies.entries(
+            await self.redis.xrevrange(self.keys.events(run_id), cursor, "-", count=count)
+        )
         return [(i.decode(), ev.decode_event(f[b"e"])) for i, f in entries]
 
     # ------------------------------------------------------------------ writing
@@ -244,7 +252,7 @@ class EventStore:
             ],
             args=args,
         )
-        return AppendResult(status.decode(), int(version))  # type: ignore[arg-type]
+        return AppendResult(status.decode(), int(version))
 
     async def _save_delete(
         self,
@@ -292,11 +300,9 @@ class EventStore:
                 *(ev.encode_event(ev.slim(e)) for e in events),
             ],
         )
-        return AppendResult(status.decode(), int(version))  # type: ignore[arg-type]
+        return AppendResult(status.decode(), int(version))
 
-    async def reject_unknown(
-        self, run_id: str, event: ev.CommandRejected, ack: Ack | None
-    ) -> None:
+    async def reject_unknown(self, run_id: str, event: ev.CommandRejected, ack: Ack | None) -> None:
         """A rejection for a run with no history: told on the feed once per command_id
         (redeliveries and re-publishing don't repeat it); nothing else changes."""
         k = self.keys
@@ -315,4 +321,3 @@ class EventStore:
     async def tombstone(self, run_id: str) -> Tombstone | None:
         raw = await self.redis.hget(self.keys.tombs(self.keys.shard_of(run_id)), run_id)
         return msgspec.json.decode(raw, type=Tombstone) if raw else None
-

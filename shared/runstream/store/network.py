@@ -28,6 +28,7 @@ import redis.asyncio as aredis
 
 from runstream.contracts.events import EffectRecord
 from runstream.keys import Keys
+from runstream.store import replies
 
 CHUNK_MARK_TTL_S = 30 * 24 * 3600
 STEP_MARK_TTL_S = 24 * 3600
@@ -49,7 +50,8 @@ for i = 0, n - 1 do
 end
 for i = 0, n - 1 do
   local el, after = ARGV[5 + 3 * i], ARGV[7 + 3 * i]
-  if after == '' then redis.call('HDEL', KEYS[1], el) else redis.call('HSET', KEYS[1], el, after) end
+  if after == '' then redis.call('HDEL', KEYS[1], el)
+  else redis.call('HSET', KEYS[1], el, after) end
   redis.call('HSET', KEYS[2], el, run .. '/' .. (first + i))
 end
 local base = 5 + 3 * n
@@ -81,7 +83,8 @@ for i = 0, n - 1 do
   if cur == bs then
     out[#out + 1] = 'c'
   elseif cur == st or force then
-    if before == '' then redis.call('HDEL', KEYS[1], el) else redis.call('HSET', KEYS[1], el, before) end
+    if before == '' then redis.call('HDEL', KEYS[1], el)
+    else redis.call('HSET', KEYS[1], el, before) end
     if bs == '' then redis.call('HDEL', KEYS[2], el) else redis.call('HSET', KEYS[2], el, bs) end
     out[#out + 1] = 'c'
   else
@@ -139,7 +142,7 @@ class NetworkStore:
         if not elements:
             return []
         raw = await self.redis.hmget(self.keys.net_stamps, elements)
-        return [s.decode() if s is not None else "" for s in raw]
+        return [replies.text(s) if s is not None else "" for s in raw]
 
     async def apply_chunk(
         self,
@@ -218,10 +221,9 @@ class NetworkStore:
         }
 
     async def outbox(self, count: int = 100) -> list[dict[str, str]]:
-        entries = await self.redis.xrevrange(self.keys.outbox, count=count)
+        entries = replies.entries(await self.redis.xrevrange(self.keys.outbox, count=count))
         return [
-            {"id": i.decode(), **{k.decode(): v.decode() for k, v in f.items()}}
-            for i, f in entries
+            {"id": i.decode(), **{k.decode(): v.decode() for k, v in f.items()}} for i, f in entries
         ]
 
 
