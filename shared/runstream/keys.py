@@ -81,6 +81,14 @@ class Keys:
     def results(self, run_id: str) -> str:
         return f"{self._run(run_id)}:results"
 
+    def metas(self, shard: int) -> str:
+        """SCAN pattern matching the meta key of every run of a shard."""
+        return f"{self._shard(shard)}:run:*:meta"
+
+    @staticmethod
+    def run_id_of_meta(key: str) -> str:
+        return key.rsplit(":run:", 1)[1].removesuffix(":meta")
+
     def run_keys(self, run_id: str) -> list[str]:
         """Everything a run owns; removed on delete."""
         return [
@@ -118,10 +126,6 @@ class Keys:
         return f"{self._net}:outbox"
 
     # --- deployment-wide ---------------------------------------------------------
-    @property
-    def config(self) -> str:
-        return f"{self.prefix}:config"
-
     def worker_alive(self, name: str) -> str:
         """A worker's heartbeat: consumers whose worker has none may be removed."""
         return f"{self.prefix}:workers:{name}"

@@ -32,7 +32,7 @@ from runstream.domain.run import STATES, Run
 from runstream.domain.scenarios import BadArguments, load_registry
 from runstream.ids import is_run_id, new_id
 from runstream.settings import EMBEDDED_PORT, Settings, load_settings
-from runstream.store import dlq
+from runstream.store import dlq, index
 from runstream.store.network import NetworkStore
 
 
@@ -619,6 +619,13 @@ def dlq_drop(letter_id: str) -> None:
 
     _run(body)
     out.print(f"{letter_id}: dropped")
+
+
+@app.command("rebuild-index")
+def rebuild_index() -> None:
+    """Rebuild the run index (what list and show read) from the runs' events."""
+    count = _run(lambda c: index.rebuild(c.redis, c.keys, c.store))
+    out.print(f"run index rebuilt from events: {count} runs")
 
 
 def main() -> None:

@@ -192,14 +192,15 @@ class Executor:
     async def _resolve_pending(self, run: Run) -> Run:
         """A chunk recorded but not confirmed (its worker died, or we lost a race)."""
         assert run.state.pending is not None
-        token = f"{run.state.run_id}:{run.state.pending.chunk}"
+        chunk = run.state.pending.chunk
+        token = f"{run.state.run_id}:{chunk}"
         outcome = await self.network.resolve_chunk(token)
         if outcome == "applied":
             run.confirm_chunk(time.time())
         else:
             run.void_chunk(time.time(), "its worker stopped before it reached the network")
         log.info(
-            "chunk_resolved", chunk=run.state.pending and run.state.pending.chunk, outcome=outcome
+            "chunk_resolved", chunk=chunk, outcome=outcome
         )
         return await self._save(run)
 

@@ -137,6 +137,10 @@ class CommandProcessor:
                 await self.dead_letter(
                     shard, entry_id, fields or {}, f"handling failed {delivered - 1} times"
                 )
+            elif fields is None:
+                # The entry was deleted from the stream (XAUTOCLAIM reports it so): nothing
+                # to handle, but it must not stay pending.
+                await self.redis.xack(stream, self.keys.group, entry_id)
             else:
                 retry.append((entry_id, fields))
         await self.handle_batch(shard, retry)

@@ -24,6 +24,8 @@ from runstream.store import replies
 
 _APPEND = """
 -- KEYS: events meta seen feed index runnable lease commands tombs snapshot
+-- ARGV: expected_version command_id lease_owner lease_ms run_id summary runnable_score
+--       group ack_id snapshot n (event feed_copy)*n
 -- A deleted run: not acked here; the caller reports the rejection and acks in one step.
 if redis.call('HEXISTS', KEYS[9], ARGV[5]) == 1 then return {'deleted', 0} end
 if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then
@@ -36,11 +38,11 @@ if ARGV[3] ~= '' then
   if redis.call('GET', KEYS[7]) ~= ARGV[3] then return {'lease', v} end
   redis.call('PEXPIRE', KEYS[7], ARGV[4])
 end
-local n = tonumber(ARGV[12])
+local n = tonumber(ARGV[11])
 local last = ''
 for i = 0, n - 1 do
-  last = redis.call('XADD', KEYS[1], '*', 'e', ARGV[13 + 2 * i])
-  redis.call('XADD', KEYS[4], '*', 'r', ARGV[5], 'v', v + i + 1, 'e', ARGV[14 + 2 * i])
+  last = redis.call('XADD', KEYS[1], '*', 'e', ARGV[12 + 2 * i])
+  redis.call('XADD', KEYS[4], '*', 'r', ARGV[5], 'v', v + i + 1, 'e', ARGV[13 + 2 * i])
 end
 redis.call('HSET', KEYS[2], 'v', v + n)
 if ARGV[2] ~= '' then redis.call('SADD', KEYS[3], ARGV[2]) end
@@ -60,7 +62,7 @@ return {'ok', v + n}
 
 _DELETE = """
 -- KEYS: meta seen feed index runnable commands tombs audit, then the run's own keys
--- ARGV: expected_version command_id run_id group ack_id feed_maxlen tombstone n events...
+-- ARGV: expected_version command_id run_id group ack_id tombstone n events...
 if redis.call('HEXISTS', KEYS[7], ARGV[3]) == 1 then return {'deleted', 0} end
 if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
   if ARGV[5] ~= '' then redis.call('XACK', KEYS[6], ARGV[4], ARGV[5]) end
@@ -68,12 +70,12 @@ if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
 end
 local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if v ~= tonumber(ARGV[1]) then return {'stale', v} end
-local n = tonumber(ARGV[8])
+local n = tonumber(ARGV[7])
 for i = 0, n - 1 do
-  redis.call('XADD', KEYS[3], '*', 'r', ARGV[3], 'v', v + i + 1, 'e', ARGV[9 + i])
+  redis.call('XADD', KEYS[3], '*', 'r', ARGV[3], 'v', v + i + 1, 'e', ARGV[8 + i])
 end
-redis.call('XADD', KEYS[8], '*', 'run_id', ARGV[3], 'tombstone', ARGV[7])
-redis.call('HSET', KEYS[7], ARGV[3], ARGV[7])
+redis.call('XADD', KEYS[8], '*', 'run_id', ARGV[3], 'tombstone', ARGV[6])
+redis.call('HSET', KEYS[7], ARGV[3], ARGV[6])
 redis.call('HDEL', KEYS[4], ARGV[3])
 redis.call('ZREM', KEYS[5], ARGV[3])
 for i = 9, #KEYS do redis.call('DEL', KEYS[i]) end
@@ -230,7 +232,6 @@ class EventStore:
             k.group,
             ack.entry_id if ack else "",
             _state_encoder.encode(s) if due else "",
-            self.settings.feed_maxlen,
             len(events),
         ]
         for e in events:
@@ -294,7 +295,6 @@ class EventStore:
                 run_id,
                 k.group,
                 ack.entry_id if ack else "",
-                self.settings.feed_maxlen,
                 msgspec.json.encode(tomb),
                 len(events),
                 *(ev.encode_event(ev.slim(e)) for e in events),

@@ -1,0 +1,54 @@
+"""The run index (the read model ``list``/``show`` use), rebuilt from the runs' events.
+
+Every append writes its run's summary in the same script, so the index is always current;
+this rebuilds it from scratch (after a bug, a manual edit, a restore) with the same result.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import redis.asyncio as aredis
+
+from runstream.domain.run import ACTIVE, summarize
+from runstream.keys import Keys
+from runstream.store import replies
+from runstream.store.events import EventStore
+
+# Keep the newer of two summaries: a worker may append while the rebuild runs.
+_PUT_IF_NEWER = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and cjson.decode(current)['version'] > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], 'NX', ARGV[5], ARGV[1]) end
+return 1
+"""
+
+
+async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> int:
+    """Drop each shard's index and runnable set and rebuild them from the events."""
+    put = redis.register_script(_PUT_IF_NEWER)
+    encode = msgspec.json.Encoder().encode
+    rebuilt = 0
+    for shard in range(keys.shards):
+        run_ids = [
+            keys.run_id_of_meta(replies.text(key))
+            async for key in redis.scan_iter(match=keys.metas(shard), count=500)
+        ]
+        await redis.delete(keys.index(shard), keys.runnable(shard))
+        for run_id in run_ids:
+            state = (await store.load(run_id)).state
+            if state.state in ("new", "deleted"):
+                continue
+            active = state.state in ACTIVE or state.pending is not None
+            await put(
+                keys=[keys.index(shard), keys.runnable(shard)],
+                args=[
+                    run_id,
+                    encode(summarize(state)),
+                    state.version,
+                    "1" if active else "0",
+                    f"{state.updated_at * 1000:.0f}",
+                ],
+            )
+            rebuilt += 1
+    return rebuilt
