@@ -199,9 +199,7 @@ class Executor:
             run.confirm_chunk(time.time())
         else:
             run.void_chunk(time.time(), "its worker stopped before it reached the network")
-        log.info(
-            "chunk_resolved", chunk=chunk, outcome=outcome
-        )
+        log.info("chunk_resolved", chunk=chunk, outcome=outcome)
         return await self._save(run)
 
     async def _process_chunk(self, run: Run) -> tuple[Run, bool]:
