@@ -30,36 +30,20 @@ from runstream_worker.chunk import run_chunk
 from runstream_worker.effects import record_effects
 from runstream_worker.upkeep import heartbeat, upkeep
 
-try:
-    from .support import (
-        assert_contiguous,
-        chunk_ranges,
-        connect,
-        fast,
-        history,
-        logs_of,
-        pending_count,
-        run_id_on,
-        runctl_async,
-        until,
-        worker_pool,
-        worker_running,
-    )
-except ImportError:  # tests/integration is not a package: imported by rootdir basename
-    from support import (  # type: ignore[no-redef]
-        assert_contiguous,
-        chunk_ranges,
-        connect,
-        fast,
-        history,
-        logs_of,
-        pending_count,
-        run_id_on,
-        runctl_async,
-        until,
-        worker_pool,
-        worker_running,
-    )
+from .support import (
+    assert_contiguous,
+    chunk_ranges,
+    connect,
+    fast,
+    history,
+    logs_of,
+    pending_count,
+    run_id_on,
+    runctl_async,
+    until,
+    worker_pool,
+    worker_running,
+)
 
 EmbeddedFactory = Any
 

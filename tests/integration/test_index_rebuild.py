@@ -11,10 +11,7 @@ from runstream.contracts.commands import RevertRun, StopRun
 from runstream.settings import Settings
 from runstream.store import index
 
-try:
-    from .support import fast, worker_running
-except ImportError:  # tests/integration is not a package
-    from support import fast, worker_running  # type: ignore[no-redef]
+from .support import fast, worker_running
 
 
 def test_a_dropped_index_is_rebuilt_from_events_with_the_same_result(settings: Settings) -> None:

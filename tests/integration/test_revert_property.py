@@ -497,9 +497,7 @@ def test_a_redone_revert_step_repeats_its_outcome_instead_of_finding_conflicts(
 
     async def body(env: Env) -> None:
         await seed(env, {"n:a": {"v": 1}})
-        run = await execute(
-            env, [chunk(("update", "n:a", {"v": 2}), ("update", "n:a", {"v": 3}))]
-        )
+        run = await execute(env, [chunk(("update", "n:a", {"v": 2}), ("update", "n:a", {"v": 3}))])
         run_id = run.state.run_id
         stored = await env.store.load(run_id)
         stored.handle(RevertRun(run_id=run_id), env.now())

@@ -17,30 +17,17 @@ from runstream.ids import new_id
 from runstream.keys import Keys
 from runstream.settings import Settings
 
-try:
-    from .support import (
-        assert_contiguous,
-        chunk_ranges,
-        fast,
-        feed_events,
-        history,
-        pending_count,
-        run_id_on,
-        until,
-        worker_running,
-    )
-except ImportError:  # tests/integration is not a package: imported by rootdir basename
-    from support import (  # type: ignore[no-redef]
-        assert_contiguous,
-        chunk_ranges,
-        fast,
-        feed_events,
-        history,
-        pending_count,
-        run_id_on,
-        until,
-        worker_running,
-    )
+from .support import (
+    assert_contiguous,
+    chunk_ranges,
+    fast,
+    feed_events,
+    history,
+    pending_count,
+    run_id_on,
+    until,
+    worker_running,
+)
 
 
 def _events_of(events: list[ev.Event], command_id: str) -> list[ev.Event]:
