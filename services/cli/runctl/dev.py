@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +40,19 @@ TICK_S = 0.25
 
 def _backoff(failures: int) -> float:
     return float(min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** max(0, failures - 1)))
+
+
+def _runctl_command() -> str:
+    """How the user can call runctl: plainly if it is on PATH, else by its path (the venv
+    of ``make run`` is usually not activated)."""
+    here = Path(sys.executable).parent / "runctl"
+    on_path = shutil.which("runctl")
+    if on_path and Path(on_path).resolve() == here.resolve():
+        return "runctl"
+    try:
+        return str(here.relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
 
 
 @dataclass
@@ -174,7 +188,7 @@ class _DevStack:
         lines = (
             [] if self.redis.url == DEFAULT_REDIS_URL else [f"export REDIS_URL={self.redis.url}"]
         )
-        lines.append("runctl start synthetic --arg items=100 --wait")
+        lines.append(f"{_runctl_command()} start synthetic --arg items=100 --wait")
         self.console.print("try, in another terminal:")
         for line in lines:
             self.console.print(f"  {escape(line)}", soft_wrap=True, highlight=False)

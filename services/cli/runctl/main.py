@@ -572,6 +572,8 @@ def outbox(
     if as_json:
         _print_json(notes)
         return
+    if not notes:
+        out.print("no notifications sent")
     for note in notes:
         out.print(f"{note['id']:<20} {note.get('run_id', '-')}  {note.get('message', '')}")
 
