@@ -195,13 +195,13 @@ class Client:
 
     # ------------------------------------------------------------------ reading
     async def get(self, run_id: str) -> RunSummary:
-        raw = await self.redis.hget(self.keys.index(self.keys.shard_of(run_id)), run_id)
-        if raw is None:
+        found = await self.find(run_id)
+        if found is None:
             tomb = await self.store.tombstone(run_id)
             if tomb is not None:
                 raise RunNotFound(f"run {run_id} was deleted")
             raise RunNotFound(f"run {run_id} does not exist")
-        return _summary_decoder.decode(raw)
+        return found
 
     async def list_runs(
         self, state: str | None = None, scenario: str | None = None

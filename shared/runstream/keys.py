@@ -42,9 +42,9 @@ class Keys:
         """Hash run_id -> tombstone JSON: a deleted run's id is never reused or lost."""
         return f"{self._shard(shard)}:tombs"
 
-    def rejected(self, shard: int, command_id: str) -> str:
+    def rejected(self, run_id: str, command_id: str) -> str:
         """Marks a command rejected for a run without history, so it is reported once."""
-        return f"{self._shard(shard)}:rejected:{command_id}"
+        return f"{self._shard(self.shard_of(run_id))}:rejected:{run_id}:{command_id}"
 
     def index(self, shard: int) -> str:
         """Read model: hash run_id -> run summary JSON."""

@@ -74,7 +74,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise ValueError(f"bad setting: {exc}") from None
+        # Name the variable the user set, not the field: "... - at `$.lease_ms`".
+        message = str(exc)
+        for field in msgspec.structs.fields(Settings):
+            env_name = _ENV_NAMES.get(field.name, "RUNSTREAM_" + field.name.upper())
+            message = message.replace(f"`$.{field.name}`", env_name)
+        raise ValueError(f"bad setting: {message}") from None
     if settings.shards < 1:
         raise ValueError("bad setting: RUNSTREAM_SHARDS must be at least 1")
     return settings

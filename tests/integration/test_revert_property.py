@@ -176,13 +176,16 @@ async def execute(env: Env, chunks: list[ChunkPlan]) -> Run:
     run.begin(env.now(), "worker-1")
     await save(env, run)
     for number, plan in enumerate(chunks):
-        values, _ = await env.network.read(ELEMENTS)
-        view = NetworkView({e: v for e, v in zip(ELEMENTS, values, strict=True) if v}.get)
+        values, stamps = await env.network.read(ELEMENTS)
+        stored = zip(ELEMENTS, values, stamps, strict=True)
+        view = NetworkView({e: (v, st) for e, v, st in stored if v or st}.get)
         for kind, element, attributes in plan.ops:
             perform(view, kind, element, attributes)
         notes = [f"{run_id} chunk {number} note {i}" for i in range(plan.notifications)]
         s = run.state
-        effects = await record_effects(env.network, run_id, s.next_effect, view.changes)
+        effects = await record_effects(
+            env.network, run_id, s.next_effect, view.changes, view.reads
+        )
         prepared = run.prepare_chunk(
             env.now(),
             items_to=s.items_processed + len(plan.ops),

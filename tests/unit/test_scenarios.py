@@ -18,13 +18,13 @@ from runstream.domain.scenarios import (
     load_registry,
 )
 from runstream.scenarios import graph_import, notify, synthetic
-from runstream_worker.chunk import ChunkResult, run_chunk
+from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
 
 RUN_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 BUILT_IN = {"synthetic", "graph-import", "notify"}
 
 
-def nothing_stored(_element: str) -> str | None:
+def nothing_stored(_element: str) -> tuple[str, str] | None:
     return None
 
 
@@ -301,7 +301,7 @@ def test_notify_only_sends_notifications() -> None:
 
 # --------------------------------------------------------------------------- network view
 def test_a_step_sees_its_own_changes_over_the_stored_network() -> None:
-    stored = {"n:a": '{"x":1,"y":2}'}
+    stored = {"n:a": ('{"x":1,"y":2}', "other-run/7")}
     view = NetworkView(stored.get)
 
     view.update_node("a", y=3)
@@ -311,7 +311,9 @@ def test_a_step_sees_its_own_changes_over_the_stored_network() -> None:
     assert view.get_node("a") == {"x": 1, "y": 3}
     assert view.get_edge("a", "b") is None
     assert view.changes == [("n:a", '{"x":1,"y":3}'), ("e:a|b", '{"w":1}'), ("e:a|b", "")]
-    assert stored == {"n:a": '{"x":1,"y":2}'}  # nothing is written through
+    assert stored == {"n:a": ('{"x":1,"y":2}', "other-run/7")}  # nothing is written through
+    # What the step read is remembered: the change to n:a assumes that state.
+    assert view.reads == {"n:a": ('{"x":1,"y":2}', "other-run/7")}
 
 
 def test_updating_a_missing_node_or_using_a_bad_id_fails() -> None:
@@ -325,3 +327,62 @@ def test_updating_a_missing_node_or_using_a_bad_id_fails() -> None:
     for bad in ("", "a|b"):
         with pytest.raises(ValueError, match="bad node id"):
             view.add_node(bad)
+
+
+# --------------------------------------------------------------------------- hostile scenarios
+class _Params(msgspec.Struct):
+    pass
+
+
+def _scenario(inputs: Any, step: Any) -> Scenario[Any]:
+    return Scenario(
+        name="hostile", version="1", description="", params=_Params, inputs=inputs, step=step
+    )
+
+
+def _ok_step(ctx: Any, params: Any, item: Any) -> None:
+    ctx.network.add_node(f"n{item}")
+
+
+def test_an_input_source_that_fails_to_open_fails_the_chunk_not_the_worker() -> None:
+    def inputs(params: Any, start: int) -> Any:
+        raise FileNotFoundError("data.csv")
+
+    result = run_chunk(_scenario(inputs, _ok_step), _Params(), "r", 0, 10, 5.0, nothing_stored)
+    assert result.error.startswith("input source: FileNotFoundError: data.csv")
+    assert result.items_to == 0
+
+
+def test_an_input_source_that_breaks_midway_keeps_the_items_before() -> None:
+    def inputs(params: Any, start: int) -> Any:
+        yield from range(start, 3)
+        raise ConnectionError("feed went away")
+
+    result = run_chunk(_scenario(inputs, _ok_step), _Params(), "r", 0, 10, 5.0, nothing_stored)
+    assert result.error.startswith("input source, item 3: ConnectionError: feed went away")
+    assert result.items_to == 3
+    assert [element for element, _ in result.changes] == ["n:n0", "n:n1", "n:n2"]
+
+
+def test_a_step_that_calls_sys_exit_is_an_item_error() -> None:
+    def step(ctx: Any, params: Any, item: Any) -> None:
+        if item == 1:
+            sys.exit(3)
+        ctx.network.add_node(f"n{item}")
+
+    scenario = _scenario(lambda p, start: iter(range(start, 5)), step)
+    result = run_chunk(scenario, _Params(), "r", 0, 10, 5.0, nothing_stored)
+    assert result.error.startswith("item 1: SystemExit: 3")
+    assert result.items_to == 1
+
+
+def test_a_network_that_cannot_be_read_abandons_the_chunk() -> None:
+    def unreachable(element: str) -> tuple[str, str] | None:
+        raise NetworkUnavailable(f"cannot read {element}")
+
+    def step(ctx: Any, params: Any, item: Any) -> None:
+        ctx.network.get_node("a")
+
+    scenario = _scenario(lambda p, start: iter(range(start, 5)), step)
+    with pytest.raises(NetworkUnavailable, match="cannot read n:a"):
+        run_chunk(scenario, _Params(), "r", 0, 10, 5.0, unreachable)

@@ -28,8 +28,8 @@ from runstream import revert
 from runstream.client import Client, Outcome, RunNotFound, WaitTimeout
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import STATES, Run
-from runstream.domain.scenarios import BadArguments, load_registry
+from runstream.domain.run import STATES, Rejected, Run
+from runstream.domain.scenarios import BadArguments, Registry, load_registry
 from runstream.ids import is_run_id, new_id
 from runstream.settings import EMBEDDED_PORT, Settings, load_settings
 from runstream.store import dlq, index
@@ -111,6 +111,17 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
         ) from None
     except RunNotFound as exc:
         raise CliError(str(exc), errors.NOT_FOUND) from None
+
+
+def _registry() -> Registry:
+    modules = _settings().scenario_modules
+    try:
+        return load_registry(modules)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CliError(
+            f"cannot load the scenarios in RUNSTREAM_SCENARIO_MODULES={','.join(modules)}: {exc}",
+            errors.BAD_INPUT,
+        ) from None
 
 
 def _check_id(run_id: str) -> str:
@@ -210,7 +221,7 @@ def dev(
 @app.command()
 def scenarios(as_json: JsonOpt = False) -> None:
     """The scenarios runs can be started from, with their parameters."""
-    registry = load_registry(_settings().scenario_modules)
+    registry = _registry()
     described = [s.describe() for s in registry]
     if as_json:
         _print_json(described)
@@ -263,8 +274,10 @@ def start(
 ) -> None:
     """Start a run of SCENARIO. With --wait, return when it succeeds, fails or stops."""
     args = _parse_args(arg or [], args_file)
+    # Checked here, before anything is sent: runctl reads the same scenario settings
+    # (RUNSTREAM_SCENARIO_MODULES) as the workers.
     try:
-        load_registry(_settings().scenario_modules).get(scenario).validate(args)
+        _registry().get(scenario).validate(args)
     except BadArguments as exc:
         raise CliError(str(exc), errors.BAD_INPUT) from None
     command = cmd.StartRun(
@@ -439,14 +452,13 @@ def _revert_plan(run_id: str, force: bool, as_json: bool) -> None:
     async def body(client: Client) -> revert.Plan:
         await client.get(run_id)
         run: Run = await client.store.load(run_id)
+        state = msgspec.structs.replace(run.state)  # as stored: the check below records
         try:
             run.handle(cmd.RevertRun(run_id=run_id, force=force), 0.0)
-        except Exception as exc:
+        except Rejected as exc:
             raise CliError(f"revert {run_id} would be rejected: {exc}", errors.REJECTED) from None
         network = NetworkStore(client.redis, client.keys)
-        return await revert.plan(
-            client.store, network, (await client.store.load(run_id)).state, force
-        )
+        return await revert.plan(client.store, network, state, force)
 
     plan = _run(body)
     if as_json:

@@ -6,7 +6,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 from runstream.domain.scenarios import Context, Scenario
@@ -17,11 +16,18 @@ class ChunkResult:
     items_from: int
     items_to: int
     changes: list[tuple[str, str]] = field(default_factory=list)
+    # Element -> (value, stamp) as the steps read it: their changes assume that state.
+    reads: dict[str, tuple[str, str]] = field(default_factory=dict)
     notifications: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     results: dict[str, str] = field(default_factory=dict)
     exhausted: bool = False
     error: str = ""
+
+
+class NetworkUnavailable(Exception):
+    """The network could not be read during a step: not the item's fault. The chunk is
+    abandoned (nothing of it is recorded) and the run retried, not failed."""
 
 
 def run_chunk(
@@ -31,19 +37,33 @@ def run_chunk(
     start: int,
     max_items: int,
     max_seconds: float,
-    reader: Callable[[str], str | None],
+    reader: Callable[[str], tuple[str, str] | None],
     should_stop: Callable[[], bool] = lambda: False,
 ) -> ChunkResult:
     """Process items from ``start`` until ``max_items``, ``max_seconds``, the end or an error.
 
-    A failing item contributes nothing: the chunk ends before it, with ``error`` set.
+    A failing item contributes nothing: the chunk ends before it, with ``error`` set. So
+    does a failing input source. Anything a step raises is the item's error, even
+    SystemExit: a scenario must not take its worker down.
     """
     ctx = Context(run_id, reader)
     result = ChunkResult(items_from=start, items_to=start)
     deadline = time.monotonic() + max_seconds
-    inputs = iter(scenario.inputs(params, start))
     index = start
-    for item in islice(inputs, max_items):
+    try:
+        inputs = iter(scenario.inputs(params, start))
+    except Exception as exc:
+        result.error = f"input source: {_describe(exc)}"
+        return _finish(result, ctx, index)
+    while index - start < max_items:
+        try:
+            item = next(inputs)
+        except StopIteration:
+            result.exhausted = True
+            break
+        except Exception as exc:
+            result.error = f"input source, item {index}: {_describe(exc)}"
+            break
         mark = (
             len(ctx.network.changes),
             len(ctx.notifications),
@@ -53,27 +73,38 @@ def run_chunk(
         ctx.index = index
         try:
             scenario.step(ctx, params, item)
-        except Exception as exc:
+        except NetworkUnavailable:
+            raise
+        except BaseException as exc:
             _rollback(ctx, mark)
-            last = traceback.extract_tb(exc.__traceback__)[-1]
-            result.error = (
-                f"item {index}: {type(exc).__name__}: {exc} ({last.filename}:{last.lineno})"
-            )
+            result.error = f"item {index}: {_describe(exc)}"
             break
         index += 1
         if time.monotonic() >= deadline or should_stop():
             break
-    else:
-        # Ran out of items before max_items: nothing is left.
-        result.exhausted = index - start < max_items or _empty(inputs)
     if not result.error and not result.exhausted:
-        result.exhausted = scenario.count(params) == index
+        try:
+            total = scenario.count(params)
+            result.exhausted = total == index if total is not None else _empty(inputs)
+        except Exception as exc:
+            result.error = f"input source, item {index}: {_describe(exc)}"
+    return _finish(result, ctx, index)
+
+
+def _finish(result: ChunkResult, ctx: Context, index: int) -> ChunkResult:
     result.items_to = index
     result.changes = ctx.network.changes
+    result.reads = ctx.network.reads
     result.notifications = ctx.notifications
     result.log = ctx.log_lines
     result.results = ctx.result_files
     return result
+
+
+def _describe(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def _empty(inputs: Any) -> bool:

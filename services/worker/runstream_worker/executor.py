@@ -27,7 +27,7 @@ from runstream.revert import CONFLICT, next_batch
 from runstream.settings import Settings
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
-from runstream_worker.chunk import ChunkResult, run_chunk
+from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
 from runstream_worker.effects import record_effects
 from runstream_worker.lease import Leases
 
@@ -85,7 +85,10 @@ class Executor:
         self.registry = registry
         self.worker = worker
         self.leases = Leases(redis_client, self.keys, worker, settings.lease_ms)
-        self._sync = redis.Redis.from_url(settings.redis_url)
+        # A step's reads; bounded, so a hung connection can't hold a run for ever.
+        self._sync = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=10, socket_connect_timeout=10
+        )
         self._active: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.max_parallel_runs)
         self._stopping = False
@@ -152,7 +155,7 @@ class Executor:
                 await self._drive_held(run_id)
             except LostLease:
                 log.warning("lease_lost")
-            except (redis.RedisError, OSError) as exc:
+            except (redis.RedisError, OSError, NetworkUnavailable) as exc:
                 log.warning("drive_interrupted", error=str(exc))
             except Exception:
                 log.exception("drive_crashed")
@@ -230,23 +233,43 @@ class Executor:
             if result.exhausted:
                 run.succeed(now)
             return await self._save(run), False
-        effects = await record_effects(self.network, s.run_id, s.next_effect, result.changes)
-        prepared = run.prepare_chunk(
-            now,
-            items_to=result.items_to,
-            effects=effects,
-            notifications=result.notifications,
-            log=result.log,
-            results=result.results,
+        effects = await record_effects(
+            self.network, s.run_id, s.next_effect, result.changes, result.reads
         )
+
+        def prepare(on: Run) -> ev.ChunkPrepared:
+            return on.prepare_chunk(
+                time.time(),
+                items_to=result.items_to,
+                effects=effects,
+                notifications=result.notifications,
+                log=result.log,
+                results=result.results,
+            )
+
+        prepared = prepare(run)
         if not effects and not result.notifications:
             return await self._save(self._finish_chunk(run, result)), False
-        saved = await self.store.save(run, lease_owner=self.worker)
-        if saved.status == "lease":
-            raise LostLease(s.run_id)
-        if saved.status != "ok":
-            # Someone changed the run meanwhile (a stop): nothing reached the network.
-            return await self.store.load(s.run_id), False
+        checkpoint = (s.items_processed, s.next_effect)
+        while True:
+            saved = await self.store.save(run, lease_owner=self.worker)
+            if saved.status == "lease":
+                raise LostLease(s.run_id)
+            if saved.status == "ok":
+                break
+            # The run changed meanwhile; nothing reached the network yet. If it is still
+            # running from the same checkpoint (a rejected command, a pin), the computed
+            # chunk still holds: record it on the fresh version instead of redoing it, so
+            # frequent commands can't starve the run.
+            run = await self.store.load(s.run_id)
+            fresh = run.state
+            if (
+                fresh.state != "running"
+                or fresh.pending is not None
+                or (fresh.items_processed, fresh.next_effect) != checkpoint
+            ):
+                return run, False
+            prepared = prepare(run)
         token = f"{s.run_id}:{prepared.chunk}"
         outcome, element = await self.network.apply_chunk(
             token, s.run_id, prepared.first_effect, effects, result.notifications
@@ -278,9 +301,16 @@ class Executor:
             run.succeed(now)
         return run
 
-    def _read_element(self, element: str) -> str | None:
-        raw: Any = self._sync.hget(self.keys.net_values, element)
-        return raw.decode() if raw is not None else None
+    def _read_element(self, element: str) -> tuple[str, str]:
+        """A step's read of one element (value and stamp), from the chunk's thread."""
+        try:
+            with self._sync.pipeline(transaction=True) as pipe:
+                pipe.hget(self.keys.net_values, element)
+                pipe.hget(self.keys.net_stamps, element)
+                value, stamp = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            raise NetworkUnavailable(f"cannot read {element}: {exc}") from exc
+        return (value.decode() if value else "", stamp.decode() if stamp else "")
 
     async def _revert_step(self, run: Run) -> Run:
         s = run.state

@@ -183,14 +183,15 @@ class CommandProcessor:
             structlog.contextvars.bind_contextvars(run_id=run_id, command_id=command.command_id)
             try:
                 run = await self._handle_one(shard, run, entry_id, command)
-            except (redis.RedisError, OSError) as exc:
-                # Left unacked: redelivered by the claim subscriber, dead-lettered if it
-                # keeps failing.
-                log.warning("command_failed", error=str(exc))
-                run = None
-            except Exception:
-                log.exception("command_crashed")
-                run = None
+            except Exception as exc:
+                # Left unacked, with the run's later commands of this batch: the claim
+                # subscriber redelivers them in order (and dead-letters one that keeps
+                # failing), so a later command never overtakes a failed earlier one.
+                if isinstance(exc, redis.RedisError | OSError):
+                    log.warning("command_failed", error=str(exc))
+                else:
+                    log.exception("command_crashed")
+                return
             finally:
                 structlog.contextvars.unbind_contextvars("run_id", "command_id")
 

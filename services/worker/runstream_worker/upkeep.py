@@ -57,13 +57,20 @@ async def trim(redis: aredis.Redis, stream: str, cap_without_groups: int | None)
     return int(await redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False))
 
 
+_DELETE_IF_NOTHING_PENDING = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
 async def remove_stale_consumers(
     redis: aredis.Redis, keys: Keys, stream: str, idle_ms: int
 ) -> list[str]:
     """Consumers of workers that went away: no heartbeat, idle for ``idle_ms``, nothing
     pending (a dead worker's pending entries are claimed by live ones first, which empties
     its list). A live worker keeps its heartbeat, so it is never removed while it may be
-    reading; which makes the check-then-delete safe."""
+    reading."""
     removed: list[str] = []
     try:
         consumers = await redis.xinfo_consumers(stream, keys.group)
@@ -76,8 +83,10 @@ async def remove_stale_consumers(
             continue
         if await redis.exists(keys.worker_alive(name)):
             continue
-        await redis.xgroup_delconsumer(stream, keys.group, name)
-        removed.append(name)
+        # Checked again in the same script as the delete: entries the consumer read since
+        # XINFO looked would otherwise be dropped from the pending list, never redelivered.
+        if await redis.eval(_DELETE_IF_NOTHING_PENDING, 1, stream, keys.group, name):
+            removed.append(name)
     return removed
 
 

@@ -59,13 +59,16 @@ class NetworkView:
     """What a step sees of the network: its own changes so far over the stored graph.
 
     Changes are buffered and become effects when the chunk is recorded; nothing here
-    writes to Redis. ``reader`` fetches an element's stored attributes (JSON) or None.
+    writes to Redis. ``reader`` fetches an element's stored attributes (JSON) and stamp,
+    or None when it has neither. What a step read is remembered (``reads``): the chunk's
+    changes are applied only if those elements are still as read.
     """
 
-    def __init__(self, reader: Callable[[str], str | None]) -> None:
+    def __init__(self, reader: Callable[[str], tuple[str, str] | None]) -> None:
         self._reader = reader
         self._overlay: dict[str, str] = {}
         self.changes: list[tuple[str, str]] = []
+        self.reads: dict[str, tuple[str, str]] = {}
 
     @staticmethod
     def _check_id(node_id: str) -> str:
@@ -79,7 +82,12 @@ class NetworkView:
         self.changes.append((element, after))
 
     def _get(self, element: str) -> dict[str, Any] | None:
-        raw = self._overlay[element] if element in self._overlay else self._reader(element)
+        if element in self._overlay:
+            raw = self._overlay[element]
+        else:
+            if element not in self.reads:
+                self.reads[element] = self._reader(element) or ("", "")
+            raw = self.reads[element][0]
         return msgspec.json.decode(raw) if raw else None
 
     def add_node(self, node_id: str, **attrs: Any) -> None:
@@ -112,7 +120,7 @@ class NetworkView:
 class Context:
     """Handed to a scenario's step for each item."""
 
-    def __init__(self, run_id: str, reader: Callable[[str], str | None]) -> None:
+    def __init__(self, run_id: str, reader: Callable[[str], tuple[str, str] | None]) -> None:
         self.run_id = run_id
         self.index = 0
         self.network = NetworkView(reader)

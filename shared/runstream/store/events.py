@@ -308,7 +308,7 @@ class EventStore:
         k = self.keys
         shard = k.shard_of(run_id)
         await self._reject(
-            keys=[k.feed(shard), k.rejected(shard, event.command_id), k.commands(shard)],
+            keys=[k.feed(shard), k.rejected(run_id, event.command_id), k.commands(shard)],
             args=[
                 run_id,
                 ev.encode_event(event),
