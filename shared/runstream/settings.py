@@ -37,7 +37,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_connections: int = 128
     # A feed no consumer group reads keeps about this many entries; with groups, it is
     # trimmed only past what every group has acknowledged.
-    feed_maxlen: int = 100_000
+    feed_maxlen: int = 10_000
     # Consumers idle this long with nothing pending are workers that went away: removed.
     stale_consumer_ms: int = 3_600_000
     upkeep_interval_s: float = 10.0

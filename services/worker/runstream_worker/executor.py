@@ -338,4 +338,10 @@ class Executor:
             )
         except Rejected:
             return await self.store.load(s.run_id)
-        return await self._save(run)
+        saved = await self.store.save(run, lease_owner=self.worker)
+        if saved.status == "lease":
+            raise LostLease(s.run_id)
+        if saved.status != "ok":
+            return await self.store.load(s.run_id)  # the step is redone: its mark answers
+        await self.network.forget_revert_step(step)
+        return run

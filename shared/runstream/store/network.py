@@ -176,6 +176,10 @@ class NetworkStore:
         stop a late writer.)"""
         await self.redis.delete(self.keys.net_chunk(token))
 
+    async def forget_revert_step(self, step: str) -> None:
+        """Drop a revert step's mark once the run has recorded the step."""
+        await self.redis.delete(self.keys.net_revert_step(step))
+
     async def compensate(self, items: Sequence[Compensation], force: bool, step: str) -> str:
         """Take back one revert step's effects, newest first; ``step`` names the step so
         that doing it again returns the first outcome instead of compensating twice."""
