@@ -68,9 +68,10 @@ class Workers:
         self.start()
 
     def stop(self) -> list[int]:
-        for p in self.procs:
+        procs, self.procs = self.procs, []
+        for p in procs:
             p.send_signal(signal.SIGTERM)
-        return [p.wait(timeout=30) for p in self.procs]
+        return [p.wait(timeout=30) for p in procs]
 
 
 async def soak(args: argparse.Namespace, redis_url: str, logs: Path) -> int:
@@ -85,6 +86,13 @@ async def soak(args: argparse.Namespace, redis_url: str, logs: Path) -> int:
         RUNSTREAM_STALE_CONSUMER_MS="120000",
     )
     workers = Workers(env, logs)
+    try:
+        return await _soak(args, settings, workers)
+    finally:
+        workers.stop()  # also on Ctrl-C or an error: no worker outlives the soak
+
+
+async def _soak(args: argparse.Namespace, settings: Settings, workers: Workers) -> int:
     for _ in range(2):
         workers.start()
     samples: list[dict[str, float]] = []
