@@ -75,12 +75,6 @@ class Keys:
     def lease(self, run_id: str) -> str:
         return f"{self._run(run_id)}:lease"
 
-    def log(self, run_id: str) -> str:
-        return f"{self._run(run_id)}:log"
-
-    def results(self, run_id: str) -> str:
-        return f"{self._run(run_id)}:results"
-
     def metas(self, shard: int) -> str:
         """SCAN pattern matching the meta key of every run of a shard."""
         return f"{self._shard(shard)}:run:*:meta"
@@ -97,8 +91,6 @@ class Keys:
             self.snapshot(run_id),
             self.seen(run_id),
             self.lease(run_id),
-            self.log(run_id),
-            self.results(run_id),
         ]
 
     # --- the network -------------------------------------------------------------
