@@ -22,7 +22,10 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import redis
 
 from runstream.client import Client
 from runstream.contracts import commands as cmd
@@ -92,48 +95,50 @@ async def soak(args: argparse.Namespace, redis_url: str, logs: Path) -> int:
         workers.stop()  # also on Ctrl-C or an error: no worker outlives the soak
 
 
+@dataclass
+class Tally:
+    started: int = 0
+    kills: int = 0
+    client_errors: int = 0
+    held: set[str] = field(default_factory=set)
+
+
+async def _tick(client: Client, args: argparse.Namespace, tally: Tally) -> None:
+    """One second of load: start runs, delete (with revert) the ones that finished."""
+    for _ in range(args.rate):
+        tally.held.add(await client.start("synthetic", {"items": 200, "edges_per_item": 2}))
+        tally.started += 1
+    for run in await client.list_runs():
+        if run.state in ("succeeded", "failed", "cancelled", "stopped"):
+            await client.send(cmd.DeleteRun(run_id=run.id, mode="revert", actor="soak"))
+    tally.held = {r.id for r in await client.list_runs()}
+
+
 async def _soak(args: argparse.Namespace, settings: Settings, workers: Workers) -> int:
     for _ in range(2):
         workers.start()
     samples: list[dict[str, float]] = []
-    started = deleted = kills = 0
-    pending: set[str] = set()
+    tally = Tally()
     t0 = time.monotonic()
     next_kill = t0 + args.kill_every
     next_sample = t0
     async with Client.connect(settings=settings) as client:
         while time.monotonic() - t0 < args.seconds:
             tick = time.monotonic()
-            for _ in range(args.rate):
-                pending.add(await client.start("synthetic", {"items": 200, "edges_per_item": 2}))
-                started += 1
-            for run in await client.list_runs():
-                if run.state in ("succeeded", "failed", "cancelled", "stopped"):
-                    await client.send(cmd.DeleteRun(run_id=run.id, mode="revert", actor="soak"))
-            pending = {r.id for r in await client.list_runs()}
-            deleted = started - len(pending)
+            try:
+                await _tick(client, args, tally)
+                if tick >= next_sample:
+                    samples.append(await _sample(client, workers, tally, tick - t0))
+                    next_sample = tick + 60
+            except (OSError, redis.RedisError) as exc:
+                # The load generator's own connection failing is not the service failing:
+                # count it, say it, carry on.
+                tally.client_errors += 1
+                print(f"t={tick - t0:>5.0f}s load generator: {type(exc).__name__}: {exc}")
             if tick >= next_kill:
                 workers.kill_one()
-                kills += 1
+                tally.kills += 1
                 next_kill = tick + args.kill_every
-            if tick >= next_sample:
-                info = await client.redis.info("memory")
-                samples.append(
-                    {
-                        "t": round(tick - t0),
-                        "redis_used_mib": info["used_memory"] / 2**20,
-                        "workers_rss_mib": sum(rss_kib(p.pid) for p in workers.procs) / 1024,
-                        "runs_held": len(pending),
-                    }
-                )
-                s = samples[-1]
-                print(
-                    f"t={s['t']:>5}s redis={s['redis_used_mib']:.1f} MiB "
-                    f"workers={s['workers_rss_mib']:.1f} MiB runs held={s['runs_held']} "
-                    f"started={started} deleted={deleted} kills={kills}",
-                    flush=True,
-                )
-                next_sample = tick + 60
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
         # Drain: everything started must end deleted.
         deadline = time.monotonic() + 120
@@ -147,8 +152,10 @@ async def _soak(args: argparse.Namespace, settings: Settings, workers: Workers) 
     codes = workers.stop()
     first, last = samples[0], samples[-1]
     print(
-        f"\nsoak {args.seconds}s: {started} runs started, {started - len(left)} deleted after "
-        f"revert, {len(left)} left, {kills} workers killed, worker exit codes {codes}"
+        f"\nsoak {args.seconds:.0f}s: {tally.started} runs started, "
+        f"{tally.started - len(left)} deleted after revert, {len(left)} left, "
+        f"{tally.kills} workers killed, worker exit codes {codes}, "
+        f"{tally.client_errors} load-generator errors"
     )
     print(
         f"redis used memory: {first['redis_used_mib']:.1f} MiB at start, "
@@ -160,6 +167,23 @@ async def _soak(args: argparse.Namespace, settings: Settings, workers: Workers) 
         f"{last['workers_rss_mib']:.1f} MiB at the last sample"
     )
     return 1 if left else 0
+
+
+async def _sample(client: Client, workers: Workers, tally: Tally, at: float) -> dict[str, float]:
+    info = await client.redis.info("memory")
+    sample = {
+        "t": round(at),
+        "redis_used_mib": info["used_memory"] / 2**20,
+        "workers_rss_mib": sum(rss_kib(p.pid) for p in workers.procs) / 1024,
+        "runs_held": len(tally.held),
+    }
+    print(
+        f"t={sample['t']:>5}s redis={sample['redis_used_mib']:.1f} MiB "
+        f"workers={sample['workers_rss_mib']:.1f} MiB runs held={len(tally.held)} "
+        f"started={tally.started} kills={tally.kills}",
+        flush=True,
+    )
+    return sample
 
 
 def main() -> None:
