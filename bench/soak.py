@@ -150,7 +150,8 @@ async def _soak(args: argparse.Namespace, settings: Settings, workers: Workers) 
         left = await client.list_runs()
         info = await client.redis.info("memory")
     codes = workers.stop()
-    first, last = samples[0], samples[-1]
+    # The first sample is taken while the workers are still importing: start from the second.
+    first, last = samples[min(1, len(samples) - 1)], samples[-1]
     print(
         f"\nsoak {args.seconds:.0f}s: {tally.started} runs started, "
         f"{tally.started - len(left)} deleted after revert, {len(left)} left, "
@@ -158,12 +159,12 @@ async def _soak(args: argparse.Namespace, settings: Settings, workers: Workers) 
         f"{tally.client_errors} load-generator errors"
     )
     print(
-        f"redis used memory: {first['redis_used_mib']:.1f} MiB at start, "
+        f"redis used memory: {first['redis_used_mib']:.1f} MiB at t={first['t']:.0f}s, "
         f"{last['redis_used_mib']:.1f} MiB at the last sample, "
         f"{info['used_memory'] / 2**20:.1f} MiB after draining"
     )
     print(
-        f"workers' resident memory: {first['workers_rss_mib']:.1f} MiB at start, "
+        f"workers' resident memory: {first['workers_rss_mib']:.1f} MiB at t={first['t']:.0f}s, "
         f"{last['workers_rss_mib']:.1f} MiB at the last sample"
     )
     return 1 if left else 0
