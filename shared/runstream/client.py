@@ -22,7 +22,7 @@ import redis.asyncio as aredis
 
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import RunSummary
+from runstream.domain.run import ACTIVE, RunSummary
 from runstream.ids import new_id
 from runstream.keys import Keys
 from runstream.settings import Settings, load_settings
@@ -182,7 +182,7 @@ class Client:
         while True:
             summary = await self.find(run_id)
             if summary is not None:
-                if summary.state not in ("queued", "running", "reverting"):
+                if summary.state not in ACTIVE:
                     return summary
                 state = summary.state
             if time.monotonic() > deadline:

@@ -24,6 +24,8 @@ class Batch:
     cursor: str
     cursor_offset: int
     done: bool
+    # Notifications of the chunks this batch entered (newest first): irreversible.
+    notifications: list[str] = field(default_factory=list)
 
 
 async def next_batch(
@@ -40,15 +42,18 @@ async def next_batch(
     """
     voided = set(state.voided_chunks)
     items: list[Compensation] = []
+    notifications: list[str] = []
     run_id = state.run_id
     while True:
         page = await store.chunks_before(run_id, cursor, count=8)
         if not page:
-            return Batch(items, cursor, 0, done=True)
+            return Batch(items, cursor, 0, done=True, notifications=notifications)
         for event_id, event in page:
             if not isinstance(event, ev.ChunkPrepared) or event.chunk in voided:
                 cursor, cursor_offset = "(" + event_id, 0
                 continue
+            if cursor_offset == 0:  # entering this chunk, not resuming it
+                notifications.extend(reversed(event.notifications))
             effects = event.effects
             remaining = len(effects) - cursor_offset
             take = min(remaining, limit - len(items))
@@ -70,7 +75,7 @@ async def next_batch(
             else:
                 cursor = event_id
             if len(items) >= limit:
-                return Batch(items, cursor, cursor_offset, done=False)
+                return Batch(items, cursor, cursor_offset, done=False, notifications=notifications)
 
 
 class Conflict(msgspec.Struct, frozen=True):
@@ -92,39 +97,33 @@ class Plan(msgspec.Struct, kw_only=True):
     irreversible: list[str] = []
 
 
-@dataclass
-class _Sim:
-    stamps: dict[str, str] = field(default_factory=dict)
-
-
 async def plan(store: EventStore, network: NetworkStore, state: RunState, force: bool) -> Plan:
     """Dry run: walk every effect newest first against the current network; change nothing."""
     result = Plan(run_id=state.run_id, state=state.state, force=force)
     if state.state not in FINISHED:
         return result
-    sim = _Sim()
+    stamps: dict[str, str] = {}  # elements as they would be, step by step
+    irreversible: list[str] = []
     cursor, offset = "+", 0
     while True:
         batch = await next_batch(store, state, cursor, offset, limit=2000)
-        unknown = sorted({c.element for c in batch.items if c.element not in sim.stamps})
+        unknown = sorted({c.element for c in batch.items if c.element not in stamps})
         for element, stamp in zip(unknown, await network.stamps(unknown), strict=True):
-            sim.stamps[element] = stamp
+            stamps[element] = stamp
         for c in batch.items:
-            current = sim.stamps[c.element]
+            current = stamps[c.element]
             if current == c.before_stamp:
                 result.already_compensated += 1
             elif current == c.stamp or force:
                 if current != c.stamp:
                     result.overwritten_by_force += 1
                 result.compensate += 1
-                sim.stamps[c.element] = c.before_stamp
+                stamps[c.element] = c.before_stamp
             else:
                 result.conflicts.append(Conflict(c.effect_no, c.element, CONFLICT))
+        irreversible.extend(batch.notifications)
         if batch.done:
             break
         cursor, offset = batch.cursor, batch.cursor_offset
-    voided = set(state.voided_chunks)
-    for _, event in await store.history(state.run_id):
-        if isinstance(event, ev.ChunkPrepared) and event.chunk not in voided:
-            result.irreversible.extend(event.notifications)
+    result.irreversible = irreversible[::-1]  # oldest first, as they were sent
     return result

@@ -94,22 +94,6 @@ async def until(
         await asyncio.sleep(interval)
 
 
-def until_sync(
-    probe: Callable[[], T | None], what: str, timeout: float = 15.0, interval: float = 0.05
-) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"
-            )
-        time.sleep(interval)
-
-
 # --------------------------------------------------------------------------- redis
 @contextlib.asynccontextmanager
 async def connect(settings: Settings) -> AsyncIterator[aredis.Redis]:

@@ -182,15 +182,17 @@ class Executor:
             else:
                 return
 
+    async def _append(self, run: Run) -> bool:
+        """Append the run's new events under our lease: False if the run changed meanwhile
+        (nothing was written); LostLease if another executor took the run."""
+        result = await self.store.save(run, lease_owner=self.worker)
+        if result.status == "lease":
+            raise LostLease(run.state.run_id)
+        return result.status == "ok"
+
     async def _save(self, run: Run) -> Run:
         """Append the run's new events; on a stale version, the fresh run to retry on."""
-        run_id = run.state.run_id
-        result = await self.store.save(run, lease_owner=self.worker)
-        if result.status == "ok":
-            return run
-        if result.status == "lease":
-            raise LostLease(run_id)
-        return await self.store.load(run_id)
+        return run if await self._append(run) else await self.store.load(run.state.run_id)
 
     async def _resolve_pending(self, run: Run) -> Run:
         """A chunk recorded but not confirmed (its worker died, or we lost a race)."""
@@ -203,7 +205,11 @@ class Executor:
         else:
             run.void_chunk(time.time(), "its worker stopped before it reached the network")
         log.info("chunk_resolved", chunk=chunk, outcome=outcome)
-        return await self._save(run)
+        if not await self._append(run):
+            return await self.store.load(run.state.run_id)
+        if outcome == "applied":
+            await self.network.forget_chunk(token)  # as after a chunk confirmed in one go
+        return run
 
     async def _process_chunk(self, run: Run) -> tuple[Run, bool]:
         s = run.state
@@ -251,12 +257,7 @@ class Executor:
         if not effects and not result.notifications:
             return await self._save(self._finish_chunk(run, result)), False
         checkpoint = (s.items_processed, s.next_effect)
-        while True:
-            saved = await self.store.save(run, lease_owner=self.worker)
-            if saved.status == "lease":
-                raise LostLease(s.run_id)
-            if saved.status == "ok":
-                break
+        while not await self._append(run):
             # The run changed meanwhile; nothing reached the network yet. If it is still
             # running from the same checkpoint (a rejected command, a pin), the computed
             # chunk still holds: record it on the fresh version instead of redoing it, so
@@ -283,10 +284,7 @@ class Executor:
         if outcome == "voided":
             return await self.store.load(s.run_id), False
         run = self._finish_chunk(run, result)
-        saved = await self.store.save(run, lease_owner=self.worker)
-        if saved.status == "lease":
-            raise LostLease(s.run_id)
-        if saved.status != "ok":
+        if not await self._append(run):
             return await self.store.load(s.run_id), False  # the pending chunk is resolved next
         await self.network.forget_chunk(token)
         return run, False
@@ -338,10 +336,7 @@ class Executor:
             )
         except Rejected:
             return await self.store.load(s.run_id)
-        saved = await self.store.save(run, lease_owner=self.worker)
-        if saved.status == "lease":
-            raise LostLease(s.run_id)
-        if saved.status != "ok":
+        if not await self._append(run):
             return await self.store.load(s.run_id)  # the step is redone: its mark answers
         await self.network.forget_revert_step(step)
         return run
