@@ -8,16 +8,8 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as aredis
 
+from runstream import lua
 from runstream.keys import Keys
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 
 
 class Leases:
@@ -26,8 +18,8 @@ class Leases:
         self.keys = keys
         self.owner = owner
         self.ttl_ms = ttl_ms
-        self._release = redis.register_script(_RELEASE)
-        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(lua.source("lease_release"))
+        self._renew = redis.register_script(lua.source("lease_renew"))
 
     async def acquire(self, run_id: str) -> bool:
         key = self.keys.lease(run_id)

@@ -11,6 +11,7 @@ import redis.asyncio as aredis
 import structlog
 from redis.exceptions import ResponseError
 
+from runstream import lua
 from runstream.contracts import commands as cmd
 from runstream.domain.run import RunSummary
 from runstream.keys import Keys
@@ -57,13 +58,6 @@ async def trim(redis: aredis.Redis, stream: str, cap_without_groups: int | None)
     return int(await redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False))
 
 
-_DELETE_IF_NOTHING_PENDING = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
-
 async def remove_stale_consumers(
     redis: aredis.Redis, keys: Keys, stream: str, idle_ms: int
 ) -> list[str]:
@@ -72,6 +66,7 @@ async def remove_stale_consumers(
     its list). A live worker keeps its heartbeat, so it is never removed while it may be
     reading."""
     removed: list[str] = []
+    delete_if_idle = redis.register_script(lua.source("consumer_delete_if_idle"))
     try:
         consumers = await redis.xinfo_consumers(stream, keys.group)
     except ResponseError:
@@ -85,7 +80,7 @@ async def remove_stale_consumers(
             continue
         # Checked again in the same script as the delete: entries the consumer read since
         # XINFO looked would otherwise be dropped from the pending list, never redelivered.
-        if await redis.eval(_DELETE_IF_NOTHING_PENDING, 1, stream, keys.group, name):
+        if await delete_if_idle(keys=[stream], args=[keys.group, name]):
             removed.append(name)
     return removed
 

@@ -16,99 +16,15 @@ from typing import Literal
 import msgspec
 import redis.asyncio as aredis
 
+from runstream import lua
 from runstream.contracts import events as ev
 from runstream.domain.run import ACTIVE, Run, RunState, apply, summarize
 from runstream.keys import Keys
 from runstream.settings import Settings
 from runstream.store import replies
 
-_APPEND = """
--- KEYS: events meta seen feed index runnable lease commands tombs snapshot
--- ARGV: expected_version command_id lease_owner lease_ms run_id summary runnable_score
---       group ack_id snapshot n (event feed_copy)*n
--- A deleted run: not acked here; the caller reports the rejection and acks in one step.
-if redis.call('HEXISTS', KEYS[9], ARGV[5]) == 1 then return {'deleted', 0} end
-if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then
-  if ARGV[9] ~= '' then redis.call('XACK', KEYS[8], ARGV[8], ARGV[9]) end
-  return {'dup', 0}
-end
-local v = tonumber(redis.call('HGET', KEYS[2], 'v') or '0')
-if v ~= tonumber(ARGV[1]) then return {'stale', v} end
-if ARGV[3] ~= '' then
-  if redis.call('GET', KEYS[7]) ~= ARGV[3] then return {'lease', v} end
-  redis.call('PEXPIRE', KEYS[7], ARGV[4])
-end
-local n = tonumber(ARGV[11])
-local last = ''
-for i = 0, n - 1 do
-  last = redis.call('XADD', KEYS[1], '*', 'e', ARGV[12 + 2 * i])
-  redis.call('XADD', KEYS[4], '*', 'r', ARGV[5], 'v', v + i + 1, 'e', ARGV[13 + 2 * i])
-end
-redis.call('HSET', KEYS[2], 'v', v + n)
-if ARGV[2] ~= '' then redis.call('SADD', KEYS[3], ARGV[2]) end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[5], ARGV[6]) end
-if ARGV[7] == '-' then
-  redis.call('ZREM', KEYS[6], ARGV[5])
-elseif ARGV[7] ~= '' then
-  redis.call('ZADD', KEYS[6], 'NX', ARGV[7], ARGV[5])
-end
-if ARGV[10] ~= '' then
-  redis.call('SET', KEYS[10], ARGV[10])
-  redis.call('HSET', KEYS[2], 'snap_id', last)
-end
-if ARGV[9] ~= '' then redis.call('XACK', KEYS[8], ARGV[8], ARGV[9]) end
-return {'ok', v + n}
-"""
-
-_DELETE = """
--- KEYS: meta seen feed index runnable commands tombs audit, then the run's own keys
--- ARGV: expected_version command_id run_id group ack_id tombstone n events...
-if redis.call('HEXISTS', KEYS[7], ARGV[3]) == 1 then return {'deleted', 0} end
-if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
-  if ARGV[5] ~= '' then redis.call('XACK', KEYS[6], ARGV[4], ARGV[5]) end
-  return {'dup', 0}
-end
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if v ~= tonumber(ARGV[1]) then return {'stale', v} end
-local n = tonumber(ARGV[7])
-for i = 0, n - 1 do
-  redis.call('XADD', KEYS[3], '*', 'r', ARGV[3], 'v', v + i + 1, 'e', ARGV[8 + i])
-end
-redis.call('XADD', KEYS[8], '*', 'run_id', ARGV[3], 'tombstone', ARGV[6])
-redis.call('HSET', KEYS[7], ARGV[3], ARGV[6])
-redis.call('HDEL', KEYS[4], ARGV[3])
-redis.call('ZREM', KEYS[5], ARGV[3])
-for i = 9, #KEYS do redis.call('DEL', KEYS[i]) end
-if ARGV[5] ~= '' then redis.call('XACK', KEYS[6], ARGV[4], ARGV[5]) end
-return {'ok', v + n}
-"""
-
-_REJECT = """
--- KEYS: feed rejected_marker commands; ARGV: run_id event ttl group ack_id
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
-  redis.call('XADD', KEYS[1], '*', 'r', ARGV[1], 'v', 0, 'e', ARGV[2])
-end
-if ARGV[5] ~= '' then redis.call('XACK', KEYS[3], ARGV[4], ARGV[5]) end
-return 1
-"""
-
 # How long a rejection of a command for a run without history is remembered (dedupe).
 REJECTION_MEMORY_S = 7 * 24 * 3600
-
-_LOAD = """
--- KEYS: meta snapshot tombs; ARGV: run_id max_events
--- One round trip: the snapshot and the events after it (up to max_events).
-if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return {'deleted'} end
-local snap_id = redis.call('HGET', KEYS[1], 'snap_id')
-local snapshot = false
-local start = '-'
-if snap_id then
-  snapshot = redis.call('GET', KEYS[2])
-  if snapshot then start = '(' .. snap_id end
-end
-local events = redis.call('XRANGE', KEYS[4], start, '+', 'COUNT', ARGV[2])
-return {'ok', snapshot, events}
-"""
 
 LOAD_PAGE = 500
 
@@ -156,10 +72,10 @@ class EventStore:
         self.redis = redis
         self.keys = keys
         self.settings = settings
-        self._append = redis.register_script(_APPEND)
-        self._delete = redis.register_script(_DELETE)
-        self._reject = redis.register_script(_REJECT)
-        self._load = redis.register_script(_LOAD)
+        self._append = redis.register_script(lua.source("append"))
+        self._delete = redis.register_script(lua.source("delete"))
+        self._reject = redis.register_script(lua.source("reject"))
+        self._load = redis.register_script(lua.source("load"))
 
     # ------------------------------------------------------------------ reading
     async def load(self, run_id: str) -> Run:

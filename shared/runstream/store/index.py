@@ -9,24 +9,16 @@ from __future__ import annotations
 import msgspec
 import redis.asyncio as aredis
 
+from runstream import lua
 from runstream.domain.run import ACTIVE, summarize
 from runstream.keys import Keys
 from runstream.store import replies
 from runstream.store.events import EventStore
 
-# Keep the newer of two summaries: a worker may append while the rebuild runs.
-_PUT_IF_NEWER = """
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if current and cjson.decode(current)['version'] > tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], 'NX', ARGV[5], ARGV[1]) end
-return 1
-"""
-
 
 async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> int:
     """Drop each shard's index and runnable set and rebuild them from the events."""
-    put = redis.register_script(_PUT_IF_NEWER)
+    put = redis.register_script(lua.source("index_put_if_newer"))
     encode = msgspec.json.Encoder().encode
     rebuilt = 0
     for shard in range(keys.shards):

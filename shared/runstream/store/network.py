@@ -26,75 +26,13 @@ from typing import Any, Literal
 import msgspec
 import redis.asyncio as aredis
 
+from runstream import lua
 from runstream.contracts.events import EffectRecord
 from runstream.keys import Keys
 from runstream.store import replies
 
 CHUNK_MARK_TTL_S = 30 * 24 * 3600
 STEP_MARK_TTL_S = 24 * 3600
-
-_APPLY = """
--- KEYS: values stamps chunk_mark outbox
--- ARGV: run_id first_effect ttl n_ops (element before_stamp after)* n_notes note*
-local mark = redis.call('GET', KEYS[3])
-if mark == 'v' then return {'voided'} end
-if mark == 'a' then return {'applied'} end
-local run, first, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
-local sim = {}
-for i = 0, n - 1 do
-  local el, bs = ARGV[5 + 3 * i], ARGV[6 + 3 * i]
-  local cur = sim[el]
-  if cur == nil then cur = redis.call('HGET', KEYS[2], el) or '' end
-  if cur ~= bs then return {'conflict', el} end
-  sim[el] = run .. '/' .. (first + i)
-end
-for i = 0, n - 1 do
-  local el, after = ARGV[5 + 3 * i], ARGV[7 + 3 * i]
-  if after == '' then redis.call('HDEL', KEYS[1], el)
-  else redis.call('HSET', KEYS[1], el, after) end
-  redis.call('HSET', KEYS[2], el, run .. '/' .. (first + i))
-end
-local base = 5 + 3 * n
-for i = 1, tonumber(ARGV[base]) do
-  redis.call('XADD', KEYS[4], '*', 'run_id', run, 'message', ARGV[base + i])
-end
-redis.call('SET', KEYS[3], 'a', 'EX', ARGV[3])
-return {'ok'}
-"""
-
-_RESOLVE = """
-local mark = redis.call('GET', KEYS[1])
-if mark then return mark end
-redis.call('SET', KEYS[1], 'v', 'EX', ARGV[1])
-return 'v'
-"""
-
-_COMPENSATE = """
--- KEYS: values stamps step_mark; ARGV: force n ttl (element stamp before_stamp before)*
--- Returns one letter per effect: c compensated (or already was), x conflict (skipped).
--- The outcome is kept under the step's mark: a redone step returns it and changes nothing.
-local done = redis.call('GET', KEYS[3])
-if done then return done end
-local force, n = ARGV[1] == '1', tonumber(ARGV[2])
-local out = {}
-for i = 0, n - 1 do
-  local el, st, bs, before = ARGV[4 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i], ARGV[7 + 4 * i]
-  local cur = redis.call('HGET', KEYS[2], el) or ''
-  if cur == bs then
-    out[#out + 1] = 'c'
-  elseif cur == st or force then
-    if before == '' then redis.call('HDEL', KEYS[1], el)
-    else redis.call('HSET', KEYS[1], el, before) end
-    if bs == '' then redis.call('HDEL', KEYS[2], el) else redis.call('HSET', KEYS[2], el, bs) end
-    out[#out + 1] = 'c'
-  else
-    out[#out + 1] = 'x'
-  end
-end
-local result = table.concat(out)
-redis.call('SET', KEYS[3], result, 'EX', ARGV[3])
-return result
-"""
 
 ApplyOutcome = Literal["ok", "applied", "voided", "conflict"]
 
@@ -121,9 +59,9 @@ class NetworkStore:
     def __init__(self, redis: aredis.Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._apply = redis.register_script(_APPLY)
-        self._resolve = redis.register_script(_RESOLVE)
-        self._compensate = redis.register_script(_COMPENSATE)
+        self._apply = redis.register_script(lua.source("apply_chunk"))
+        self._resolve = redis.register_script(lua.source("resolve_chunk"))
+        self._compensate = redis.register_script(lua.source("compensate"))
 
     async def read(self, elements: Sequence[str]) -> tuple[list[str], list[str]]:
         """Current values and stamps ("" where absent), read together."""
