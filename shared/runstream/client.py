@@ -25,9 +25,11 @@ from runstream.contracts import events as ev
 from runstream.domain.run import ACTIVE, RunSummary
 from runstream.ids import new_id
 from runstream.keys import Keys
+from runstream.query import Query
 from runstream.settings import Settings, load_settings
 from runstream.store import replies
 from runstream.store.events import EventStore, Tombstone
+from runstream.store.search import Searcher
 
 _summary_decoder = msgspec.json.Decoder(RunSummary)
 
@@ -68,6 +70,7 @@ class Client:
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.shards)
         self.store = EventStore(redis, self.keys, settings)
+        self.searcher = Searcher(redis, self.keys)
 
     @classmethod
     @asynccontextmanager
@@ -218,6 +221,17 @@ class Client:
         ]
         return sorted(runs, key=lambda r: (r.created_at, r.id))
 
+    async def search(self, q: Query | None = None) -> list[RunSummary]:
+        """A page of runs matching a query, in its order (``runstream.query.build`` makes
+        one from texts such as ``state=in:running,stopped``); the next page starts after
+        the last run's id: ``Query(..., marker=page[-1].id)``. Raises MarkerNotFound,
+        BadQuery (runstream.query) for a query that cannot be used."""
+        return await self.searcher.search(q or Query())
+
+    async def count(self, q: Query | None = None) -> int:
+        """How many runs match the query's filters."""
+        return await self.searcher.count(q or Query())
+
     async def history(self, run_id: str) -> list[tuple[str, ev.Event]]:
         await self.get(run_id)
         return await self.store.history(run_id)
@@ -227,4 +241,4 @@ class Client:
         for shard in range(self.keys.shards):
             for _, fields in replies.entries(await self.redis.xrange(self.keys.audit(shard))):
                 out.append(msgspec.json.decode(fields[b"tombstone"], type=Tombstone))
-        return sorted(out, key=lambda t: t.deleted_at)
+        return sorted(out, key=lambda t: (t.deleted_at, t.run_id))

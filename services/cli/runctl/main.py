@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,13 +23,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from runctl import errors
+from runctl import errors, runs
 from runctl.errors import CliError
 from runstream import revert
 from runstream.client import Client, Outcome, RunNotFound, WaitTimeout
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import STATES, Rejected, Run
+from runstream.domain.run import Rejected, Run
 from runstream.domain.scenarios import BadArguments, Registry, load_registry
 from runstream.ids import is_run_id, new_id
 from runstream.settings import EMBEDDED_PORT, Settings, load_settings
@@ -267,6 +268,9 @@ def start(
     ] = None,
     name: Annotated[str, typer.Option(help="A name for the run.")] = "",
     description: Annotated[str, typer.Option(help="What the run is for.")] = "",
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="A label KEY=VALUE (repeatable).")
+    ] = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
@@ -274,6 +278,12 @@ def start(
 ) -> None:
     """Start a run of SCENARIO. With --wait, return when it succeeds, fails or stops."""
     args = _parse_args(arg or [], args_file)
+    labels: dict[str, str] = {}
+    for pair in label or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise CliError(f"bad --label {pair!r}: expected KEY=VALUE", errors.BAD_INPUT)
+        labels[key] = value
     # Checked here, before anything is sent: runctl reads the same scenario settings
     # (RUNSTREAM_SCENARIO_MODULES) as the workers.
     try:
@@ -287,6 +297,7 @@ def start(
         args=args,
         name=name,
         description=description,
+        labels=labels,
     )
     _check_command(command)
 
@@ -304,70 +315,6 @@ def start(
         out.print(f"{command.run_id} {state if not wait else _event_line(outcome.event)}")
     if isinstance(outcome.event, ev.RunFailed):
         raise typer.Exit(errors.REJECTED)
-
-
-@app.command("list")
-def list_runs(
-    state: Annotated[
-        str | None, typer.Option(help=f"Only runs in this state: {', '.join(STATES)}.")
-    ] = None,
-    scenario: Annotated[str | None, typer.Option(help="Only runs of this scenario.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Runs, oldest first."""
-    if state is not None and state not in STATES:
-        raise CliError(f"unknown state {state!r}; one of: {', '.join(STATES)}", errors.BAD_INPUT)
-    runs = _run(lambda c: c.list_runs(state=state, scenario=scenario))
-    if as_json:
-        _print_json(runs)
-        return
-    table = Table("id", "scenario", "state", "items", "effects", "reverted", "created", "name")
-    table.columns[0].no_wrap = True
-    for r in runs:
-        total = f"/{r.items_total}" if r.items_total is not None else ""
-        e = r.effects
-        table.add_row(
-            r.id,
-            r.scenario,
-            r.state,
-            f"{r.items_processed}{total}",
-            str(e["applied"]),
-            str(e["compensated"]),
-            _when(r.created_at)[5:],
-            r.name,
-        )
-    out.print(table)
-
-
-@app.command()
-def show(run_id: str, as_json: JsonOpt = False) -> None:
-    """One run: its state, progress and effects."""
-    summary = _run(lambda c: c.get(_check_id(run_id)))
-    if as_json:
-        _print_json(summary)
-        return
-    e = summary.effects
-    total = f" of {summary.items_total}" if summary.items_total is not None else ""
-    lines = [
-        ("id", summary.id),
-        ("scenario", f"{summary.scenario} (version {summary.scenario_version})"),
-        ("state", summary.state + (f" ({summary.reason})" if summary.reason else "")),
-        ("name", summary.name or "-"),
-        ("items", f"{summary.items_processed}{total}"),
-        (
-            "effects",
-            f"{e['applied']} applied, {e['compensated']} compensated, {e['skipped']} skipped, "
-            f"{e['irreversible']} irreversible",
-        ),
-        ("created", _when(summary.created_at)),
-        ("updated", _when(summary.updated_at)),
-        ("started by", summary.actor),
-        ("pinned", "yes" if summary.pinned else "no"),
-    ]
-    if summary.error:
-        lines.append(("error", summary.error))
-    for key, value in lines:
-        out.print(f"{key:>11}  {value}")
 
 
 @app.command()
@@ -637,9 +584,16 @@ def dlq_drop(letter_id: str) -> None:
 
 @app.command("rebuild-index")
 def rebuild_index() -> None:
-    """Rebuild the run index (what list and show read) from the runs' events."""
-    count = _run(lambda c: index.rebuild(c.redis, c.keys, c.store))
-    out.print(f"run index rebuilt from events: {count} runs")
+    """Rebuild the run index and query read models (list, show) from the runs' events."""
+    started = time.monotonic()
+    done = _run(lambda c: index.rebuild(c.redis, c.keys, c.store))
+    took = time.monotonic() - started
+    out.print(
+        f"read models rebuilt from events: {done.runs} runs, {done.events} events in {took:.1f}s"
+    )
+
+
+runs.register(app, _run, out, err)  # list, show: their own module
 
 
 def main() -> None:

@@ -93,14 +93,19 @@ class RunState(msgspec.Struct, kw_only=True):
     voided_chunks: list[int] = []
     revert: RevertProgress | None = None
     error: str = ""
+    error_at_item: int | None = None  # the item the run failed on (its checkpoint then)
     stop_reason: str = ""
     pinned: bool = False
+    labels: dict[str, str] = {}
+    started_at: float | None = None  # first RunStarted
+    ended_at: float | None = None  # succeeded, failed or cancelled
 
 
 class Run:
     def __init__(self, state: RunState) -> None:
         self.state = state
         self.new_events: list[ev.Event] = []
+        self._bulk_id = ""  # the bulk id of the command being handled, stamped on its events
 
     @classmethod
     def blank(cls, run_id: str) -> Run:
@@ -118,6 +123,8 @@ class Run:
 
     # ------------------------------------------------------------------ recording
     def _record(self, event: ev.Event) -> None:
+        if self._bulk_id:
+            event = msgspec.structs.replace(event, bulk_id=self._bulk_id)
         apply(self.state, event)
         self.new_events.append(event)
 
@@ -140,6 +147,20 @@ class Run:
         StartRun's scenario and arguments are validated by the caller (it knows the
         registry) and passed in normalised.
         """
+        self._bulk_id = command.bulk_id
+        try:
+            self._handle(command, now, scenario_version, args, items_total)
+        finally:
+            self._bulk_id = ""
+
+    def _handle(
+        self,
+        command: Command,
+        now: float,
+        scenario_version: str,
+        args: dict[str, Any] | None,
+        items_total: int | None,
+    ) -> None:
         s = self.state
         cid = command.command_id
         if s.state == "deleted":
@@ -160,6 +181,7 @@ class Run:
                         description=command.description,
                         actor=command.actor,
                         items_total=items_total,
+                        labels=dict(command.labels),
                     )
                 )
                 return
@@ -253,6 +275,7 @@ class Run:
             ev.CommandRejected(
                 at=now,
                 command_id=command.command_id,
+                bulk_id=command.bulk_id,
                 command_type=command_type(command),
                 reason=reason,
                 actor=command.actor,
@@ -378,8 +401,11 @@ def apply(s: RunState, event: ev.Event) -> None:
             s.actor = event.actor
             s.created_at = event.at
             s.items_total = event.items_total
+            s.labels = event.labels
         case ev.RunStarted():
             s.state = "running"
+            if s.started_at is None:
+                s.started_at = event.at
         case ev.ChunkPrepared():
             s.pending = Pending(
                 chunk=event.chunk,
@@ -405,12 +431,16 @@ def apply(s: RunState, event: ev.Event) -> None:
             s.stop_reason = ""
         case ev.RunSucceeded():
             s.state = "succeeded"
+            s.ended_at = event.at
         case ev.RunFailed():
             s.state = "failed"
             s.error = event.error
+            s.error_at_item = s.items_processed
+            s.ended_at = event.at
         case ev.RunCancelled():
             s.state = "cancelled"
             s.stop_reason = event.reason
+            s.ended_at = event.at
         case ev.RevertStarted():
             s.state = "reverting"
             s.revert = RevertProgress(
@@ -452,6 +482,12 @@ class RunSummary(msgspec.Struct, kw_only=True):
     reason: str
     version: int
     pinned: bool = False
+    labels: dict[str, str] = {}
+    started_at: float | None = None
+    ended_at: float | None = None
+    duration_ms: int | None = None  # from started to ended
+    error_at_item: int | None = None
+    # New fields go here with a default, and a row in runstream.query.FIELDS to query them.
 
 
 def summarize(s: RunState) -> RunSummary:
@@ -478,4 +514,13 @@ def summarize(s: RunState) -> RunSummary:
         reason=s.stop_reason,
         version=s.version,
         pinned=s.pinned,
+        labels=s.labels,
+        started_at=s.started_at,
+        ended_at=s.ended_at,
+        duration_ms=(
+            round((s.ended_at - s.started_at) * 1000)
+            if s.started_at is not None and s.ended_at is not None
+            else None
+        ),
+        error_at_item=s.error_at_item,
     )

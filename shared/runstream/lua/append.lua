@@ -5,15 +5,16 @@
 -- command message. A deleted run is not acked here: the caller reports the rejection and
 -- acks in one step.
 -- Returns {status, version}: ok | dup | stale | lease | deleted.
+--! include index_update
 local events, meta, seen, feed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local index, runnable, lease, commands = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local tombs, snapshot_key = KEYS[9], KEYS[10]
+local tombs, snapshot_key, index_base = KEYS[9], KEYS[10], KEYS[11]
 local expected_version, command_id = tonumber(ARGV[1]), ARGV[2]
 local lease_owner, lease_ms, run_id = ARGV[3], ARGV[4], ARGV[5]
 local summary, runnable_score = ARGV[6], ARGV[7]
 local group, ack_id, snapshot = ARGV[8], ARGV[9], ARGV[10]
-local n = tonumber(ARGV[11])
--- ARGV[12..]: n pairs of (event for the run's stream, event for the feed)
+local n, postings = tonumber(ARGV[11]), ARGV[12]
+-- ARGV[13..]: n pairs of (event for the run's stream, event for the feed)
 
 if redis.call('HEXISTS', tombs, run_id) == 1 then return {'deleted', 0} end
 if command_id ~= '' and redis.call('SISMEMBER', seen, command_id) == 1 then
@@ -28,12 +29,15 @@ if lease_owner ~= '' then
 end
 local last = ''
 for i = 0, n - 1 do
-  last = redis.call('XADD', events, '*', 'e', ARGV[12 + 2 * i])
-  redis.call('XADD', feed, '*', 'r', run_id, 'v', v + i + 1, 'e', ARGV[13 + 2 * i])
+  last = redis.call('XADD', events, '*', 'e', ARGV[13 + 2 * i])
+  redis.call('XADD', feed, '*', 'r', run_id, 'v', v + i + 1, 'e', ARGV[14 + 2 * i])
 end
 redis.call('HSET', meta, 'v', v + n)
 if command_id ~= '' then redis.call('SADD', seen, command_id) end
-if summary ~= '' then redis.call('HSET', index, run_id, summary) end
+if summary ~= '' then
+  redis.call('HSET', index, run_id, summary)
+  index_update(index_base, run_id, postings)
+end
 if runnable_score == '-' then
   redis.call('ZREM', runnable, run_id)
 elseif runnable_score ~= '' then
