@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -29,17 +30,18 @@ from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
 from runstream_worker.effects import record_effects
-from runstream_worker.lease import Leases
+from runstream_worker.lease import Leases, LostLease
 
 log = structlog.get_logger("runstream.executor")
 T = TypeVar("T")
 
 # A chunk whose network elements keep changing under it between read and write.
 MAX_CHUNK_CONFLICTS = 5
-
-
-class LostLease(Exception):
-    pass
+# At shutdown, how long the runs in hand get to record their chunk before they are
+# cancelled: a chunk stops at the next item once shutdown starts, so this is plenty.
+SHUTDOWN_WAIT_S = 1.0
+# How long cancelled runs get to end after that (they may not: see lease.py).
+CANCEL_WAIT_S = 0.5
 
 
 def in_daemon_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
@@ -101,30 +103,45 @@ class Executor:
         self._scanner = asyncio.create_task(self._scan_forever())
 
     async def stop(self, grace: float) -> None:
-        """Take no new runs; let the chunks in hand finish and give their leases back."""
+        """Take no new runs; let the chunks in hand finish (about a second at most) and give
+        their leases back. Never waits on a task for longer than that: one that does not
+        end when cancelled is left behind, and its lease released here instead."""
         self._stopping = True
         self._shutdown.set()
         if self._scanner:
             self._scanner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scanner
-        tasks = list(self._active.values())
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            await asyncio.wait({self._scanner}, timeout=CANCEL_WAIT_S)
+        active = dict(self._active)
+        if active:
+            _done, pending = await asyncio.wait(
+                active.values(), timeout=min(SHUTDOWN_WAIT_S, grace)
+            )
             for task in pending:
                 task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if pending:
+                await asyncio.wait(pending, timeout=CANCEL_WAIT_S)
+            for run_id, task in active.items():
+                if not task.done():
+                    log.warning("run_left_behind", run_id=run_id)
+                    with contextlib.suppress(redis.RedisError, OSError):
+                        await self.leases.release(run_id)
         self._sync.close()
 
     def wake(self, run_id: str) -> None:
-        """A run has work (queued, continued, reverting): drive it here if we can."""
-        if self._stopping or run_id in self._active:
+        """A run has work (queued, continued, reverting): drive it here if we can. A run
+        whose task here has ended (or was left behind after losing the lease: it is no
+        longer listed) is driven again."""
+        current = self._active.get(run_id)
+        if self._stopping or (current is not None and not current.done()):
             return
         task = asyncio.create_task(self._drive(run_id))
         self._active[run_id] = task
-        task.add_done_callback(lambda _t: self._active.pop(run_id, None))
+        task.add_done_callback(functools.partial(self._forget, run_id))
+
+    def _forget(self, run_id: str, task: asyncio.Task[None]) -> None:
+        # Only its own entry: a later task for the run may have replaced it.
+        if self._active.get(run_id) is task:
+            del self._active[run_id]
 
     async def _scan_forever(self) -> None:
         """Pick up runs that no one drives: a dead worker's, or ones woken elsewhere."""
@@ -152,7 +169,8 @@ class Executor:
                 return
             structlog.contextvars.bind_contextvars(run_id=run_id)
             try:
-                await self._drive_held(run_id)
+                # Renewed in the background; lost, the drive is cancelled and the slot freed.
+                await self.leases.hold_while(run_id, self._drive_held(run_id))
             except LostLease:
                 log.warning("lease_lost")
             except (redis.RedisError, OSError, NetworkUnavailable) as exc:
@@ -197,16 +215,23 @@ class Executor:
     async def _resolve_pending(self, run: Run) -> Run:
         """A chunk recorded but not confirmed (its worker died, or we lost a race)."""
         assert run.state.pending is not None
+        run_id = run.state.run_id
         chunk = run.state.pending.chunk
-        token = f"{run.state.run_id}:{chunk}"
+        token = f"{run_id}:{chunk}"
+        # Resolving marks an unapplied chunk void for good: only the lease holder may. A
+        # worker resumed after a pause may hold a stale view in which the chunk is still
+        # pending, though the new holder has confirmed it (and forgotten its marker).
+        if not await self.leases.renew(run_id):
+            raise LostLease(run_id)
         outcome = await self.network.resolve_chunk(token)
         if outcome == "applied":
             run.confirm_chunk(time.time())
         else:
             run.void_chunk(time.time(), "its worker stopped before it reached the network")
-        log.info("chunk_resolved", chunk=chunk, outcome=outcome)
         if not await self._append(run):
-            return await self.store.load(run.state.run_id)
+            return await self.store.load(run_id)
+        # Logged once recorded: an outcome that did not make it into the history is none.
+        log.info("chunk_resolved", chunk=chunk, outcome=outcome)
         if outcome == "applied":
             await self.network.forget_chunk(token)  # as after a chunk confirmed in one go
         return run
@@ -222,18 +247,17 @@ class Executor:
             run.fail(now, str(exc))
             return await self._save(run), False
         run.begin(now, self.worker)
-        async with self.leases.kept(s.run_id):
-            result: ChunkResult = await in_daemon_thread(
-                run_chunk,
-                scenario,
-                params,
-                s.run_id,
-                s.items_processed,
-                self.settings.chunk_items,
-                self.settings.chunk_seconds,
-                self._read_element,
-                self._shutdown.is_set,
-            )
+        result: ChunkResult = await in_daemon_thread(
+            run_chunk,
+            scenario,
+            params,
+            s.run_id,
+            s.items_processed,
+            self.settings.chunk_items,
+            self.settings.chunk_seconds,
+            self._read_element,
+            self._shutdown.is_set,
+        )
         now = time.time()
         if result.items_to == result.items_from and not result.error:
             if result.exhausted:
@@ -282,7 +306,9 @@ class Executor:
             run.void_chunk(time.time(), f"{element} changed while the chunk was being applied")
             return await self._save(run), True
         if outcome == "voided":
-            return await self.store.load(s.run_id), False
+            # Only a later lease holder resolves (voids) our pending chunk: the run is
+            # no longer ours.
+            raise LostLease(s.run_id)
         run = self._finish_chunk(run, result)
         if not await self._append(run):
             return await self.store.load(s.run_id), False  # the pending chunk is resolved next
