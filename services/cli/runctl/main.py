@@ -28,7 +28,7 @@ from runstream import revert
 from runstream.client import Client, Outcome, RunNotFound, WaitTimeout
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import STATES, Rejected, Run
+from runstream.domain.run import STATES, Rejected, Run, RunSummary
 from runstream.domain.scenarios import BadArguments, Registry, load_registry
 from runstream.ids import is_run_id, new_id
 from runstream.settings import EMBEDDED_PORT, Settings, load_settings
@@ -359,6 +359,7 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
             f"{e['applied']} applied, {e['compensated']} compensated, {e['skipped']} skipped, "
             f"{e['irreversible']} irreversible",
         ),
+        ("left", _effects_left(summary)),
         ("created", _when(summary.created_at)),
         ("updated", _when(summary.updated_at)),
         ("started by", summary.actor),
@@ -368,6 +369,19 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
         lines.append(("error", summary.error))
     for key, value in lines:
         out.print(f"{key:>11}  {value}")
+
+
+def _effects_left(summary: RunSummary) -> str:
+    """What of the run is still on the network, and what can be done about it."""
+    left = summary.effects_left
+    if left == 0:
+        return "0 effects on the network"
+    if summary.state == "reverted":
+        return (
+            f"{left} effects its revert skipped as conflicts "
+            "(revert again to retry them, --force to overwrite)"
+        )
+    return f"{left} effects on the network"
 
 
 @app.command()
