@@ -16,9 +16,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -26,7 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 import redis.asyncio as aredis
@@ -34,6 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from runstream import processes
 from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
@@ -42,11 +40,11 @@ from runstream.domain.scenarios import Context
 from runstream.embedded import EmbeddedRedis
 from runstream.ids import new_id
 from runstream.keys import Keys
+from runstream.processes import WorkerProcess
 from runstream.scenarios.synthetic import SCENARIO as SYNTHETIC
 from runstream.scenarios.synthetic import SyntheticParams
 from runstream.settings import Settings
 
-WORKER_CMD = (sys.executable, "-m", "runstream_worker")
 WORKERS = 3
 SHARDS = 2
 MAX_COMMAND_BYTES = 4096
@@ -89,32 +87,21 @@ class ChaosConfig:
         return self.seconds + self.quiesce_timeout + 120
 
 
-def worker_env(redis_url: str, prefix: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_") and k != "REDIS_URL"
-    }
-    env.update(
-        REDIS_URL=redis_url,
-        RUNSTREAM_PREFIX=prefix,
-        RUNSTREAM_SHARDS=str(SHARDS),
-        RUNSTREAM_LEASE_MS="1500",
-        RUNSTREAM_CLAIM_IDLE_MS="1000",
-        RUNSTREAM_CHUNK_SECONDS="0.05",
-        RUNSTREAM_CHUNK_ITEMS="50",
-        RUNSTREAM_MAX_DELIVERIES="50",
-        RUNSTREAM_MAX_COMMAND_BYTES=str(MAX_COMMAND_BYTES),
-        RUNSTREAM_UPKEEP_INTERVAL_S="2",
-        RUNSTREAM_SHUTDOWN_GRACE_S=f"{SHUTDOWN_GRACE_S:g}",
-        RUNSTREAM_LOG_FORMAT="json",
-        # Log lines must reach the file before a SIGKILL: they are the evidence.
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def client_settings(redis_url: str, prefix: str) -> Settings:
+def chaos_settings(redis_url: str, prefix: str) -> Settings:
+    """The service under chaos: quick leases, claims and chunks; workers and driver alike."""
     return Settings(
-        redis_url=redis_url, prefix=prefix, shards=SHARDS, max_command_bytes=MAX_COMMAND_BYTES
+        redis_url=redis_url,
+        prefix=prefix,
+        shards=SHARDS,
+        lease_ms=1500,
+        claim_idle_ms=1000,
+        chunk_seconds=0.05,
+        chunk_items=50,
+        max_deliveries=50,
+        max_command_bytes=MAX_COMMAND_BYTES,
+        upkeep_interval_s=2.0,
+        shutdown_grace_s=SHUTDOWN_GRACE_S,
+        log_format="json",
     )
 
 
@@ -158,20 +145,12 @@ class Timeline:
 
 
 # =========================================================================== workers
-@dataclass
-class WorkerProc:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-    started: float
-    killed: bool = False
-    terminated: bool = False
-    reported: bool = False
+class WorkerProc(WorkerProcess):
+    """A worker of the fleet, and what the chaos did to it."""
 
-    def log_tail(self, chars: int = 3000) -> str:
-        self.log_file.flush()
-        return self.log_path.read_text(errors="replace")[-chars:]
+    killed = False
+    terminated = False
+    reported = False
 
 
 class Fleet:
@@ -187,19 +166,9 @@ class Fleet:
 
     def start(self) -> WorkerProc:
         name = f"w{len(self.procs)}"
-        log_path = self.directory / f"worker-{name}.log"
-        log_file = open(log_path, "wb")  # noqa: SIM115 - closed in close()
-        proc = subprocess.Popen(
-            WORKER_CMD,
-            env={**self.env, "RUNSTREAM_WORKER_NAME": name},
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        worker = WorkerProc(name, proc, log_path, log_file, time.monotonic())
+        worker = WorkerProc(name, self.env, self.directory / f"worker-{name}.log")
         self.procs.append(worker)
-        self.timeline.note(f"start {name} (pid {proc.pid})")
+        self.timeline.note(f"start {name} (pid {worker.pid})")
         return worker
 
     def alive(self) -> list[WorkerProc]:
@@ -207,9 +176,7 @@ class Fleet:
 
     def kill(self, worker: WorkerProc) -> None:
         worker.killed = True
-        if worker.proc.poll() is None:
-            worker.proc.kill()
-        worker.proc.wait()
+        worker.kill()
         self.kills += 1
         self.timeline.note(f"SIGKILL {worker.name}")
 
@@ -234,35 +201,23 @@ class Fleet:
             self.start()
 
     def terminate_all(self, timeout: float) -> dict[str, tuple[int | None, float]]:
-        """SIGTERM every live worker; each one's exit code and how long it took."""
+        """SIGTERM every live worker (once it is ready); each one's exit code (None: it
+        had to be killed after ``timeout``) and how long it took."""
         live = self.alive()
-        sent = time.monotonic()
         for w in live:
             w.terminated = True
-            with contextlib.suppress(ProcessLookupError):
-                w.proc.send_signal(signal.SIGTERM)
         self.timeline.note(f"SIGTERM {', '.join(w.name for w in live)}")
-        out: dict[str, tuple[int | None, float]] = {}
-        for w in live:
-            try:
-                w.proc.wait(max(0.0, sent + timeout - time.monotonic()))
-                out[w.name] = (w.proc.returncode, time.monotonic() - sent)
-            except subprocess.TimeoutExpired:
-                out[w.name] = (None, time.monotonic() - sent)
-        return out
+        return processes.stop_all(live, grace=timeout)
 
     def close(self) -> None:
         for w in self.procs:
-            if w.proc.poll() is None:
-                w.proc.kill()
-            w.proc.wait()
-            w.log_file.close()
+            w.close()
 
     def log_counts(self, names: Iterable[str]) -> Counter[str]:
         """How often each of ``names`` (log event names, or 'Traceback') appears in all logs."""
         counts: Counter[str] = Counter()
         for w in self.procs:
-            for line in w.log_path.read_text(errors="replace").splitlines():
+            for line in w.log().splitlines():
                 if "Traceback" in line:
                     counts["Traceback"] += 1
                 if "Task exception was never retrieved" in line:
@@ -280,7 +235,7 @@ class Fleet:
     def grep(self, needle: str, limit: int = 20) -> list[str]:
         hits = []
         for w in self.procs:
-            for line in w.log_path.read_text(errors="replace").splitlines():
+            for line in w.log().splitlines():
                 if needle in line:
                     hits.append(f"[{w.name}] {line[:600]}")
         return hits[:limit]

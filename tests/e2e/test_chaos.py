@@ -20,6 +20,7 @@ import pytest
 
 from runstream.client import Client
 from runstream.embedded import EmbeddedRedis
+from runstream.processes import worker_env
 
 from .chaos_support import EXIT_SLACK_S as EXIT_SLACK
 from .chaos_support import (
@@ -34,17 +35,16 @@ from .chaos_support import (
     Publisher,
     Timeline,
     chaos_redis,
+    chaos_settings,
     check_commands,
     check_dead_letters,
     check_runs,
     check_workers,
-    client_settings,
     collect,
     dump_data,
     keep_evidence,
     quiet_status,
     stuck_evidence,
-    worker_env,
 )
 
 CONFIG = ChaosConfig.from_env()
@@ -74,7 +74,7 @@ def test_commands_survive_killed_workers_and_redis_crashes(
     server = embedded_redis(appendfsync="always")
     prefix = "chaos" + uuid.uuid4().hex[:8]
     timeline = Timeline()
-    fleet = Fleet(worker_env(server.url, prefix), tmp_path, timeline)
+    fleet = Fleet(worker_env(chaos_settings(server.url, prefix)), tmp_path, timeline)
     ledger = Ledger()
     figures: dict[str, object] = {"seed": CONFIG.seed, "chaos seconds": CONFIG.seconds}
     started = time.monotonic()
@@ -119,7 +119,7 @@ async def _scenario(
     figures: dict[str, object],
 ) -> tuple[Findings, dict[str, tuple[int | None, float]]]:
     redis = chaos_redis(server.url)
-    client = Client(redis, client_settings(server.url, prefix))
+    client = Client(redis, chaos_settings(server.url, prefix))
     try:
         publisher = Publisher(redis, client.keys, ledger, timeline)
         load = Load(CONFIG, random.Random(CONFIG.seed), publisher, ledger, client.keys)
