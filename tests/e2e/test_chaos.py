@@ -22,30 +22,30 @@ from runstream.client import Client
 from runstream.embedded import EmbeddedRedis
 from runstream.processes import worker_env
 
-from .chaos_support import EXIT_SLACK_S as EXIT_SLACK
-from .chaos_support import (
-    SHUTDOWN_GRACE_S,
-    WORKERS,
-    Chaos,
-    ChaosConfig,
+from .chaos_checks import (
     Findings,
-    Fleet,
-    Ledger,
-    Load,
-    Publisher,
-    Timeline,
-    chaos_redis,
-    chaos_settings,
     check_commands,
     check_dead_letters,
     check_runs,
     check_workers,
     collect,
     dump_data,
-    keep_evidence,
     quiet_status,
     stuck_evidence,
 )
+from .chaos_fleet import EXIT_SLACK_S as EXIT_SLACK
+from .chaos_fleet import (
+    SHUTDOWN_GRACE_S,
+    WORKERS,
+    Chaos,
+    ChaosConfig,
+    Fleet,
+    Timeline,
+    chaos_redis,
+    chaos_settings,
+    keep_evidence,
+)
+from .chaos_load import Ledger, Load, Publisher
 
 CONFIG = ChaosConfig.from_env()
 LOG_EVENTS = (
