@@ -29,6 +29,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_deliveries: int = 5
     snapshot_every: int = 50
     max_command_bytes: int = 64 * 1024
+    # A dead letter keeps this many bytes of its payload (plus its size and sha256); one
+    # cut shorter cannot be retried. The stream keeps at most this many letters per shard,
+    # none older than this (0: no age cap).
+    dlq_keep_bytes: int = 4096
+    dlq_maxlen: int = 10_000
+    dlq_max_age_s: float = 7 * 24 * 3600
     commands_per_read: int = 100
     max_parallel_runs: int = 8
     # Runs whose commands one worker handles at once (across its shards).
@@ -98,4 +104,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise ValueError(f"bad setting: {message}") from None
     if settings.shards < 1:
         raise ValueError("bad setting: RUNSTREAM_SHARDS must be at least 1")
+    if settings.dlq_maxlen < 1:
+        raise ValueError("bad setting: RUNSTREAM_DLQ_MAXLEN must be at least 1")
+    if settings.dlq_keep_bytes < 0 or settings.dlq_max_age_s < 0:
+        raise ValueError(
+            "bad setting: RUNSTREAM_DLQ_KEEP_BYTES and RUNSTREAM_DLQ_MAX_AGE_S must not be negative"
+        )
     return settings

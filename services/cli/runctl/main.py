@@ -601,7 +601,8 @@ def dlq_list(as_json: JsonOpt = False) -> None:
         out.print("no dead-lettered messages")
     for d in letters:
         payload = d.payload if len(d.payload) <= 80 else d.payload[:77] + "..."
-        out.print(f"{d.id:<20} {_when(d.at)}  {d.reason}\n{'':<20} {payload}")
+        cut = f"  [{d.size} bytes, truncated, not retryable]" if d.truncated else ""
+        out.print(f"{d.id:<20} {_when(d.at)}  {d.reason}\n{'':<20} {payload}{cut}")
 
 
 def _letter(client: Client, letter_id: str) -> Awaitable[dlq.DeadLetter | None]:
@@ -616,7 +617,10 @@ def dlq_retry(letter_id: str) -> None:
         letter = await _letter(client, letter_id)
         if letter is None:
             raise CliError(f"no dead-lettered message {letter_id}", errors.NOT_FOUND)
-        return await dlq.retry(client.redis, client.keys, letter)
+        try:
+            return await dlq.retry(client.redis, client.keys, letter)
+        except dlq.NotRetryable as exc:
+            raise CliError(str(exc), errors.REJECTED) from None
 
     out.print(f"{letter_id}: published again as {_run(body)}")
 

@@ -171,7 +171,7 @@ class CommandProcessor:
     ) -> None:
         """Park a message that can't be handled, with why; ack it so nothing waits on it."""
         log.warning("dead_lettered", entry_id=entry_id, reason=reason)
-        await dlq.park(self.redis, self.keys, shard, entry_id, fields, reason)
+        await dlq.park(self.redis, self.keys, self.settings, shard, entry_id, fields, reason)
 
     async def _handle_run(
         self, shard: int, run_id: str, items: list[tuple[str, cmd.Command]]
