@@ -24,12 +24,11 @@ _MODULE = st.text(alphabet=string.ascii_letters + "._:", min_size=1).filter(
 
 
 def _strategy(field: msgspec.structs.FieldInfo) -> st.SearchStrategy[Any]:
-    if field.name == "shards":
-        return st.integers(min_value=1, max_value=1024)
+    # Counts and durations from 1 and 0 up: the ranges load_settings accepts.
     if field.type is int:
-        return st.integers(min_value=-(2**62), max_value=2**62)
+        return st.integers(min_value=1, max_value=2**62)
     if field.type is float:
-        return st.floats(allow_nan=False, allow_infinity=False)
+        return st.floats(min_value=0, allow_nan=False, allow_infinity=False)
     if field.type is str:
         return _TEXT
     if field.name == "scenario_modules":
