@@ -59,10 +59,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_grace_s: float = 10.0
     log_format: str = "auto"  # auto | json | console
 
+    def to_env(self) -> dict[str, str]:
+        """Every setting as the environment variable that sets it: the exact inverse of
+        ``load_settings`` (``load_settings(s.to_env()) == s``), to configure a child process."""
+        env: dict[str, str] = {}
+        for field in msgspec.structs.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            # repr: the shortest text that reads back as the same float.
+            env[env_name(field.name)] = repr(value) if isinstance(value, float) else str(value)
+        return env
+
 
 _ENV_NAMES = {
     "redis_url": "REDIS_URL",
 }
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets the Settings field ``field``."""
+    return _ENV_NAMES.get(field, "RUNSTREAM_" + field.upper())
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -70,7 +87,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     raw: dict[str, object] = {}
     for field in msgspec.structs.fields(Settings):
-        name = _ENV_NAMES.get(field.name, "RUNSTREAM_" + field.name.upper())
+        name = env_name(field.name)
         if name not in env or env[name] == "":
             continue
         value: object = env[name]
@@ -83,8 +100,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         # Name the variable the user set, not the field: "... - at `$.lease_ms`".
         message = str(exc)
         for field in msgspec.structs.fields(Settings):
-            env_name = _ENV_NAMES.get(field.name, "RUNSTREAM_" + field.name.upper())
-            message = message.replace(f"`$.{field.name}`", env_name)
+            message = message.replace(f"`$.{field.name}`", env_name(field.name))
         raise ValueError(f"bad setting: {message}") from None
     if settings.shards < 1:
         raise ValueError("bad setting: RUNSTREAM_SHARDS must be at least 1")
