@@ -1,10 +1,10 @@
 """A small client for other services and for runctl: publish commands, wait, read runs.
 
-Usage::
+Usage (inside a coroutine)::
 
     from runstream.client import Client
     async with Client.connect("redis://127.0.0.1:6390/0") as client:
-        run_id = await client.start("synthetic", {"items": 10})
+        run_id = await client.start("synthetic", {"items": 10})  # accepted, or StartRejected
         outcome = await client.wait(run_id)   # until it succeeds, fails, stops...
 """
 
@@ -59,6 +59,15 @@ def checked_run_id(run_id: str) -> str:
 
 class WaitTimeout(TimeoutError):
     pass
+
+
+class StartRejected(Exception):
+    """A worker refused to start the run; the message is its reason."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.run_id = run_id
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -117,19 +126,50 @@ class Client:
         description: str = "",
         actor: str = "client",
         run_id: str | None = None,
+        timeout: float = 15.0,
     ) -> str:
-        run_id = checked_run_id(run_id) if run_id is not None else new_id()
-        await self.send(
-            cmd.StartRun(
-                run_id=run_id,
-                actor=actor,
-                scenario=scenario,
-                args=args or {},
-                name=name,
-                description=description,
-            )
+        """Start a run and return its id once a worker accepted it; StartRejected (with
+        the reason: unknown scenario, bad arguments...) if it was refused; WaitTimeout if
+        no worker answered within ``timeout`` seconds (the command stays published)."""
+        command = self._start_command(scenario, args, name, description, actor, run_id)
+        outcome = await self.execute(command, wait=False, timeout=timeout)
+        if outcome.rejected:
+            raise StartRejected(command.run_id, outcome.reason)
+        return command.run_id
+
+    async def start_nowait(
+        self,
+        scenario: str,
+        args: dict[str, Any] | None = None,
+        *,
+        name: str = "",
+        description: str = "",
+        actor: str = "client",
+        run_id: str | None = None,
+    ) -> str:
+        """Publish a start and return the run's id at once (fire and forget): whether it
+        was accepted shows on the feed, or as the run appearing (``find``, ``wait``)."""
+        command = self._start_command(scenario, args, name, description, actor, run_id)
+        await self.send(command)
+        return command.run_id
+
+    @staticmethod
+    def _start_command(
+        scenario: str,
+        args: dict[str, Any] | None,
+        name: str,
+        description: str,
+        actor: str,
+        run_id: str | None,
+    ) -> cmd.StartRun:
+        return cmd.StartRun(
+            run_id=checked_run_id(run_id) if run_id is not None else new_id(),
+            actor=actor,
+            scenario=scenario,
+            args=args or {},
+            name=name,
+            description=description,
         )
-        return run_id
 
     async def execute(
         self, command: cmd.Command, *, wait: bool = True, timeout: float = 60.0
