@@ -391,7 +391,7 @@ def test_commands_survive_a_redis_restart_from_its_append_only_file(
                 worker.proc.send_signal(signal.SIGCONT)
 
             async with Client.connect(settings=s) as client:
-                after = await client.start("synthetic", {"items": 2})
+                after = await client.start_nowait("synthetic", {"items": 2})
                 for run_id in (before, after):
                     summary = await client.wait(run_id, timeout=25, poll=0.1)
                     assert summary.state == "succeeded", logs_of(pool)
