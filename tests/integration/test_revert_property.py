@@ -183,9 +183,7 @@ async def execute(env: Env, chunks: list[ChunkPlan]) -> Run:
             perform(view, kind, element, attributes)
         notes = [f"{run_id} chunk {number} note {i}" for i in range(plan.notifications)]
         s = run.state
-        effects = await record_effects(
-            env.network, run_id, s.next_effect, view.changes, view.reads
-        )
+        effects = await record_effects(env.network, run_id, s.next_effect, view.changes, view.reads)
         prepared = run.prepare_chunk(
             env.now(),
             items_to=s.items_processed + len(plan.ops),
