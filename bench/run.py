@@ -32,7 +32,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,14 +45,16 @@ from typing import Any
 import msgspec
 import redis.asyncio as aredis
 
+from runstream import processes
 from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.embedded import EmbeddedRedis
 from runstream.ids import new_id
 from runstream.keys import Keys
+from runstream.processes import WorkerProcess, worker_env
 from runstream.redis_url import scrub
-from runstream.settings import load_settings
+from runstream.settings import Settings, load_settings
 
 WORKER_STOP_TIMEOUT_S = 20.0
 WAIT_TIMEOUT_S = 120.0
@@ -162,29 +163,13 @@ def sigterm_as_exit() -> Iterator[None]:
 class Worker:
     """One ``python -m runstream_worker`` subprocess, JSON logs to a file."""
 
-    def __init__(self, redis_url: str, prefix: str, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path) -> None:
         self.log_path = log_path
-        self.env = {
-            **os.environ,
-            "REDIS_URL": redis_url,
-            "RUNSTREAM_PREFIX": prefix,
-            "RUNSTREAM_LOG_FORMAT": "json",
-            # Parked slow runs (latency phase) would otherwise hold shutdown for 10 s.
-            "RUNSTREAM_SHUTDOWN_GRACE_S": "2",
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = worker_env(settings)
+        self.process: WorkerProcess | None = None
 
     def __enter__(self) -> Worker:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runstream_worker"],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # Our Ctrl-C must not reach it directly: we stop it ourselves, before Redis.
-                start_new_session=True,
-            )
+        self.process = WorkerProcess("bench", self.env, self.log_path)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -192,26 +177,25 @@ class Worker:
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        assert self.process is not None
+        return self.process.pid
 
     def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
+        if self.process is not None and not self.process.alive():
             raise BenchError(
-                f"the worker exited with code {self.proc.returncode}:\n{self.log_tail()}"
+                f"the worker exited with code {self.process.returncode}:\n{self.log_tail()}"
             )
 
     def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        process, self.process = self.process, None
+        if process is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(WORKER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            print("  worker did not stop on SIGTERM in time: killed", flush=True)
-            proc.kill()
-            proc.wait()
+        processes.stop_all(
+            [process],
+            WORKER_STOP_TIMEOUT_S,
+            on_kill=lambda _: print("  worker did not stop on SIGTERM in time: killed", flush=True),
+        )
+        process.close()
 
     def cpu_seconds(self) -> float:
         """User+system CPU time of the worker so far (Linux /proc; NaN elsewhere)."""
@@ -772,9 +756,8 @@ def summarize_worker_log(path: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- main
-async def run_bench(url: str, prefix: str, worker: Worker, sizes: Sizes, results: Results) -> None:
-    # The worker inherits RUNSTREAM_* from our environment: read the same settings.
-    settings = msgspec.structs.replace(load_settings(), redis_url=url, prefix=prefix)
+async def run_bench(settings: Settings, worker: Worker, sizes: Sizes, results: Results) -> None:
+    url = settings.redis_url
     async with Client.connect(url, settings) as client:
         # Its own connection pool: the feed reader never waits behind the senders.
         watcher = FeedWatcher(aredis.Redis.from_url(url), client.keys, worker)
@@ -826,9 +809,18 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print(f"  {machine_load()}", flush=True)
-        with server, Worker(server.url, prefix, Path(tmp) / "worker.log") as worker:
+        # The worker and we read RUNSTREAM_* from our environment: the same settings.
+        settings = msgspec.structs.replace(
+            load_settings(),
+            redis_url=server.url,
+            prefix=prefix,
+            log_format="json",
+            # Parked slow runs (latency phase) would otherwise hold shutdown for 10 s.
+            shutdown_grace_s=2.0,
+        )
+        with server, Worker(settings, Path(tmp) / "worker.log") as worker:
             try:
-                asyncio.run(run_bench(server.url, prefix, worker, sizes, results))
+                asyncio.run(run_bench(settings, worker, sizes, results))
             except BenchError as exc:
                 failure = scrub(str(exc))  # still print what was measured until then
             finally:

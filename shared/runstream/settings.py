@@ -36,6 +36,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_deliveries: int = 5
     snapshot_every: int = 50
     max_command_bytes: int = 64 * 1024
+    # A dead letter keeps this many bytes of its payload (plus its size and sha256); one
+    # cut shorter cannot be retried. The stream keeps at most this many letters per shard,
+    # none older than this (0: no age cap).
+    dlq_keep_bytes: int = 4096
+    dlq_maxlen: int = 10_000
+    dlq_max_age_s: float = 7 * 24 * 3600
     commands_per_read: int = 100
     max_parallel_runs: int = 8
     # Runs whose commands one worker handles at once (across its shards).
@@ -66,6 +72,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             self.redis_url, self.tls_ca_file, self.tls_cert_file, self.tls_key_file
         )
 
+    def to_env(self) -> dict[str, str]:
+        """Every setting as the environment variable that sets it: the exact inverse of
+        ``load_settings`` (``load_settings(s.to_env()) == s``), to configure a child process."""
+        env: dict[str, str] = {}
+        for field in msgspec.structs.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            # repr: the shortest text that reads back as the same float.
+            env[env_name(field.name)] = repr(value) if isinstance(value, float) else str(value)
+        return env
+
 
 _ENV_NAMES = {
     "redis_url": "REDIS_URL",
@@ -75,12 +93,17 @@ _ENV_NAMES = {
 }
 
 
+def env_name(field: str) -> str:
+    """The environment variable that sets the Settings field ``field``."""
+    return _ENV_NAMES.get(field, "RUNSTREAM_" + field.upper())
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Build Settings from env vars; a bad value raises ValueError naming the variable."""
     env = dict(os.environ if env is None else env)
     raw: dict[str, object] = {}
     for field in msgspec.structs.fields(Settings):
-        name = _ENV_NAMES.get(field.name, "RUNSTREAM_" + field.name.upper())
+        name = env_name(field.name)
         if name not in env or env[name] == "":
             continue
         value: object = env[name]
@@ -93,13 +116,18 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         # Name the variable the user set, not the field: "... - at `$.lease_ms`".
         message = str(exc)
         for field in msgspec.structs.fields(Settings):
-            env_name = _ENV_NAMES.get(field.name, "RUNSTREAM_" + field.name.upper())
-            message = message.replace(f"`$.{field.name}`", env_name)
+            message = message.replace(f"`$.{field.name}`", env_name(field.name))
         # msgspec may quote the value it refused: never a password.
         message = scrub(message, secrets_of(env.get("REDIS_URL", "")))
         raise ValueError(f"bad setting: {message}") from None
     if settings.shards < 1:
         raise ValueError("bad setting: RUNSTREAM_SHARDS must be at least 1")
+    if settings.dlq_maxlen < 1:
+        raise ValueError("bad setting: RUNSTREAM_DLQ_MAXLEN must be at least 1")
+    if settings.dlq_keep_bytes < 0 or settings.dlq_max_age_s < 0:
+        raise ValueError(
+            "bad setting: RUNSTREAM_DLQ_KEEP_BYTES and RUNSTREAM_DLQ_MAX_AGE_S must not be negative"
+        )
     try:
         check_redis_url(settings.redis_url)
     except BadRedisUrl as exc:

@@ -181,7 +181,7 @@ async def _prepare_unconfirmed_chunk(
     now = time.time()
     run = Run.blank(run_id)
     start = cmd.StartRun(run_id=run_id, scenario="synthetic", args=args)
-    run.handle(
+    run.start(
         start,
         now,
         scenario_version=scenario.version,
@@ -757,7 +757,7 @@ def test_sigterm_hands_back_the_run_and_leaves_nothing_pending(
                 w2 = pool.start("w2")
 
                 # (A blocked XREADGROUP creates no consumer on Redis 7.0: ask its log.)
-                await until(lambda: "worker_started" in w2.log(), "w2 to start", timeout=20)
+                await asyncio.to_thread(w2.wait_ready)
                 # A command in hand when the signal comes: it must be finished, not left.
                 stop_later = cmd.CancelRun(run_id=run_id_on(keys, 0))
                 await client.send(stop_later)

@@ -15,13 +15,13 @@ import msgspec
 import pytest
 import redis
 
+from runstream.processes import WorkerProcess
 from runstream.settings import Settings
 
 from .redis_servers import redis_server, self_signed
 from .support import (
     RUNCTL_CMD,
     CliResult,
-    WorkerProcess,
     fast,
     logs_of,
     service_env,

@@ -30,7 +30,7 @@ from runstream import revert
 from runstream.client import Client, Outcome, RunNotFound, WaitTimeout
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import STATES, Rejected, Run
+from runstream.domain.run import STATES, Rejected, Run, RunSummary
 from runstream.domain.scenarios import BadArguments, Registry, load_registry
 from runstream.ids import is_run_id, new_id
 from runstream.settings import EMBEDDED_PORT, Settings, load_settings
@@ -364,6 +364,7 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
             f"{e['applied']} applied, {e['compensated']} compensated, {e['skipped']} skipped, "
             f"{e['irreversible']} irreversible",
         ),
+        ("left", _effects_left(summary)),
         ("created", _when(summary.created_at)),
         ("updated", _when(summary.updated_at)),
         ("started by", summary.actor),
@@ -373,6 +374,19 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
         lines.append(("error", summary.error))
     for key, value in lines:
         out.print(f"{key:>11}  {value}")
+
+
+def _effects_left(summary: RunSummary) -> str:
+    """What of the run is still on the network, and what can be done about it."""
+    left = summary.effects_left
+    if left == 0:
+        return "0 effects on the network"
+    if summary.state == "reverted":
+        return (
+            f"{left} effects its revert skipped as conflicts "
+            "(revert again to retry them, --force to overwrite)"
+        )
+    return f"{left} effects on the network"
 
 
 @app.command()
@@ -606,7 +620,8 @@ def dlq_list(as_json: JsonOpt = False) -> None:
         out.print("no dead-lettered messages")
     for d in letters:
         payload = d.payload if len(d.payload) <= 80 else d.payload[:77] + "..."
-        out.print(f"{d.id:<20} {_when(d.at)}  {d.reason}\n{'':<20} {payload}")
+        cut = f"  [{d.size} bytes, truncated, not retryable]" if d.truncated else ""
+        out.print(f"{d.id:<20} {_when(d.at)}  {d.reason}\n{'':<20} {payload}{cut}")
 
 
 def _check_letter_id(letter_id: str) -> str:
@@ -632,7 +647,10 @@ def dlq_retry(letter_id: str) -> None:
         letter = await _letter(client, letter_id)
         if letter is None:
             raise CliError(f"no dead-lettered message {letter_id}", errors.NOT_FOUND)
-        return await dlq.retry(client.redis, client.keys, letter)
+        try:
+            return await dlq.retry(client.redis, client.keys, letter)
+        except dlq.NotRetryable as exc:
+            raise CliError(str(exc), errors.REJECTED) from None
 
     out.print(f"{letter_id}: published again as {_run(body)}")
 

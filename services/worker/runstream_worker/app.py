@@ -29,6 +29,7 @@ from redis.exceptions import RedisError, ResponseError
 from runstream import logs
 from runstream.domain.scenarios import load_registry
 from runstream.keys import Keys
+from runstream.processes import READY_MARK
 from runstream.redis_url import secrets_of
 from runstream.settings import Settings
 from runstream_worker.executor import Executor
@@ -151,8 +152,9 @@ class Worker:
         if not await self._connect():
             return
         self.executor.start()
+        # Only now: whoever waits for this mark may SIGTERM us, so the handlers must be in.
         log.info(
-            "worker_started",
+            READY_MARK,
             worker=self.name,
             shards=self.settings.shards,
             scenarios=[s.name for s in self.registry],
