@@ -53,6 +53,7 @@ from runstream.embedded import EmbeddedRedis
 from runstream.ids import new_id
 from runstream.keys import Keys
 from runstream.processes import WorkerProcess, worker_env
+from runstream.redis_url import scrub
 from runstream.settings import Settings, load_settings
 from runstream.store import replies
 
@@ -131,6 +132,7 @@ class Results:
 
     def say(self, line: str) -> None:
         """An informational line: printed as it comes and kept for the JSON."""
+        line = scrub(line)  # bench output is pasted into notes: never a URL's password
         print(f"  {line}", flush=True)
         self.info.append(line)
 
@@ -821,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 asyncio.run(run_bench(settings, worker, sizes, results))
             except BenchError as exc:
-                failure = str(exc)  # still print what was measured until then
+                failure = scrub(str(exc))  # still print what was measured until then
             finally:
                 worker.stop()
                 for line in summarize_worker_log(worker.log_path):

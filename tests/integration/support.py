@@ -238,10 +238,13 @@ class CliResult:
     stderr: str
 
 
-def runctl(settings: Settings, *args: str, timeout: float = 60.0) -> CliResult:
+def runctl(
+    settings: Settings, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> CliResult:
+    """``runctl ARGS`` with the test's settings (``env``: more variables, on top)."""
     proc = subprocess.run(
         [*RUNCTL_CMD, *args],
-        env=service_env(settings),
+        env=service_env(settings, **(env or {})),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
