@@ -53,7 +53,9 @@ from runstream.embedded import EmbeddedRedis
 from runstream.ids import new_id
 from runstream.keys import Keys
 from runstream.processes import WorkerProcess, worker_env
+from runstream.redis_url import scrub
 from runstream.settings import Settings, load_settings
+from runstream.store import replies
 
 WORKER_STOP_TIMEOUT_S = 20.0
 WAIT_TIMEOUT_S = 120.0
@@ -130,6 +132,7 @@ class Results:
 
     def say(self, line: str) -> None:
         """An informational line: printed as it comes and kept for the JSON."""
+        line = scrub(line)  # bench output is pasted into notes: never a URL's password
         print(f"  {line}", flush=True)
         self.info.append(line)
 
@@ -244,7 +247,7 @@ class FeedWatcher:
         positions: dict[str, str] = {}
         for shard in range(self.keys.shards):
             feed = self.keys.feed(shard)
-            last = await self.redis.xrevrange(feed, count=1)
+            last = replies.entries(await self.redis.xrevrange(feed, count=1))
             positions[feed] = last[0][0].decode() if last else "0-0"
         self._task = asyncio.create_task(self._follow(positions))
 
@@ -263,7 +266,7 @@ class FeedWatcher:
             # A short block: returns as soon as an entry arrives, and lets stop() be quick.
             reply = await self.redis.xread(positions, count=1000, block=200)  # type: ignore[arg-type]
             now = time.perf_counter()
-            for stream, entries in reply:
+            for stream, entries in replies.streams(reply):
                 for entry_id, fields in entries:
                     positions[stream.decode()] = entry_id.decode()
                     event = ev.decode_event(fields[b"e"])
@@ -384,7 +387,7 @@ class Bench:
         for _ in range(self.sizes.ceiling_ops):
             t = time.perf_counter()
             await self.redis.xadd(scratch, {"c": payload})
-            reply = await self.redis.xread({scratch: last}, count=1)
+            reply = replies.streams(await self.redis.xread({scratch: last}, count=1))
             samples.append((time.perf_counter() - t) * 1000)
             last = reply[0][1][-1][0]
         await self.redis.delete(scratch)
@@ -625,7 +628,7 @@ class Bench:
     async def memory(self, run_id: str, effects: int, used_delta: int) -> None:
         key = self.keys.events(run_id)
         stream_bytes = await self.redis.memory_usage(key, samples=0) or 0
-        raw = sum(len(f[b"e"]) for _, f in await self.redis.xrange(key))
+        raw = sum(len(f[b"e"]) for _, f in replies.entries(await self.redis.xrange(key)))
         self.results.say(
             f"memory: events stream {stream_bytes:,} B ({stream_bytes / effects:.0f} B/effect; "
             f"its JSON payload alone {raw / effects:.0f} B/effect); used_memory grew "
@@ -820,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 asyncio.run(run_bench(settings, worker, sizes, results))
             except BenchError as exc:
-                failure = str(exc)  # still print what was measured until then
+                failure = scrub(str(exc))  # still print what was measured until then
             finally:
                 worker.stop()
                 for line in summarize_worker_log(worker.log_path):

@@ -25,6 +25,7 @@ from runstream.contracts import events as ev
 from runstream.domain.run import ACTIVE, RunSummary
 from runstream.ids import is_run_id, new_id
 from runstream.keys import Keys
+from runstream.redis_url import check_redis_url
 from runstream.settings import Settings, load_settings
 from runstream.store import replies
 from runstream.store.events import EventStore, Tombstone
@@ -95,8 +96,8 @@ class Client:
     ) -> AsyncIterator[Client]:
         settings = settings or load_settings()
         if redis_url:
-            settings = msgspec.structs.replace(settings, redis_url=redis_url)
-        redis = aredis.Redis.from_url(settings.redis_url)
+            settings = msgspec.structs.replace(settings, redis_url=check_redis_url(redis_url))
+        redis = aredis.Redis.from_url(settings.connection_url())
         try:
             yield cls(redis, settings)
         finally:

@@ -6,12 +6,19 @@ import os
 
 import msgspec
 
+from runstream.redis_url import BadRedisUrl, check_redis_url, scrub, secrets_of, with_tls_files
+
 EMBEDDED_PORT = 6390
 DEFAULT_REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_PORT}/0"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    # May hold a password: show it only through runstream.redis_url.redacted_url.
     redis_url: str = DEFAULT_REDIS_URL
+    # TLS files for a rediss:// URL (the URL's own ssl_* query parameters win).
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     prefix: str = "rs"
     # Fixed for the lifetime of a deployment's data: a run's shard is derived from its id.
     shards: int = 4
@@ -59,6 +66,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_grace_s: float = 10.0
     log_format: str = "auto"  # auto | json | console
 
+    def connection_url(self) -> str:
+        """What redis-py and faststream connect with: the URL plus the TLS file settings."""
+        return with_tls_files(
+            self.redis_url, self.tls_ca_file, self.tls_cert_file, self.tls_key_file
+        )
+
     def to_env(self) -> dict[str, str]:
         """Every setting as the environment variable that sets it: the exact inverse of
         ``load_settings`` (``load_settings(s.to_env()) == s``), to configure a child process."""
@@ -74,6 +87,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 _ENV_NAMES = {
     "redis_url": "REDIS_URL",
+    "tls_ca_file": "RUNSTREAM_TLS_CA",
+    "tls_cert_file": "RUNSTREAM_TLS_CERT",
+    "tls_key_file": "RUNSTREAM_TLS_KEY",
 }
 
 
@@ -101,6 +117,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         message = str(exc)
         for field in msgspec.structs.fields(Settings):
             message = message.replace(f"`$.{field.name}`", env_name(field.name))
+        # msgspec may quote the value it refused: never a password.
+        message = scrub(message, secrets_of(env.get("REDIS_URL", "")))
         raise ValueError(f"bad setting: {message}") from None
     if settings.shards < 1:
         raise ValueError("bad setting: RUNSTREAM_SHARDS must be at least 1")
@@ -110,4 +128,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise ValueError(
             "bad setting: RUNSTREAM_DLQ_KEEP_BYTES and RUNSTREAM_DLQ_MAX_AGE_S must not be negative"
         )
+    try:
+        check_redis_url(settings.redis_url)
+    except BadRedisUrl as exc:
+        raise ValueError(f"bad setting: {exc}") from None
     return settings

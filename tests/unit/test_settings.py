@@ -15,7 +15,7 @@ from runstream.settings import Settings, env_name, load_settings
 # Values the environment can carry unchanged: non-empty (an empty variable means "unset")
 # and, for module lists, names without the comma that separates them.
 _TEXT = st.text(
-    alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+    alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]),
     min_size=1,
 )
 _MODULE = st.text(alphabet=string.ascii_letters + "._:", min_size=1).filter(
@@ -25,6 +25,14 @@ _MODULE = st.text(alphabet=string.ascii_letters + "._:", min_size=1).filter(
 
 def _strategy(field: msgspec.structs.FieldInfo) -> st.SearchStrategy[Any]:
     # Counts and durations from 1 and 0 up: the ranges load_settings accepts.
+    if field.name == "redis_url":  # load_settings refuses what is not a Redis URL
+        return st.builds(
+            "{}://{}127.0.0.1:{}/{}".format,
+            st.sampled_from(["redis", "rediss"]),
+            st.sampled_from(["", ":pw@", "app:p%40ss@"]),
+            st.integers(1, 65535),
+            st.integers(0, 15),
+        )
     if field.type is int:
         return st.integers(min_value=1, max_value=2**62)
     if field.type is float:

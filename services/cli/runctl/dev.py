@@ -26,6 +26,7 @@ from rich.table import Table
 from runstream import processes
 from runstream.embedded import EmbeddedRedis
 from runstream.processes import WORKER_COMMAND, WorkerProcess, worker_env
+from runstream.redis_url import redacted_url
 from runstream.settings import DEFAULT_REDIS_URL, EMBEDDED_PORT, load_settings
 
 DEFAULT_DATA_DIR = Path(".runstream/data")
@@ -164,7 +165,7 @@ class _DevStack:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold", no_wrap=True)
         table.add_column(overflow="fold")  # paths stay whole, for copy and paste
-        table.add_row("REDIS_URL", self.redis.url)
+        table.add_row("REDIS_URL", redacted_url(self.redis.url))
         table.add_row(
             "redis-server",
             f"{escape(self.redis.binary)} ({self.redis.origin}), pid {self.redis.pid}",
@@ -176,7 +177,9 @@ class _DevStack:
         self.console.print(Panel(table, title="runstream dev", expand=False))
         # runctl's default REDIS_URL is the default embedded port; other ports need it set.
         lines = (
-            [] if self.redis.url == DEFAULT_REDIS_URL else [f"export REDIS_URL={self.redis.url}"]
+            []
+            if self.redis.url == DEFAULT_REDIS_URL
+            else [f"export REDIS_URL={redacted_url(self.redis.url)}"]
         )
         lines.append(f"{_runctl_command()} start synthetic --arg items=100 --wait")
         self.console.print("try, in another terminal:")

@@ -1,8 +1,9 @@
 """runctl: drive runstream from a shell.
 
 Connection comes from REDIS_URL (default: the embedded server ``runctl dev`` starts).
-Exit status: 0 done, 1 rejected, 2 bad input, 3 no such run, 4 Redis unreachable,
-5 --wait timed out; each failure prints one line on stderr naming what was wrong.
+Exit status: 0 done, 1 rejected, 2 bad input, 3 no such run, 4 Redis unreachable or not
+Redis, 5 timed out (the command goes on), 6 the run did not succeed (--wait), 7 Redis
+refused the command; each failure prints one line on stderr naming what was wrong.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -17,13 +19,13 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import msgspec
-import redis
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from runctl import errors
 from runctl.errors import CliError
+from runctl.redis_errors import cli_error
 from runstream import revert
 from runstream.client import Client, Outcome, RunNotFound, WaitTimeout
 from runstream.contracts import commands as cmd
@@ -80,6 +82,8 @@ WaitOpt = Annotated[bool, typer.Option("--wait", help="Return once the command t
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.", min=0.1)]
 ActorOpt = Annotated[str, typer.Option("--actor", envvar="RUNSTREAM_ACTOR", help="Who asks.")]
 DEFAULT_ACTOR = "runctl"
+# A Redis stream entry id: milliseconds-sequence (both at most 64-bit).
+STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -99,18 +103,19 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
+    except CliError:
+        raise
     except WaitTimeout as exc:  # before OSError: it is a TimeoutError, an OSError
         raise CliError(str(exc), errors.TIMEOUT) from None
     except cmd.BadCommand as exc:
         raise CliError(str(exc), errors.BAD_INPUT) from None
-    except (redis.ConnectionError, redis.TimeoutError, ConnectionRefusedError, OSError) as exc:
-        raise CliError(
-            f"cannot reach Redis at {settings.redis_url} ({exc}); start the service with "
-            "'make run' or 'runctl dev', or point REDIS_URL at a running Redis",
-            errors.UNREACHABLE,
-        ) from None
     except RunNotFound as exc:
         raise CliError(str(exc), errors.NOT_FOUND) from None
+    except Exception as exc:
+        mapped = cli_error(exc, settings.redis_url)
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
 def _registry() -> Registry:
@@ -619,6 +624,16 @@ def dlq_list(as_json: JsonOpt = False) -> None:
         out.print(f"{d.id:<20} {_when(d.at)}  {d.reason}\n{'':<20} {payload}{cut}")
 
 
+def _check_letter_id(letter_id: str) -> str:
+    if not STREAM_ID.fullmatch(letter_id):
+        raise CliError(
+            f"malformed dead-letter id {letter_id!r}: expected a stream entry id like "
+            "1700000000000-0 (see 'runctl dlq list')",
+            errors.BAD_INPUT,
+        )
+    return letter_id
+
+
 def _letter(client: Client, letter_id: str) -> Awaitable[dlq.DeadLetter | None]:
     return dlq.find(client.redis, client.keys, letter_id)
 
@@ -626,6 +641,7 @@ def _letter(client: Client, letter_id: str) -> Awaitable[dlq.DeadLetter | None]:
 @dlq_app.command("retry")
 def dlq_retry(letter_id: str) -> None:
     """Publish a dead-lettered message again (duplicates of applied commands change nothing)."""
+    _check_letter_id(letter_id)
 
     async def body(client: Client) -> str:
         letter = await _letter(client, letter_id)
@@ -642,6 +658,7 @@ def dlq_retry(letter_id: str) -> None:
 @dlq_app.command("drop")
 def dlq_drop(letter_id: str) -> None:
     """Remove a dead-lettered message for good."""
+    _check_letter_id(letter_id)
 
     async def body(client: Client) -> None:
         letter = await _letter(client, letter_id)

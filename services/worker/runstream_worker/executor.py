@@ -87,7 +87,7 @@ class Executor:
         self.chunks = ChunkProtocol(self.network, self._append, self.store.load)
         # A step's reads; bounded, so a hung connection can't hold a run for ever.
         self._sync = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=10, socket_connect_timeout=10
+            settings.connection_url(), socket_timeout=10, socket_connect_timeout=10
         )
         self._active: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.max_parallel_runs)

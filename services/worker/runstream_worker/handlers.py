@@ -209,6 +209,7 @@ class CommandProcessor:
             if run is None:
                 run = await self.store.load(command.run_id)
             now = time.time()
+            rejected: str | None = None
             try:
                 await self.handlers.for_command(command)(run, command, now)
             except (Rejected, BadArguments) as exc:
@@ -216,11 +217,16 @@ class CommandProcessor:
                 if not run.exists:
                     await self._reject_without_run(command, str(exc), now, ack)
                     return run
-                run.reject(command, str(exc), now)
-                log.info("command_rejected", command=kind, reason=str(exc))
+                rejected = str(exc)
+                run.reject(command, rejected, now)
             result = await self.store.save(run, command_id=command.command_id, ack=ack)
             if result.status == "ok":
-                log.info("command_applied", command=kind, state=run.state.state)
+                # Logged once the outcome is stored, and as what it was: a rejection
+                # records an event too, but nothing was applied.
+                if rejected is not None:
+                    log.info("command_rejected", command=kind, reason=rejected)
+                else:
+                    log.info("command_applied", command=kind, state=run.state.state)
                 if run.state.needs_executor:
                     self.on_active(command.run_id)
                 return run
