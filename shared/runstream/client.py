@@ -24,7 +24,7 @@ from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import ACTIVE, RunSummary
 from runstream.ids import is_run_id, new_id
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.redis_url import check_redis_url
 from runstream.settings import Settings, load_settings
 from runstream.store import replies
@@ -100,7 +100,7 @@ class Client:
         service would refuse as malformed raises BadCommand and is not sent."""
         data = cmd.checked_bytes(command, self.settings.max_command_bytes)
         shard = self.keys.shard_of(command.run_id)
-        entry = await self.redis.xadd(self.keys.commands(shard), {"c": data})
+        entry = await self.redis.xadd(self.keys.commands(shard), {Fields.COMMAND: data})
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     async def feed_position(self, run_id: str) -> str:
@@ -174,9 +174,9 @@ class Client:
             for _, entries in reply:
                 for entry_id, fields in entries:
                     since = entry_id.decode()
-                    if fields[b"r"].decode() != run_id:
+                    if fields[Fields.RUN].decode() != run_id:
                         continue
-                    event = ev.decode_event(fields[b"e"])
+                    event = ev.decode_event(fields[Fields.EVENT])
                     if event.command_id == command_id:
                         if isinstance(event, ev.CommandRejected):
                             return Outcome(run_id, command_id, True, event.reason, event)
@@ -239,5 +239,5 @@ class Client:
         out: list[Tombstone] = []
         for shard in range(self.keys.shards):
             for _, fields in replies.entries(await self.redis.xrange(self.keys.audit(shard))):
-                out.append(msgspec.json.decode(fields[b"tombstone"], type=Tombstone))
+                out.append(msgspec.json.decode(fields[Fields.TOMBSTONE], type=Tombstone))
         return sorted(out, key=lambda t: t.deleted_at)
