@@ -21,10 +21,11 @@ import structlog
 
 from runstream.contracts import events as ev
 from runstream.domain.run import Rejected, Run
-from runstream.domain.scenarios import BadArguments, Registry
+from runstream.domain.scenarios import BadArguments, Registry, ResultLimits
 from runstream.keys import Keys
 from runstream.revert import CONFLICT, next_batch
 from runstream.settings import Settings
+from runstream.store import outputs
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
@@ -182,17 +183,19 @@ class Executor:
             else:
                 return
 
-    async def _append(self, run: Run) -> bool:
+    async def _append(self, run: Run, output: outputs.RunOutput | None = None) -> bool:
         """Append the run's new events under our lease: False if the run changed meanwhile
         (nothing was written); LostLease if another executor took the run."""
-        result = await self.store.save(run, lease_owner=self.worker)
+        result = await self.store.save(run, lease_owner=self.worker, output=output)
         if result.status == "lease":
             raise LostLease(run.state.run_id)
         return result.status == "ok"
 
-    async def _save(self, run: Run) -> Run:
+    async def _save(self, run: Run, output: outputs.RunOutput | None = None) -> Run:
         """Append the run's new events; on a stale version, the fresh run to retry on."""
-        return run if await self._append(run) else await self.store.load(run.state.run_id)
+        if await self._append(run, output):
+            return run
+        return await self.store.load(run.state.run_id)
 
     async def _resolve_pending(self, run: Run) -> Run:
         """A chunk recorded but not confirmed (its worker died, or we lost a race)."""
@@ -200,16 +203,30 @@ class Executor:
         chunk = run.state.pending.chunk
         token = f"{run.state.run_id}:{chunk}"
         outcome = await self.network.resolve_chunk(token)
+        output = None
         if outcome == "applied":
+            output = await self._output_of(run.state.run_id, chunk)
             run.confirm_chunk(time.time())
         else:
             run.void_chunk(time.time(), "its worker stopped before it reached the network")
         log.info("chunk_resolved", chunk=chunk, outcome=outcome)
-        if not await self._append(run):
+        if not await self._append(run, output):
             return await self.store.load(run.state.run_id)
         if outcome == "applied":
             await self.network.forget_chunk(token)  # as after a chunk confirmed in one go
         return run
+
+    async def _output_of(self, run_id: str, chunk: int) -> outputs.RunOutput | None:
+        """The log lines and result files of a prepared chunk, from the run's history."""
+        cursor = "+"
+        while True:
+            page = await self.store.chunks_before(run_id, cursor, 50)
+            for _, event in page:
+                if isinstance(event, ev.ChunkPrepared) and event.chunk == chunk:
+                    return outputs.of_chunk(event)
+            if len(page) < 50:
+                return None
+            cursor = f"({page[-1][0]}"
 
     async def _process_chunk(self, run: Run) -> tuple[Run, bool]:
         s = run.state
@@ -233,6 +250,11 @@ class Executor:
                 self.settings.chunk_seconds,
                 self._read_element,
                 self._shutdown.is_set,
+                ResultLimits(
+                    file_bytes=self.settings.max_result_bytes,
+                    run_bytes=self.settings.max_run_result_bytes,
+                    kept=s.result_sizes,
+                ),
             )
         now = time.time()
         if result.items_to == result.items_from and not result.error:
@@ -251,11 +273,13 @@ class Executor:
                 notifications=result.notifications,
                 log=result.log,
                 results=result.results,
+                result_types=result.result_types,
             )
 
         prepared = prepare(run)
         if not effects and not result.notifications:
-            return await self._save(self._finish_chunk(run, result)), False
+            output = outputs.of_chunk(prepared)
+            return await self._save(self._finish_chunk(run, result), output), False
         checkpoint = (s.items_processed, s.next_effect)
         while not await self._append(run):
             # The run changed meanwhile; nothing reached the network yet. If it is still
@@ -284,7 +308,7 @@ class Executor:
         if outcome == "voided":
             return await self.store.load(s.run_id), False
         run = self._finish_chunk(run, result)
-        if not await self._append(run):
+        if not await self._append(run, outputs.of_chunk(prepared)):
             return await self.store.load(s.run_id), False  # the pending chunk is resolved next
         await self.network.forget_chunk(token)
         return run, False

@@ -24,7 +24,7 @@ from runstream.domain.run import ACTIVE, Rejected, Run
 from runstream.domain.scenarios import BadArguments, Registry
 from runstream.keys import Keys
 from runstream.settings import Settings
-from runstream.store import dlq
+from runstream.store import dlq, outputs
 from runstream.store.events import Ack, EventStore
 
 log = structlog.get_logger("runstream.handlers")
@@ -72,6 +72,7 @@ class CommandProcessor:
         self._parallel = asyncio.Semaphore(settings.max_parallel_commands)
         self.handlers = Handlers()
         self.handlers.register(cmd.StartRun, self._start)
+        self.handlers.register(cmd.TrackRun, self._track)
         simple_commands = (
             cmd.StopRun,
             cmd.ContinueRun,
@@ -87,14 +88,29 @@ class CommandProcessor:
     # ------------------------------------------------------------------ handlers
     async def _start(self, run: Run, command: cmd.StartRun, now: float) -> None:
         scenario = self.registry.get(command.scenario)
+        if command.scenario_version and command.scenario_version != scenario.version:
+            raise BadArguments(
+                f"scenario {scenario.name!r} is at version {scenario.version} now, not "
+                f"{command.scenario_version}"
+            )
         params = scenario.validate(command.args)
+        args = msgspec.to_builtins(params)
         run.handle(
             command,
             now,
             scenario_version=scenario.version,
-            args=msgspec.to_builtins(params),
+            args=args,
             items_total=scenario.count(params),
+            input_bytes=len(msgspec.json.encode(args)),
         )
+
+    async def _track(self, run: Run, command: cmd.TrackRun, now: float) -> None:
+        # A tracked run ran elsewhere: its scenario need not be registered here.
+        try:
+            version = self.registry.get(command.scenario).version
+        except BadArguments:
+            version = ""
+        run.handle(command, now, scenario_version=version)
 
     async def _simple(self, run: Run, command: cmd.Command, now: float) -> None:
         run.handle(command, now)
@@ -213,7 +229,13 @@ class CommandProcessor:
                     return run
                 run.reject(command, str(exc), now)
                 log.info("command_rejected", command=kind, reason=str(exc))
-            result = await self.store.save(run, command_id=command.command_id, ack=ack)
+            tracked = [e for e in run.new_events if isinstance(e, ev.RunTracked)]
+            result = await self.store.save(
+                run,
+                command_id=command.command_id,
+                ack=ack,
+                output=outputs.of_tracked(tracked[0]) if tracked else None,
+            )
             if result.status == "ok":
                 log.info("command_applied", command=kind, state=run.state.state)
                 if run.state.state in ACTIVE or run.state.pending:

@@ -20,6 +20,7 @@ from runstream.contracts.commands import (
     RevertRun,
     StartRun,
     StopRun,
+    TrackRun,
     command_type,
 )
 
@@ -59,6 +60,8 @@ class Pending(msgspec.Struct, kw_only=True):
     items_to: int
     effects: int
     notifications: int
+    # Result files the chunk puts (name -> bytes): the run's once the chunk is confirmed.
+    results: dict[str, int] = {}
 
 
 class RevertProgress(msgspec.Struct, kw_only=True):
@@ -95,6 +98,16 @@ class RunState(msgspec.Struct, kw_only=True):
     error: str = ""
     stop_reason: str = ""
     pinned: bool = False
+    priority: int = 5
+    source_run_id: str = ""
+    started_at: float = 0.0
+    input_bytes: int = 0
+    output_bytes: int = 0
+    # Result files kept (name -> bytes): the per-run limit counts them.
+    result_sizes: dict[str, int] = {}
+    # Recorded by TrackRun: executed elsewhere, no effects.
+    tracked: bool = False
+    tracked_duration_ms: int | None = None
 
 
 class Run:
@@ -134,6 +147,7 @@ class Run:
         scenario_version: str = "",
         args: dict[str, Any] | None = None,
         items_total: int | None = None,
+        input_bytes: int = 0,
     ) -> None:
         """Check one command against the state and record what it leads to, or raise Rejected.
 
@@ -160,8 +174,13 @@ class Run:
                         description=command.description,
                         actor=command.actor,
                         items_total=items_total,
+                        source_run_id=command.source_run_id,
+                        input_bytes=input_bytes,
                     )
                 )
+                return
+            case TrackRun():
+                self._track(command, now, scenario_version)
                 return
             case _ if not self.exists:
                 raise Rejected(f"run {s.run_id} does not exist")
@@ -186,6 +205,8 @@ class Run:
                     )
                 )
             case RevertRun():
+                if s.tracked:
+                    raise Rejected("a tracked run has no effects to revert")
                 self._check_revertable()
                 self._record(
                     ev.RevertStarted(
@@ -202,6 +223,35 @@ class Run:
                 self._record(
                     ev.RunPinned(at=now, command_id=cid, actor=command.actor, pinned=command.pinned)
                 )
+
+    def _track(self, command: TrackRun, now: float, scenario_version: str) -> None:
+        if self.exists:
+            raise Rejected(f"run {self.state.run_id} already exists")
+        if command.error and command.status != "failed":
+            raise Rejected("an error message is only allowed with status failed")
+        for what, text in (("input", command.input), ("output", command.output)):
+            try:
+                msgspec.json.decode(text)
+            except (msgspec.DecodeError, RecursionError) as exc:
+                raise Rejected(f"the {what} must be JSON: {exc}") from None
+        self._record(
+            ev.RunTracked(
+                at=now,
+                command_id=command.command_id,
+                run_id=self.state.run_id,
+                scenario=command.scenario,
+                scenario_version=scenario_version,
+                status=command.status,
+                input=command.input,
+                output=command.output,
+                duration_ms=command.duration_ms,
+                error=command.error,
+                log=command.log,
+                name=command.name,
+                description=command.description,
+                actor=command.actor,
+            )
+        )
 
     def _check_revertable(self) -> None:
         s = self.state
@@ -273,6 +323,7 @@ class Run:
         notifications: list[str],
         log: list[str],
         results: dict[str, str],
+        result_types: dict[str, str] | None = None,
     ) -> ev.ChunkPrepared:
         s = self.state
         if s.state != "running":
@@ -289,6 +340,7 @@ class Run:
             notifications=notifications,
             log=log,
             results=results,
+            result_types=result_types or {},
         )
         self._record(event)
         return event
@@ -378,18 +430,39 @@ def apply(s: RunState, event: ev.Event) -> None:
             s.actor = event.actor
             s.created_at = event.at
             s.items_total = event.items_total
+            s.priority = event.priority
+            s.source_run_id = event.source_run_id
+            s.input_bytes = event.input_bytes
+        case ev.RunTracked():
+            s.state = "succeeded" if event.status == "succeeded" else "failed"
+            s.tracked = True
+            s.scenario = event.scenario
+            s.scenario_version = event.scenario_version
+            s.name = event.name
+            s.description = event.description
+            s.actor = event.actor
+            s.created_at = s.started_at = event.at
+            s.error = event.error
+            s.tracked_duration_ms = event.duration_ms
+            s.input_bytes = len(event.input.encode())
+            s.output_bytes = len(event.output.encode())
         case ev.RunStarted():
             s.state = "running"
+            s.started_at = s.started_at or event.at
         case ev.ChunkPrepared():
             s.pending = Pending(
                 chunk=event.chunk,
                 items_to=event.items_to,
                 effects=len(event.effects),
                 notifications=len(event.notifications),
+                results={name: len(text.encode()) for name, text in event.results.items()},
             )
             s.next_chunk = event.chunk + 1
             s.next_effect = event.first_effect + len(event.effects)
         case ev.ItemsProcessed():
+            if s.pending is not None and s.pending.results:
+                s.result_sizes = {**s.result_sizes, **s.pending.results}
+                s.output_bytes = sum(s.result_sizes.values())
             s.pending = None
             s.items_processed = event.items_to
             s.applied += event.effects
@@ -401,7 +474,8 @@ def apply(s: RunState, event: ev.Event) -> None:
             s.state = "stopped"
             s.stop_reason = event.reason
         case ev.RunContinued():
-            s.state = "running"
+            # A run stopped before it ever started goes back to waiting its turn.
+            s.state = "running" if s.started_at else "queued"
             s.stop_reason = ""
         case ev.RunSucceeded():
             s.state = "succeeded"
@@ -452,6 +526,12 @@ class RunSummary(msgspec.Struct, kw_only=True):
     reason: str
     version: int
     pinned: bool = False
+    priority: int = 5
+    source_run_id: str = ""
+    input_bytes: int = 0
+    output_bytes: int = 0
+    tracked: bool = False
+    tracked_duration_ms: int | None = None
 
 
 def summarize(s: RunState) -> RunSummary:
@@ -478,4 +558,10 @@ def summarize(s: RunState) -> RunSummary:
         reason=s.stop_reason,
         version=s.version,
         pinned=s.pinned,
+        priority=s.priority,
+        source_run_id=s.source_run_id,
+        input_bytes=s.input_bytes,
+        output_bytes=s.output_bytes,
+        tracked=s.tracked,
+        tracked_duration_ms=s.tracked_duration_ms,
     )
