@@ -25,8 +25,9 @@ import redis.asyncio as aredis
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import ACTIVE, RunSummary
-from runstream.ids import new_id
+from runstream.ids import is_run_id, new_id
 from runstream.keys import Keys
+from runstream.redis_url import check_redis_url
 from runstream.settings import Settings, load_settings
 from runstream.store import outputs, replies
 from runstream.store.events import EventStore, Tombstone
@@ -53,6 +54,16 @@ class RunNotFound(LookupError):
 
 class ResultNotFound(LookupError):
     pass
+
+
+def checked_run_id(run_id: str) -> str:
+    """The id itself, or BadCommand naming it: an id with a stray newline or space must not
+    read as (or create) a second run that prints like the first."""
+    if not isinstance(run_id, str) or not is_run_id(run_id):
+        raise cmd.BadCommand(
+            f"malformed run id {run_id!r}: expected 26 characters of Crockford base32"
+        )
+    return run_id
 
 
 class WaitTimeout(TimeoutError):
@@ -84,8 +95,8 @@ class Client:
     ) -> AsyncIterator[Client]:
         settings = settings or load_settings()
         if redis_url:
-            settings = msgspec.structs.replace(settings, redis_url=redis_url)
-        redis = aredis.Redis.from_url(settings.redis_url)
+            settings = msgspec.structs.replace(settings, redis_url=check_redis_url(redis_url))
+        redis = aredis.Redis.from_url(settings.connection_url())
         try:
             yield cls(redis, settings)
         finally:
@@ -102,7 +113,7 @@ class Client:
 
     async def feed_position(self, run_id: str) -> str:
         """The newest entry of the run's shard feed: wait for events after it."""
-        feed = self.keys.feed(self.keys.shard_of(run_id))
+        feed = self.keys.feed(self.keys.shard_of(checked_run_id(run_id)))
         last = replies.entries(await self.redis.xrevrange(feed, count=1))
         return last[0][0].decode() if last else "0-0"
 
@@ -117,7 +128,7 @@ class Client:
         run_id: str | None = None,
     ) -> str:
         """Publish a StartRun; returns the new run's id."""
-        run_id = run_id or new_id()
+        run_id = checked_run_id(run_id) if run_id is not None else new_id()
         await self.send(
             cmd.StartRun(
                 run_id=run_id,
@@ -252,6 +263,7 @@ class Client:
 
     async def wait(self, run_id: str, timeout: float = 60.0, poll: float = 0.2) -> RunSummary:
         """Until the run exists and is no longer queued, running or reverting."""
+        checked_run_id(run_id)
         deadline = time.monotonic() + timeout
         state = "not yet created"
         while True:
@@ -265,6 +277,7 @@ class Client:
             await asyncio.sleep(poll)
 
     async def find(self, run_id: str) -> RunSummary | None:
+        checked_run_id(run_id)
         raw = await self.redis.hget(self.keys.index(self.keys.shard_of(run_id)), run_id)
         return _summary_decoder.decode(raw) if raw is not None else None
 

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import msgspec
-import redis
 import typer
 from rich.console import Console
 
 from runctl import errors
 from runctl.errors import CliError
+from runctl.redis_errors import cli_error
 from runstream.client import Client, ResultNotFound, RunNotFound, WaitTimeout
 from runstream.contracts import commands as cmd
 from runstream.domain.scenarios import Registry, load_registry
@@ -51,20 +51,21 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
+    except CliError:
+        raise
     except WaitTimeout as exc:  # before OSError: it is a TimeoutError, an OSError
         raise CliError(str(exc), errors.TIMEOUT) from None
     except cmd.BadCommand as exc:
         raise CliError(str(exc), errors.BAD_INPUT) from None
-    except (redis.ConnectionError, redis.TimeoutError, ConnectionRefusedError, OSError) as exc:
-        raise CliError(
-            f"cannot reach Redis at {settings.redis_url} ({exc}); start the service with "
-            "'make run' or 'runctl dev', or point REDIS_URL at a running Redis",
-            errors.UNREACHABLE,
-        ) from None
     except RunNotFound as exc:
         raise CliError(str(exc), errors.NOT_FOUND) from None
     except ResultNotFound as exc:
         raise CliError(str(exc), errors.BAD_INPUT) from None
+    except Exception as exc:
+        mapped = cli_error(exc, settings.redis_url)
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
 def _registry() -> Registry:

@@ -1,14 +1,16 @@
 """runctl: drive runstream from a shell.
 
 Connection comes from REDIS_URL (default: the embedded server ``runctl dev`` starts).
-Exit status: 0 done, 1 rejected, 2 bad input, 3 no such run, 4 Redis unreachable,
-5 --wait timed out; each failure prints one line on stderr naming what was wrong.
+Exit status: 0 done, 1 rejected, 2 bad input, 3 no such run, 4 Redis unreachable or not
+Redis, 5 timed out (the command goes on), 6 the run did not succeed (--wait), 7 Redis
+refused the command; each failure prints one line on stderr naming what was wrong.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,7 +40,7 @@ from runstream import revert
 from runstream.client import Client, Outcome
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import STATES, Rejected, Run
+from runstream.domain.run import STATES, Rejected, Run, RunSummary
 from runstream.domain.scenarios import BadArguments
 from runstream.ids import new_id
 from runstream.settings import EMBEDDED_PORT
@@ -79,6 +81,9 @@ dlq_app = _Typer(
     help="Dead-lettered commands: messages that could not be handled.", no_args_is_help=True
 )
 app.add_typer(dlq_app, name="dlq")
+
+# A Redis stream entry id: milliseconds-sequence (both at most 64-bit).
+STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -345,6 +350,7 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
             f"{e['applied']} applied, {e['compensated']} compensated, {e['skipped']} skipped, "
             f"{e['irreversible']} irreversible",
         ),
+        ("left", _effects_left(summary)),
         ("created", _when(summary.created_at)),
         ("updated", _when(summary.updated_at)),
         ("started by", summary.actor),
@@ -367,6 +373,19 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
         lines.append(("error", summary.error))
     for key, value in lines:
         out.print(f"{key:>11}  {value}")
+
+
+def _effects_left(summary: RunSummary) -> str:
+    """What of the run is still on the network, and what can be done about it."""
+    left = summary.effects_left
+    if left == 0:
+        return "0 effects on the network"
+    if summary.state == "reverted":
+        return (
+            f"{left} effects its revert skipped as conflicts "
+            "(revert again to retry them, --force to overwrite)"
+        )
+    return f"{left} effects on the network"
 
 
 @app.command()
@@ -600,7 +619,18 @@ def dlq_list(as_json: JsonOpt = False) -> None:
         out.print("no dead-lettered messages")
     for d in letters:
         payload = d.payload if len(d.payload) <= 80 else d.payload[:77] + "..."
-        out.print(f"{d.id:<20} {_when(d.at)}  {d.reason}\n{'':<20} {payload}")
+        cut = f"  [{d.size} bytes, truncated, not retryable]" if d.truncated else ""
+        out.print(f"{d.id:<20} {_when(d.at)}  {d.reason}\n{'':<20} {payload}{cut}")
+
+
+def _check_letter_id(letter_id: str) -> str:
+    if not STREAM_ID.fullmatch(letter_id):
+        raise CliError(
+            f"malformed dead-letter id {letter_id!r}: expected a stream entry id like "
+            "1700000000000-0 (see 'runctl dlq list')",
+            errors.BAD_INPUT,
+        )
+    return letter_id
 
 
 def _letter(client: Client, letter_id: str) -> Awaitable[dlq.DeadLetter | None]:
@@ -610,12 +640,16 @@ def _letter(client: Client, letter_id: str) -> Awaitable[dlq.DeadLetter | None]:
 @dlq_app.command("retry")
 def dlq_retry(letter_id: str) -> None:
     """Publish a dead-lettered message again (duplicates of applied commands change nothing)."""
+    _check_letter_id(letter_id)
 
     async def body(client: Client) -> str:
         letter = await _letter(client, letter_id)
         if letter is None:
             raise CliError(f"no dead-lettered message {letter_id}", errors.NOT_FOUND)
-        return await dlq.retry(client.redis, client.keys, letter)
+        try:
+            return await dlq.retry(client.redis, client.keys, letter)
+        except dlq.NotRetryable as exc:
+            raise CliError(str(exc), errors.REJECTED) from None
 
     out.print(f"{letter_id}: published again as {_run(body)}")
 
@@ -623,6 +657,7 @@ def dlq_retry(letter_id: str) -> None:
 @dlq_app.command("drop")
 def dlq_drop(letter_id: str) -> None:
     """Remove a dead-lettered message for good."""
+    _check_letter_id(letter_id)
 
     async def body(client: Client) -> None:
         letter = await _letter(client, letter_id)

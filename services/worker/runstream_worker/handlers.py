@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import redis
@@ -20,7 +20,7 @@ import structlog
 
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import ACTIVE, Rejected, Run
+from runstream.domain.run import Rejected, Run
 from runstream.domain.scenarios import BadArguments, Registry
 from runstream.keys import Keys
 from runstream.settings import Settings
@@ -33,6 +33,18 @@ log = structlog.get_logger("runstream.handlers")
 MAX_ATTEMPTS = 20
 
 Decide = Callable[[Run, Any, float], Awaitable[None]]
+C = TypeVar("C", bound=cmd.Command)
+
+
+def _decided_by(
+    method: Callable[[Run, C, float], None],
+) -> Callable[[Run, C, float], Awaitable[None]]:
+    """A handler that is just the aggregate's method for the command."""
+
+    async def decide(run: Run, command: C, now: float) -> None:
+        method(run, command, now)
+
+    return decide
 
 
 class Handlers:
@@ -73,16 +85,12 @@ class CommandProcessor:
         self.handlers = Handlers()
         self.handlers.register(cmd.StartRun, self._start)
         self.handlers.register(cmd.TrackRun, self._track)
-        simple_commands = (
-            cmd.StopRun,
-            cmd.ContinueRun,
-            cmd.CancelRun,
-            cmd.RevertRun,
-            cmd.DeleteRun,
-            cmd.PinRun,
-        )
-        for simple in simple_commands:
-            self.handlers.register(simple, self._simple)
+        self.handlers.register(cmd.StopRun, _decided_by(Run.stop))
+        self.handlers.register(cmd.ContinueRun, _decided_by(Run.continue_))
+        self.handlers.register(cmd.CancelRun, _decided_by(Run.cancel))
+        self.handlers.register(cmd.RevertRun, _decided_by(Run.revert))
+        self.handlers.register(cmd.DeleteRun, _decided_by(Run.delete))
+        self.handlers.register(cmd.PinRun, _decided_by(Run.pin))
         self.handlers.check_complete()
 
     # ------------------------------------------------------------------ handlers
@@ -95,7 +103,7 @@ class CommandProcessor:
             )
         params = scenario.validate(command.args)
         args = msgspec.to_builtins(params)
-        run.handle(
+        run.start(
             command,
             now,
             scenario_version=scenario.version,
@@ -110,10 +118,7 @@ class CommandProcessor:
             version = self.registry.get(command.scenario).version
         except BadArguments:
             version = ""
-        run.handle(command, now, scenario_version=version)
-
-    async def _simple(self, run: Run, command: cmd.Command, now: float) -> None:
-        run.handle(command, now)
+        run.track(command, now, scenario_version=version)
 
     # ------------------------------------------------------------------ batches
     async def handle_batch(self, shard: int, entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
@@ -187,7 +192,7 @@ class CommandProcessor:
     ) -> None:
         """Park a message that can't be handled, with why; ack it so nothing waits on it."""
         log.warning("dead_lettered", entry_id=entry_id, reason=reason)
-        await dlq.park(self.redis, self.keys, shard, entry_id, fields, reason)
+        await dlq.park(self.redis, self.keys, self.settings, shard, entry_id, fields, reason)
 
     async def _handle_run(
         self, shard: int, run_id: str, items: list[tuple[str, cmd.Command]]
@@ -220,6 +225,7 @@ class CommandProcessor:
             if run is None:
                 run = await self.store.load(command.run_id)
             now = time.time()
+            rejected: str | None = None
             try:
                 await self.handlers.for_command(command)(run, command, now)
             except (Rejected, BadArguments) as exc:
@@ -227,8 +233,8 @@ class CommandProcessor:
                 if not run.exists:
                     await self._reject_without_run(command, str(exc), now, ack)
                     return run
-                run.reject(command, str(exc), now)
-                log.info("command_rejected", command=kind, reason=str(exc))
+                rejected = str(exc)
+                run.reject(command, rejected, now)
             tracked = [e for e in run.new_events if isinstance(e, ev.RunTracked)]
             result = await self.store.save(
                 run,
@@ -237,8 +243,13 @@ class CommandProcessor:
                 output=outputs.of_tracked(tracked[0]) if tracked else None,
             )
             if result.status == "ok":
-                log.info("command_applied", command=kind, state=run.state.state)
-                if run.state.state in ACTIVE or run.state.pending:
+                # Logged once the outcome is stored, and as what it was: a rejection
+                # records an event too, but nothing was applied.
+                if rejected is not None:
+                    log.info("command_rejected", command=kind, reason=rejected)
+                else:
+                    log.info("command_applied", command=kind, state=run.state.state)
+                if run.state.needs_executor:
                     self.on_active(command.run_id)
                 return run
             if result.status == "dup":

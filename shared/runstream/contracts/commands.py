@@ -44,7 +44,7 @@ class StartRun(_Command, frozen=True, kw_only=True):
     name: ShortText = ""
     description: ShortText = ""
     # A re-run: the run whose scenario, version and arguments this one repeats.
-    source_run_id: Annotated[str, msgspec.Meta(pattern=f"^$|{RUN_ID_PATTERN}")] = ""
+    source_run_id: Annotated[str, msgspec.Meta(pattern=rf"^\Z|{RUN_ID_PATTERN}")] = ""
     # Set by a re-run: the scenario must still be at this version ("" = any).
     scenario_version: Annotated[str, msgspec.Meta(max_length=200)] = ""
 

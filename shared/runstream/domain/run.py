@@ -6,7 +6,7 @@ event through it. No I/O here: the store loads and saves, the worker drives.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -36,16 +36,8 @@ State = Literal[
     "reverted",
     "deleted",
 ]
-STATES: tuple[str, ...] = (
-    "queued",
-    "running",
-    "stopped",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "reverting",
-    "reverted",
-)
+# The states a listed run can be in (a new run has no listing, a deleted one a tombstone).
+STATES: tuple[str, ...] = tuple(s for s in get_args(State) if s not in ("new", "deleted"))
 FINISHED = frozenset({"stopped", "succeeded", "failed", "cancelled"})
 # States in which an executor has work to do.
 ACTIVE = frozenset({"queued", "running", "reverting"})
@@ -70,6 +62,8 @@ class RevertProgress(msgspec.Struct, kw_only=True):
     actor: str = ""
     cursor: str = "+"
     cursor_offset: int = 0
+    # A retry of a revert that skipped conflicts takes only the effects it skipped.
+    only: list[int] | None = None
 
 
 class RunState(msgspec.Struct, kw_only=True):
@@ -92,6 +86,8 @@ class RunState(msgspec.Struct, kw_only=True):
     irreversible: int = 0
     compensated: int = 0
     skipped: int = 0
+    # Effect numbers the current (or last) revert pass skipped as conflicts.
+    skipped_effects: list[int] = []
     pending: Pending | None = None
     voided_chunks: list[int] = []
     revert: RevertProgress | None = None
@@ -109,6 +105,18 @@ class RunState(msgspec.Struct, kw_only=True):
     tracked: bool = False
     tracked_duration_ms: int | None = None
 
+    @property
+    def needs_executor(self) -> bool:
+        """An executor has work here: the run is active, or a chunk was left pending (even
+        in a stopped or cancelled run it must be confirmed or voided)."""
+        return self.state in ACTIVE or self.pending is not None
+
+    @property
+    def effects_left(self) -> int:
+        """Revertable effects still on the network on this run's account (conflicts a
+        revert skipped included)."""
+        return max(0, self.applied - self.compensated)
+
 
 class Run:
     def __init__(self, state: RunState) -> None:
@@ -123,12 +131,6 @@ class Run:
     def exists(self) -> bool:
         return self.state.state != "new"
 
-    @property
-    def unreverted(self) -> int:
-        """Revertable effects still on the network on this run's account."""
-        s = self.state
-        return max(0, s.applied - s.compensated - s.skipped)
-
     # ------------------------------------------------------------------ recording
     def _record(self, event: ev.Event) -> None:
         apply(self.state, event)
@@ -139,9 +141,39 @@ class Run:
         return out
 
     # ------------------------------------------------------------------ commands
-    def handle(
+    # One method per command: each checks the command against the state, then records
+    # what it leads to, or raises Rejected with the reason.
+    def handle(self, command: Command, now: float) -> None:
+        """Any command but StartRun (which needs its scenario checked first, see ``start``)."""
+        match command:
+            case StartRun():
+                self.start(command, now)
+            case StopRun():
+                self.stop(command, now)
+            case ContinueRun():
+                self.continue_(command, now)
+            case CancelRun():
+                self.cancel(command, now)
+            case RevertRun():
+                self.revert(command, now)
+            case DeleteRun():
+                self.delete(command, now)
+            case PinRun():
+                self.pin(command, now)
+            case TrackRun():
+                self.track(command, now)
+
+    def _existing(self) -> RunState:
+        s = self.state
+        if s.state == "deleted":
+            raise Rejected(f"run {s.run_id} was deleted")
+        if not self.exists:
+            raise Rejected(f"run {s.run_id} does not exist")
+        return s
+
+    def start(
         self,
-        command: Command,
+        command: StartRun,
         now: float,
         *,
         scenario_version: str = "",
@@ -149,82 +181,81 @@ class Run:
         items_total: int | None = None,
         input_bytes: int = 0,
     ) -> None:
-        """Check one command against the state and record what it leads to, or raise Rejected.
-
-        StartRun's scenario and arguments are validated by the caller (it knows the
-        registry) and passed in normalised.
-        """
+        """The scenario and arguments are validated by the caller (it knows the registry)
+        and passed in normalised."""
         s = self.state
-        cid = command.command_id
         if s.state == "deleted":
             raise Rejected(f"run {s.run_id} was deleted")
-        match command:
-            case StartRun():
-                if self.exists:
-                    raise Rejected(f"run {s.run_id} already exists")
-                self._record(
-                    ev.RunQueued(
-                        at=now,
-                        command_id=cid,
-                        run_id=s.run_id,
-                        scenario=command.scenario,
-                        scenario_version=scenario_version,
-                        args=args if args is not None else dict(command.args),
-                        name=command.name,
-                        description=command.description,
-                        actor=command.actor,
-                        items_total=items_total,
-                        source_run_id=command.source_run_id,
-                        input_bytes=input_bytes,
-                    )
-                )
-                return
-            case TrackRun():
-                self._track(command, now, scenario_version)
-                return
-            case _ if not self.exists:
-                raise Rejected(f"run {s.run_id} does not exist")
-            case StopRun():
-                if s.state not in ("queued", "running"):
-                    raise Rejected(f"cannot stop a run that is {s.state}")
-                self._record(
-                    ev.RunStopped(
-                        at=now, command_id=cid, actor=command.actor, reason=command.reason
-                    )
-                )
-            case ContinueRun():
-                if s.state != "stopped":
-                    raise Rejected(f"cannot continue a run that is {s.state}; only a stopped run")
-                self._record(ev.RunContinued(at=now, command_id=cid, actor=command.actor))
-            case CancelRun():
-                if s.state not in ("queued", "running", "stopped"):
-                    raise Rejected(f"cannot cancel a run that is {s.state}")
-                self._record(
-                    ev.RunCancelled(
-                        at=now, command_id=cid, actor=command.actor, reason=command.reason
-                    )
-                )
-            case RevertRun():
-                if s.tracked:
-                    raise Rejected("a tracked run has no effects to revert")
-                self._check_revertable()
-                self._record(
-                    ev.RevertStarted(
-                        at=now, command_id=cid, actor=command.actor, force=command.force
-                    )
-                )
-            case DeleteRun():
-                self._delete(command, now)
-            case PinRun():
-                if command.pinned and s.state == "reverting" and s.revert and s.revert.then_delete:
-                    raise Rejected("run is being reverted to be deleted; it cannot be pinned")
-                if command.pinned == s.pinned:
-                    raise Rejected(f"run is already {'pinned' if s.pinned else 'unpinned'}")
-                self._record(
-                    ev.RunPinned(at=now, command_id=cid, actor=command.actor, pinned=command.pinned)
-                )
+        if self.exists:
+            raise Rejected(f"run {s.run_id} already exists")
+        self._record(
+            ev.RunQueued(
+                at=now,
+                command_id=command.command_id,
+                run_id=s.run_id,
+                scenario=command.scenario,
+                scenario_version=scenario_version,
+                args=args if args is not None else dict(command.args),
+                name=command.name,
+                description=command.description,
+                actor=command.actor,
+                items_total=items_total,
+                source_run_id=command.source_run_id,
+                input_bytes=input_bytes,
+            )
+        )
 
-    def _track(self, command: TrackRun, now: float, scenario_version: str) -> None:
+    def stop(self, command: StopRun, now: float) -> None:
+        s = self._existing()
+        if s.state not in ("queued", "running"):
+            raise Rejected(f"cannot stop a run that is {s.state}")
+        self._record(
+            ev.RunStopped(
+                at=now, command_id=command.command_id, actor=command.actor, reason=command.reason
+            )
+        )
+
+    def continue_(self, command: ContinueRun, now: float) -> None:
+        s = self._existing()
+        if s.state != "stopped":
+            raise Rejected(f"cannot continue a run that is {s.state}; only a stopped run")
+        self._record(ev.RunContinued(at=now, command_id=command.command_id, actor=command.actor))
+
+    def cancel(self, command: CancelRun, now: float) -> None:
+        s = self._existing()
+        if s.state not in ("queued", "running", "stopped"):
+            raise Rejected(f"cannot cancel a run that is {s.state}")
+        self._record(
+            ev.RunCancelled(
+                at=now, command_id=command.command_id, actor=command.actor, reason=command.reason
+            )
+        )
+
+    def revert(self, command: RevertRun, now: float) -> None:
+        if self._existing().tracked:
+            raise Rejected("a tracked run has no effects to revert")
+        self._check_revertable()
+        self._record(
+            ev.RevertStarted(
+                at=now, command_id=command.command_id, actor=command.actor, force=command.force
+            )
+        )
+
+    def pin(self, command: PinRun, now: float) -> None:
+        s = self._existing()
+        if command.pinned and s.state == "reverting" and s.revert and s.revert.then_delete:
+            raise Rejected("run is being reverted to be deleted; it cannot be pinned")
+        if command.pinned == s.pinned:
+            raise Rejected(f"run is already {'pinned' if s.pinned else 'unpinned'}")
+        self._record(
+            ev.RunPinned(
+                at=now, command_id=command.command_id, actor=command.actor, pinned=command.pinned
+            )
+        )
+
+    def track(self, command: TrackRun, now: float, *, scenario_version: str = "") -> None:
+        if self.state.state == "deleted":
+            raise Rejected(f"run {self.state.run_id} was deleted")
         if self.exists:
             raise Rejected(f"run {self.state.run_id} already exists")
         if command.error and command.status != "failed":
@@ -254,16 +285,18 @@ class Run:
         )
 
     def _check_revertable(self) -> None:
+        """A finished run, or a reverted one whose revert skipped conflicts (a retry takes
+        back what no one else holds now, or everything with force)."""
         s = self.state
-        if s.state == "reverted":
+        if s.state == "reverted" and s.effects_left == 0:
             raise Rejected("run is already reverted")
         if s.state == "reverting":
             raise Rejected("run is already being reverted")
-        if s.state not in FINISHED:
+        if s.state not in FINISHED and s.state != "reverted":
             raise Rejected(f"cannot revert a run that is {s.state}; stop or cancel it first")
 
-    def _delete(self, command: DeleteRun, now: float) -> None:
-        s = self.state
+    def delete(self, command: DeleteRun, now: float) -> None:
+        s = self._existing()
         cid = command.command_id
         if s.pinned:
             raise Rejected("run is pinned; unpin it first")
@@ -275,16 +308,21 @@ class Run:
                 if s.state != "reverting"
                 else "cannot delete a run while it is being reverted"
             )
-        if command.mode == "revert" and s.state != "reverted":
+        left = s.effects_left
+        if command.mode == "revert" and left > 0:
             self._check_revertable()
             self._record(
                 ev.RevertStarted(at=now, command_id=cid, actor=command.actor, then_delete=True)
             )
             return
-        left = self.unreverted if s.state != "reverted" else s.skipped
-        if command.mode == "plain" and s.state != "reverted" and self.unreverted > 0:
+        if command.mode == "plain" and left > 0:
+            what = (
+                "that are not reverted"
+                if s.state != "reverted"
+                else "left by conflicts its revert skipped"
+            )
             raise Rejected(
-                f"run has {self.unreverted} network effects that are not reverted; "
+                f"run has {left} network effects {what}; "
                 "use --revert to revert then delete, or --keep-effects to delete anyway"
             )
         self._record(
@@ -408,7 +446,7 @@ class Run:
         if then_delete:
             self._record(
                 ev.RunDeleted(
-                    at=now, actor=actor, effects_left=s.skipped, irreversible=s.irreversible
+                    at=now, actor=actor, effects_left=s.effects_left, irreversible=s.irreversible
                 )
             )
 
@@ -486,13 +524,18 @@ def apply(s: RunState, event: ev.Event) -> None:
             s.state = "cancelled"
             s.stop_reason = event.reason
         case ev.RevertStarted():
+            # Started again on a reverted run: a retry of the effects the last pass skipped.
+            retry = s.skipped_effects if s.state == "reverted" else None
             s.state = "reverting"
             s.revert = RevertProgress(
-                force=event.force, then_delete=event.then_delete, actor=event.actor
+                force=event.force, then_delete=event.then_delete, actor=event.actor, only=retry
             )
+            s.skipped = 0
+            s.skipped_effects = []
         case ev.EffectsCompensated():
             s.compensated += event.compensated
             s.skipped += len(event.skipped)
+            s.skipped_effects = [*s.skipped_effects, *(x.effect_no for x in event.skipped)]
             if s.revert is not None:
                 s.revert.cursor = event.cursor
                 s.revert.cursor_offset = event.cursor_offset
@@ -532,6 +575,8 @@ class RunSummary(msgspec.Struct, kw_only=True):
     output_bytes: int = 0
     tracked: bool = False
     tracked_duration_ms: int | None = None
+    # Revertable effects still on the network on this run's account (see RunState).
+    effects_left: int = 0
 
 
 def summarize(s: RunState) -> RunSummary:
@@ -564,4 +609,5 @@ def summarize(s: RunState) -> RunSummary:
         output_bytes=s.output_bytes,
         tracked=s.tracked,
         tracked_duration_ms=s.tracked_duration_ms,
+        effects_left=s.effects_left,
     )

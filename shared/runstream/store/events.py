@@ -18,7 +18,7 @@ import redis.asyncio as aredis
 
 from runstream import lua
 from runstream.contracts import events as ev
-from runstream.domain.run import ACTIVE, Run, RunState, apply, summarize
+from runstream.domain.run import Run, RunState, apply, summarize
 from runstream.keys import Keys
 from runstream.settings import Settings
 from runstream.store import outputs, replies
@@ -144,9 +144,7 @@ class EventStore:
             self.settings.lease_ms,
             run_id,
             _summary_encoder.encode(summarize(s)),
-            # A chunk left pending (its worker died) needs an executor even if the run
-            # was stopped or cancelled meanwhile: it must be confirmed or voided.
-            f"{time.time() * 1000:.0f}" if s.state in ACTIVE or s.pending else "-",
+            f"{time.time() * 1000:.0f}" if s.needs_executor else "-",
             k.group,
             ack.entry_id if ack else "",
             _state_encoder.encode(s) if due else "",

@@ -11,7 +11,7 @@ import msgspec
 import redis.asyncio as aredis
 
 from runstream import lua
-from runstream.domain.run import ACTIVE, summarize
+from runstream.domain.run import summarize
 from runstream.keys import Keys
 from runstream.store import outputs, replies
 from runstream.store.events import EventStore
@@ -32,14 +32,13 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> int:
             state = (await store.load(run_id)).state
             if state.state in ("new", "deleted"):
                 continue
-            active = state.state in ACTIVE or state.pending is not None
             await put(
                 keys=[keys.index(shard), keys.runnable(shard)],
                 args=[
                     run_id,
                     encode(summarize(state)),
                     state.version,
-                    "1" if active else "0",
+                    "1" if state.needs_executor else "0",
                     f"{state.updated_at * 1000:.0f}",
                 ],
             )
