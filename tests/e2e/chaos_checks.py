@@ -20,6 +20,7 @@ from runstream.domain.run import RunState, apply, summarize
 from runstream.domain.scenarios import Context
 from runstream.scenarios.synthetic import SCENARIO as SYNTHETIC
 from runstream.scenarios.synthetic import SyntheticParams
+from runstream.store import replies
 
 from .chaos_fleet import EXIT_SLACK_S, SHUTDOWN_GRACE_S, Fleet, text
 from .chaos_load import Ledger
@@ -135,17 +136,17 @@ async def collect(client: Client) -> Data:
     tombs: dict[str, dict[str, Any]] = {}
     audit_runs: list[str] = []
     for shard in range(keys.shards):
-        for entry_id, f in await redis.xrange(keys.feed(shard)):
+        for entry_id, f in replies.entries(await redis.xrange(keys.feed(shard))):
             feed.append(
                 FeedEvent(
                     text(entry_id), shard, f[b"r"].decode(), int(f[b"v"]), ev.decode_event(f[b"e"])
                 )
             )
-        for entry_id, f in await redis.xrange(keys.dlq(shard)):
+        for entry_id, f in replies.entries(await redis.xrange(keys.dlq(shard))):
             dlq.append((shard, text(entry_id), f))
         for run_id, raw in (await redis.hgetall(keys.tombs(shard))).items():
             tombs[text(run_id)] = json.loads(raw)
-        for _, f in await redis.xrange(keys.audit(shard)):
+        for _, f in replies.entries(await redis.xrange(keys.audit(shard))):
             audit_runs.append(f[b"run_id"].decode())
     index = {r.id: r for r in await client.list_runs()}
     histories: dict[str, list[tuple[str, ev.Event]]] = {}
@@ -164,7 +165,7 @@ async def collect(client: Client) -> Data:
     stamps = {text(k): text(v) for k, v in (await redis.hgetall(keys.net_stamps)).items()}
     outbox = [
         {"id": text(i), **{text(k): text(v) for k, v in f.items()}}
-        for i, f in await redis.xrange(keys.outbox)
+        for i, f in replies.entries(await redis.xrange(keys.outbox))
     ]
     return Data(
         feed, dlq, tombs, audit_runs, index, histories, loaded, summaries, values, stamps,

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 import redis.asyncio as aredis
@@ -26,6 +26,7 @@ from runstream.ids import new_id
 from runstream.keys import Keys
 from runstream.processes import WorkerProcess, worker_env
 from runstream.settings import Settings
+from runstream.store import replies
 
 T = TypeVar("T")
 
@@ -53,12 +54,30 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- waiting
+@overload
 async def until(
-    probe: Callable[[], Awaitable[T | None] | T | None],
+    probe: Callable[[], Awaitable[T | None]],
     what: str,
     timeout: float = 15.0,
     interval: float = 0.05,
-) -> T:
+) -> T: ...
+
+
+@overload
+async def until(
+    probe: Callable[[], T | None],
+    what: str,
+    timeout: float = 15.0,
+    interval: float = 0.05,
+) -> T: ...
+
+
+async def until(
+    probe: Callable[[], Any],
+    what: str,
+    timeout: float = 15.0,
+    interval: float = 0.05,
+) -> Any:
     """Poll ``probe`` (sync or async) until it returns something truthy; fail naming ``what``."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -66,7 +85,7 @@ async def until(
         result = probe()
         last = await result if inspect.isawaitable(result) else result
         if last:
-            return last  # type: ignore[no-any-return]
+            return last
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"
@@ -107,14 +126,16 @@ async def pending_count(
 async def feed_events(r: aredis.Redis, keys: Keys, run_id: str) -> list[tuple[int, ev.Event]]:
     """The run's events as its shard's feed carries them: (version, event)."""
     out = []
-    for _, fields in await r.xrange(keys.feed(keys.shard_of(run_id))):
+    for _, fields in replies.entries(await r.xrange(keys.feed(keys.shard_of(run_id)))):
         if fields[b"r"].decode() == run_id:
             out.append((int(fields[b"v"]), ev.decode_event(fields[b"e"])))
     return out
 
 
 async def history(r: aredis.Redis, keys: Keys, run_id: str) -> list[ev.Event]:
-    return [ev.decode_event(f[b"e"]) for _, f in await r.xrange(keys.events(run_id))]
+    return [
+        ev.decode_event(f[b"e"]) for _, f in replies.entries(await r.xrange(keys.events(run_id)))
+    ]
 
 
 def chunk_ranges(events: list[ev.Event]) -> list[tuple[int, int]]:
@@ -217,10 +238,13 @@ class CliResult:
     stderr: str
 
 
-def runctl(settings: Settings, *args: str, timeout: float = 60.0) -> CliResult:
+def runctl(
+    settings: Settings, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> CliResult:
+    """``runctl ARGS`` with the test's settings (``env``: more variables, on top)."""
     proc = subprocess.run(
         [*RUNCTL_CMD, *args],
-        env=service_env(settings),
+        env=service_env(settings, **(env or {})),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -23,6 +23,7 @@ from runstream.domain.scenarios import load_registry
 from runstream.ids import new_id
 from runstream.keys import Keys
 from runstream.settings import Settings
+from runstream.store import replies
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker.app import ensure_groups
@@ -50,7 +51,7 @@ EmbeddedFactory = Any
 
 async def _lease_owner(r: aredis.Redis, keys: Keys, run_id: str) -> str | None:
     raw = await r.get(keys.lease(run_id))
-    return raw.decode() if raw is not None else None
+    return replies.text(raw) if raw is not None else None
 
 
 async def _total_pending(r: aredis.Redis, keys: Keys, consumer: str | None = None) -> int:
@@ -77,7 +78,7 @@ def test_a_command_read_by_a_dead_consumer_is_claimed_and_applied(settings: Sett
             stream = keys.commands(0)
             await client.start("synthetic", {"items": 3}, run_id=run_id)
             # "dead-1" reads the command, then dies before acking it.
-            got = await r.xreadgroup(keys.group, "dead-1", {stream: ">"}, count=10)
+            got = replies.streams(await r.xreadgroup(keys.group, "dead-1", {stream: ">"}, count=10))
             assert len(got[0][1]) == 1
             read_at = time.monotonic()
             assert await pending_count(r, stream, keys.group, "dead-1") == 1
@@ -145,11 +146,15 @@ def test_a_run_on_a_killed_worker_continues_elsewhere_from_its_checkpoint(
                 # The network holds each item's node exactly once, each stamped by an
                 # effect the history records as applied.
                 stamps = await r.hgetall(keys.net_stamps)
-                mine = {k: v for k, v in stamps.items() if k.startswith(f"n:{run_id}:".encode())}
+                mine = {
+                    replies.text(k): replies.text(v)
+                    for k, v in stamps.items()
+                    if replies.text(k).startswith(f"n:{run_id}:")
+                }
                 assert len(mine) == items
                 confirmed = _confirmed_effect_numbers(events)
                 for stamp in mine.values():
-                    assert int(stamp.decode().rsplit("/", 1)[1]) in confirmed
+                    assert int(stamp.rsplit("/", 1)[1]) in confirmed
 
     asyncio.run(body())
 
@@ -224,16 +229,16 @@ async def _network_of(r: aredis.Redis, keys: Keys, run_id: str) -> dict[str, tup
     stamps = await r.hgetall(keys.net_stamps)
     out = {}
     for element, value in values.items():
-        name = element.decode()
+        name = replies.text(element)
         if name.startswith((f"n:{run_id}:", f"e:{run_id}:")):
-            out[name] = (value.decode(), stamps[element].decode())
+            out[name] = (replies.text(value), replies.text(stamps[element]))
     return out
 
 
 async def _outbox_of(r: aredis.Redis, keys: Keys, run_id: str) -> list[str]:
     return [
         f[b"message"].decode()
-        for _, f in await r.xrange(keys.outbox)
+        for _, f in replies.entries(await r.xrange(keys.outbox))
         if f[b"run_id"] == run_id.encode()
     ]
 
@@ -413,7 +418,8 @@ def test_undecodable_and_oversized_messages_are_dead_lettered_and_block_nothing(
         on_0, on_1 = run_id_on(keys, 0), run_id_on(keys, 1)
         oversized = json.dumps({"type": "StopRun", "run_id": on_0, "reason": "x" * 1990}).encode()
         assert len(oversized) > 2000
-        poison: list[tuple[dict[bytes, bytes], str]] = [
+        # Any: redis-py's xadd wants dict[FieldT, EncodableT], which dict[bytes, bytes] is not.
+        poison: list[tuple[dict[Any, Any], str]] = [
             ({b"c": b"\xff\xfe{not json"}, "malformed command"),
             ({b"x": b"1", b"y": b"\xff"}, "no 'c' field"),
             (
@@ -429,7 +435,7 @@ def test_undecodable_and_oversized_messages_are_dead_lettered_and_block_nothing(
             await ensure_groups(r, keys)
             sent = []
             for fields, _ in poison:
-                sent.append((await r.xadd(stream, fields)).decode())
+                sent.append(replies.text(await r.xadd(stream, fields)))
             good = cmd.StartRun(run_id=on_0, scenario="synthetic", args={"items": 2})
             await r.xadd(stream, {"c": cmd.encode_command(good)})
             async with worker_running(s):
@@ -457,7 +463,7 @@ def test_undecodable_and_oversized_messages_are_dead_lettered_and_block_nothing(
 async def _dlq_entries(
     r: aredis.Redis, keys: Keys, shard: int, n: int
 ) -> list[tuple[bytes, dict[bytes, bytes]]] | None:
-    entries = await r.xrange(keys.dlq(shard))
+    entries = replies.entries(await r.xrange(keys.dlq(shard)))
     return entries if len(entries) >= n else None
 
 
@@ -473,16 +479,8 @@ def test_a_command_that_keeps_failing_is_dead_lettered_then_retried_or_dropped(
             # The run's meta hash is a string: every append fails with WRONGTYPE.
             await r.set(keys.meta(run_id), "not a hash")
             async with worker_running(s):
-                entry_id = (
-                    await r.xadd(
-                        stream,
-                        {
-                            "c": cmd.encode_command(
-                                cmd.StartRun(run_id=run_id, scenario="synthetic", args={"items": 2})
-                            )
-                        },
-                    )
-                ).decode()
+                start = cmd.StartRun(run_id=run_id, scenario="synthetic", args={"items": 2})
+                entry_id = replies.text(await r.xadd(stream, {"c": cmd.encode_command(start)}))
                 letters = await until(
                     lambda: _dlq_entries(r, keys, 0, 1),
                     "the failing command in the DLQ",
@@ -540,11 +538,13 @@ def test_upkeep_trims_only_what_every_group_has_acknowledged(settings: Settings)
             ids = []
             for _ in range(30):
                 command = cmd.StopRun(run_id=run_id_on(keys, 0))  # rejected: no such run
-                ids.append((await r.xadd(stream, {"c": cmd.encode_command(command)})).decode())
+                ids.append(replies.text(await r.xadd(stream, {"c": cmd.encode_command(command)})))
 
             async def all_acked() -> bool:
                 group = next(g for g in await r.xinfo_groups(stream) if g["name"] == b"workers")
-                return group["last-delivered-id"].decode() == ids[-1] and group["pending"] == 0
+                return bool(
+                    replies.text(group["last-delivered-id"]) == ids[-1] and group["pending"] == 0
+                )
 
             async with worker_running(s):  # its own upkeep runs too, every second
                 await until(all_acked, "the worker to handle every command")
@@ -552,11 +552,11 @@ def test_upkeep_trims_only_what_every_group_has_acknowledged(settings: Settings)
             assert await r.xlen(stream) == 30, "trimmed past a group that read nothing"
 
             # "audit" reads 10, acknowledges 4: 6 pending, 20 undelivered.
-            got = await r.xreadgroup("audit", "a1", {stream: ">"}, count=10)
+            got = replies.streams(await r.xreadgroup("audit", "a1", {stream: ">"}, count=10))
             assert [i.decode() for i, _ in got[0][1]] == ids[:10]
             await r.xack(stream, "audit", *ids[:4])
             await upkeep(r, keys, s)
-            remaining = [i.decode() for i, _ in await r.xrange(stream)]
+            remaining = [i.decode() for i, _ in replies.entries(await r.xrange(stream))]
             assert remaining == ids[4:]
 
             # No other group: trimmed to nothing.
@@ -566,11 +566,14 @@ def test_upkeep_trims_only_what_every_group_has_acknowledged(settings: Settings)
 
             # An entry pending in "workers" (its reader died) and one not yet delivered
             # are both kept.
-            pending_id = (await r.xadd(stream, {"c": b"{}"})).decode()
+            pending_id = replies.text(await r.xadd(stream, {"c": b"{}"}))
             await r.xreadgroup(keys.group, "dead-1", {stream: ">"}, count=1)
-            undelivered_id = (await r.xadd(stream, {"c": b"{}"})).decode()
+            undelivered_id = replies.text(await r.xadd(stream, {"c": b"{}"}))
             await upkeep(r, keys, s)
-            assert [i.decode() for i, _ in await r.xrange(stream)] == [pending_id, undelivered_id]
+            assert [i.decode() for i, _ in replies.entries(await r.xrange(stream))] == [
+                pending_id,
+                undelivered_id,
+            ]
 
     asyncio.run(body())
 
@@ -701,11 +704,11 @@ def test_loading_a_long_run_starts_from_its_snapshot(settings: Settings) -> None
         assert summary.state == "succeeded"
         async with connect(s) as r:
             store = EventStore(r, keys, s)
-            everything = await r.xrange(keys.events(run_id))
+            everything = replies.entries(await r.xrange(keys.events(run_id)))
             assert len(everything) > 2 * s.snapshot_every
             snap_id = await r.hget(keys.meta(run_id), "snap_id")
-            assert snap_id is not None and await r.exists(keys.snapshot(run_id))
-            tail = await r.xrange(keys.events(run_id), b"(" + snap_id, "+")
+            assert isinstance(snap_id, bytes) and await r.exists(keys.snapshot(run_id))
+            tail = replies.entries(await r.xrange(keys.events(run_id), b"(" + snap_id, "+"))
             assert len(tail) < s.snapshot_every
 
             full = RunState(run_id=run_id)

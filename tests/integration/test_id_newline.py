@@ -11,6 +11,7 @@ import redis.asyncio as aredis
 from runstream.client import Client
 from runstream.keys import Keys
 from runstream.settings import Settings
+from runstream.store import replies
 from runstream_worker.app import ensure_groups
 
 from .support import connect, fast, run_id_on, until, worker_running
@@ -30,7 +31,7 @@ def test_ids_with_a_trailing_newline_are_dead_lettered_not_run(settings: Setting
         async with connect(s) as r, Client.connect(settings=s) as client:
             await ensure_groups(r, keys)
             await client.start("synthetic", {"items": 3}, run_id=run_id)
-            sent = [(await r.xadd(stream, {"c": payload})).decode() for payload in spoiled]
+            sent = [replies.text(await r.xadd(stream, {"c": payload})) for payload in spoiled]
             async with worker_running(s):
                 assert (await client.wait(run_id, timeout=15, poll=0.05)).state == "succeeded"
                 letters = await until(
@@ -60,5 +61,5 @@ async def _letters(
 ) -> list[tuple[bytes, dict[bytes, bytes]]] | None:
     entries = []
     for shard in range(keys.shards):
-        entries += await r.xrange(keys.dlq(shard))
+        entries += replies.entries(await r.xrange(keys.dlq(shard)))
     return entries if len(entries) >= n else None

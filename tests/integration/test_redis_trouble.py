@@ -6,7 +6,6 @@ as JSON, and a password never appears in any output."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -20,11 +19,10 @@ from runstream.settings import Settings
 
 from .redis_servers import redis_server, self_signed
 from .support import (
-    RUNCTL_CMD,
     CliResult,
     fast,
     logs_of,
-    service_env,
+    runctl,
     worker_pool,
 )
 
@@ -32,19 +30,6 @@ PASSWORD = "hunter2-Sekrit-9f3a"
 RIGHT_PASSWORD = "right-pw-7c1e"
 RUN_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 BAD_INPUT, UNREACHABLE, REDIS_REFUSED = 2, 4, 7
-
-
-def runctl(settings: Settings, *args: str, timeout: float = 60.0, **env: str) -> CliResult:
-    proc = subprocess.run(
-        [*RUNCTL_CMD, *args],
-        env=service_env(settings, **env),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
 def at(settings: Settings, url: str) -> Settings:
@@ -107,7 +92,14 @@ def test_a_wrong_password_is_never_shown_by_runctl(tmp_path: Path, settings: Set
                 assert_no_password(result.stdout, result.stderr)
         # The right password, as a password or an ACL user's, works.
         admin = redis.Redis(port=server.port, password=RIGHT_PASSWORD)
-        admin.execute_command("ACL", "SETUSER", "app", "on", f">{PASSWORD}", "~*", "&*", "+@all")
+        admin.acl_setuser(
+            "app",
+            enabled=True,
+            passwords=[f"+{PASSWORD}"],
+            keys=["*"],
+            channels=["*"],
+            commands=["+@all"],
+        )
         admin.close()
         for url in (f"redis://:{RIGHT_PASSWORD}@{base}", f"redis://app:{PASSWORD}@{base}"):
             result = runctl(at(settings, url), "list", "--json")
@@ -122,7 +114,7 @@ def test_settings_errors_never_show_the_password(settings: Settings) -> None:
         (f"http://:{PASSWORD}@127.0.0.1:6390/0", {}),
         (f"redis://:{PASSWORD}@127.0.0.1:6390/0", {"RUNSTREAM_SHARDS": "many"}),
     ):
-        result = runctl(at(settings, url), "list", **env)
+        result = runctl(at(settings, url), "list", env=env)
         line = one_line(result, BAD_INPUT)
         assert "REDIS_URL" in line or "RUNSTREAM_SHARDS" in line, result
         assert_no_password(result.stdout, result.stderr)
@@ -205,8 +197,13 @@ def test_redis_refusing_a_command_is_one_line_and_exit_7(
             assert "OOM" in line, line
 
             admin.config_set("maxmemory", 0)
-            admin.execute_command(
-                "ACL", "SETUSER", "limited", "on", f">{PASSWORD}", "~*", "&*", "+@all", "-xadd"
+            admin.acl_setuser(
+                "limited",
+                enabled=True,
+                passwords=[f"+{PASSWORD}"],
+                keys=["*"],
+                channels=["*"],
+                commands=["+@all", "-xadd"],
             )
             limited = at(s, f"redis://limited:{PASSWORD}@127.0.0.1:{server.port}/0")
             result = runctl(limited, "stop", run_id)
@@ -214,11 +211,11 @@ def test_redis_refusing_a_command_is_one_line_and_exit_7(
             assert "NOPERM" in line or "permission" in line, line
             assert_no_password(result.stdout, result.stderr)
 
-            admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # nothing there: stays read-only
+            admin.replicaof("127.0.0.1", 1)  # nothing there: stays read-only
             line = one_line(runctl(s, "cancel", run_id), REDIS_REFUSED)
             assert "READONLY" in line or "read only" in line, line
         finally:
-            admin.execute_command("REPLICAOF", "NO", "ONE")
+            admin.replicaof("NO", "ONE")
             admin.close()
 
 
@@ -243,7 +240,7 @@ def test_rediss_works_with_a_self_signed_certificate(tmp_path: Path, settings: S
             started = runctl(with_ca, "start", "synthetic", "--arg", "items=5", "--wait", "--json")
             assert started.code == 0, f"{started}\n{logs_of(pool)}"
             assert json.loads(started.stdout)["state"] == "succeeded"
-            shown = runctl(s, "list", "--json", RUNSTREAM_TLS_CA=str(certs.ca))
+            shown = runctl(s, "list", "--json", env={"RUNSTREAM_TLS_CA": str(certs.ca)})
             assert shown.code == 0, shown
             assert [r["state"] for r in json.loads(shown.stdout)] == ["succeeded"]
             # Without the CA the server's certificate is not trusted: one line, exit 4.

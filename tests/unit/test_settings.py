@@ -15,7 +15,7 @@ from runstream.settings import Settings, env_name, load_settings
 # Values the environment can carry unchanged: non-empty (an empty variable means "unset")
 # and, for module lists, names without the comma that separates them.
 _TEXT = st.text(
-    alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+    alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]),
     min_size=1,
 )
 _MODULE = st.text(alphabet=string.ascii_letters + "._:", min_size=1).filter(
