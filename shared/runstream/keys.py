@@ -103,6 +103,18 @@ class Keys:
     def lease(self, run_id: str) -> str:
         return f"{self._run(run_id)}:lease"
 
+    def logs(self, run_id: str) -> str:
+        """Stream of the run's log lines (fields t: time, l: line), bounded; a read model."""
+        return f"{self._run(run_id)}:logs"
+
+    def results(self, run_id: str) -> str:
+        """Hash name -> content of the run's result files; a read model."""
+        return f"{self._run(run_id)}:results"
+
+    def result_meta(self, run_id: str) -> str:
+        """Hash name -> JSON {size, media_type, at} of the run's result files."""
+        return f"{self._run(run_id)}:result_meta"
+
     def metas(self, shard: int) -> str:
         """SCAN pattern matching the meta key of every run of a shard."""
         return f"{self._shard(shard)}:run:*:meta"
@@ -119,6 +131,9 @@ class Keys:
             self.snapshot(run_id),
             self.seen(run_id),
             self.lease(run_id),
+            self.logs(run_id),
+            self.results(run_id),
+            self.result_meta(run_id),
         ]
 
     # --- the network -------------------------------------------------------------
