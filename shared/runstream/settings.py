@@ -43,7 +43,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dlq_maxlen: int = 10_000
     dlq_max_age_s: float = 7 * 24 * 3600
     commands_per_read: int = 100
+    # Runs one worker executes at once; past that, runs wait queued (priority, then age).
     max_parallel_runs: int = 8
+    # Log lines kept per run: the oldest are dropped (and counted) past this.
+    max_log_lines: int = 10_000
+    # Result files: one file's size, and all of a run's files together, in bytes.
+    max_result_bytes: int = 1024 * 1024
+    max_run_result_bytes: int = 16 * 1024 * 1024
     # Runs whose commands one worker handles at once (across its shards).
     max_parallel_commands: int = 32
     # Redis connections a worker may open: handlers, executor and the claim/read loops.
@@ -122,6 +128,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise ValueError(f"bad setting: {message}") from None
     if settings.shards < 1:
         raise ValueError("bad setting: RUNSTREAM_SHARDS must be at least 1")
+    for name in ("max_parallel_runs", "max_log_lines", "max_result_bytes", "max_run_result_bytes"):
+        if getattr(settings, name) < 1:
+            raise ValueError(f"bad setting: RUNSTREAM_{name.upper()} must be at least 1")
     if settings.dlq_maxlen < 1:
         raise ValueError("bad setting: RUNSTREAM_DLQ_MAXLEN must be at least 1")
     if settings.dlq_keep_bytes < 0 or settings.dlq_max_age_s < 0:

@@ -33,6 +33,7 @@ from runstream.revert import next_batch
 from runstream.settings import Settings
 from runstream.store.events import EventStore
 from runstream.store.network import Decision, NetworkStore
+from runstream.store.outputs import RunOutput
 from runstream_worker.chunk import ChunkResult
 from runstream_worker.chunk_protocol import ChunkProtocol, chunk_token
 from runstream_worker.revert_step import take_revert_step
@@ -173,10 +174,10 @@ async def save(env: Env, run: Run) -> None:
 def protocol(env: Env) -> ChunkProtocol:
     """The executor's chunk protocol over the test's store (no lease: one writer)."""
 
-    async def append(run: Run) -> bool:
-        return (await env.store.save(run)).status == "ok"
+    async def append(run: Run, output: RunOutput | None = None) -> bool:
+        return (await env.store.save(run, output=output)).status == "ok"
 
-    return ChunkProtocol(env.network, append, env.store.load)
+    return ChunkProtocol(env.network, append, env.store.load, env.store.chunks_before)
 
 
 async def execute(env: Env, chunks: list[ChunkPlan]) -> Run:

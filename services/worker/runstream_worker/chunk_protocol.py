@@ -4,7 +4,9 @@ A chunk is written in two phases (see ``runstream.store.network``): ``prepare`` 
 its effects (``ChunkPrepared``), ``write`` applies them to the network in one script and
 records ``ItemsProcessed``. A chunk left between the two (its worker died) is settled by
 ``resolve_pending``. The executor drives every chunk through this; ``append`` and ``load``
-are how it saves and reloads a run (under its lease).
+are how it saves and reloads a run (under its lease). The chunk's log lines and result
+files are shown with the append that confirms it (``ItemsProcessed``), so a voided
+chunk's never are.
 """
 
 from __future__ import annotations
@@ -12,20 +14,29 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
 from runstream.contracts import events as ev
 from runstream.domain.run import Run
+from runstream.store import outputs
 from runstream.store.network import NetworkStore
 from runstream_worker.chunk import ChunkResult
 from runstream_worker.effects import record_effects
 
 log = structlog.get_logger("runstream.chunk")
 
-# Append the run's new events: False if the run changed meanwhile (nothing was written).
-Append = Callable[[Run], Awaitable[bool]]
+
+class Append(Protocol):
+    """Append the run's new events (and make ``output`` visible with them): False if the
+    run changed meanwhile (nothing was written)."""
+
+    def __call__(self, run: Run, output: outputs.RunOutput | None = None) -> Awaitable[bool]: ...
+
+
 Load = Callable[[str], Awaitable[Run]]
+HistoryBefore = Callable[[str, str, int], Awaitable[list[tuple[str, ev.Event]]]]
 
 
 def chunk_token(run_id: str, chunk: int) -> str:
@@ -47,6 +58,8 @@ class ChunkProtocol:
     network: NetworkStore
     append: Append
     load: Load
+    # The run's events from an entry id backwards ("+": the newest): EventStore.chunks_before.
+    history_before: HistoryBefore
 
     async def record(self, run: Run, result: ChunkResult) -> tuple[Run, bool]:
         """Record one computed chunk through both phases. Returns the run to go on with,
@@ -79,11 +92,12 @@ class ChunkProtocol:
                 notifications=result.notifications,
                 log=result.log,
                 results=result.results,
+                result_types=result.result_types,
             )
 
         event = prepare_on(run)
         if not effects and not result.notifications:
-            return await self._save(finish(run, result))
+            return await self._save(finish(run, result), outputs.of_chunk(event))
         checkpoint = (s.items_processed, s.next_effect)
         while not await self.append(run):
             # The run changed meanwhile; nothing reached the network yet. If it is still
@@ -119,7 +133,7 @@ class ChunkProtocol:
         if outcome == "voided":
             return await self.load(run_id), False
         finish(run, prepared.result)
-        if not await self.append(run):
+        if not await self.append(run, outputs.of_chunk(event)):
             return await self.load(run_id), False  # the pending chunk is resolved next
         await self.network.forget_chunk(token)
         return run, False
@@ -131,20 +145,34 @@ class ChunkProtocol:
         chunk = run.state.pending.chunk
         token = chunk_token(run.state.run_id, chunk)
         outcome = await self.network.resolve_chunk(token)
+        output = None
         if outcome == "applied":
+            output = await self._output_of(run.state.run_id, chunk)
             run.confirm_chunk(time.time())
         else:
             run.void_chunk(time.time(), "its worker stopped before it reached the network")
         log.info("chunk_resolved", chunk=chunk, outcome=outcome)
-        if not await self.append(run):
+        if not await self.append(run, output):
             return await self.load(run.state.run_id)
         if outcome == "applied":
             await self.network.forget_chunk(token)  # as after a chunk confirmed in one go
         return run
 
-    async def _save(self, run: Run) -> Run:
+    async def _output_of(self, run_id: str, chunk: int) -> outputs.RunOutput | None:
+        """The log lines and result files of a prepared chunk, from the run's history."""
+        cursor = "+"
+        while True:
+            page = await self.history_before(run_id, cursor, 50)
+            for _, event in page:
+                if isinstance(event, ev.ChunkPrepared) and event.chunk == chunk:
+                    return outputs.of_chunk(event)
+            if len(page) < 50:
+                return None
+            cursor = f"({page[-1][0]}"
+
+    async def _save(self, run: Run, output: outputs.RunOutput | None = None) -> Run:
         """Append the run's new events; on a stale version, the fresh run to retry on."""
-        return run if await self.append(run) else await self.load(run.state.run_id)
+        return run if await self.append(run, output) else await self.load(run.state.run_id)
 
 
 def finish(run: Run, result: ChunkResult) -> Run:

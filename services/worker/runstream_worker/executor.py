@@ -20,9 +20,10 @@ import redis.asyncio as aredis
 import structlog
 
 from runstream.domain.run import Run
-from runstream.domain.scenarios import BadArguments, Registry
+from runstream.domain.scenarios import BadArguments, Registry, ResultLimits
 from runstream.keys import Keys
 from runstream.settings import Settings
+from runstream.store import outputs
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
@@ -84,7 +85,9 @@ class Executor:
         self.registry = registry
         self.worker = worker
         self.leases = Leases(redis_client, self.keys, worker, settings.lease_ms)
-        self.chunks = ChunkProtocol(self.network, self._append, self.store.load)
+        self.chunks = ChunkProtocol(
+            self.network, self._append, self.store.load, self.store.chunks_before
+        )
         # A step's reads; bounded, so a hung connection can't hold a run for ever.
         self._sync = redis.Redis.from_url(
             settings.connection_url(), socket_timeout=10, socket_connect_timeout=10
@@ -182,17 +185,19 @@ class Executor:
             else:
                 return
 
-    async def _append(self, run: Run) -> bool:
+    async def _append(self, run: Run, output: outputs.RunOutput | None = None) -> bool:
         """Append the run's new events under our lease: False if the run changed meanwhile
         (nothing was written); LostLease if another executor took the run."""
-        result = await self.store.save(run, lease_owner=self.worker)
+        result = await self.store.save(run, lease_owner=self.worker, output=output)
         if result.status == "lease":
             raise LostLease(run.state.run_id)
         return result.status == "ok"
 
-    async def _save(self, run: Run) -> Run:
+    async def _save(self, run: Run, output: outputs.RunOutput | None = None) -> Run:
         """Append the run's new events; on a stale version, the fresh run to retry on."""
-        return run if await self._append(run) else await self.store.load(run.state.run_id)
+        if await self._append(run, output):
+            return run
+        return await self.store.load(run.state.run_id)
 
     async def _resolve_pending(self, run: Run) -> Run:
         """A chunk recorded but not confirmed (its worker died, or we lost a race)."""
@@ -220,6 +225,11 @@ class Executor:
                 self.settings.chunk_seconds,
                 self._read_element,
                 self._shutdown.is_set,
+                ResultLimits(
+                    file_bytes=self.settings.max_result_bytes,
+                    run_bytes=self.settings.max_run_result_bytes,
+                    kept=s.result_sizes,
+                ),
             )
         return await self.chunks.record(run, result)
 

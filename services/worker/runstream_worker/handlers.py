@@ -22,9 +22,9 @@ from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import Rejected, Run
 from runstream.domain.scenarios import BadArguments, Registry
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
-from runstream.store import dlq
+from runstream.store import dlq, outputs
 from runstream.store.events import Ack, EventStore
 
 log = structlog.get_logger("runstream.handlers")
@@ -84,6 +84,7 @@ class CommandProcessor:
         self._parallel = asyncio.Semaphore(settings.max_parallel_commands)
         self.handlers = Handlers()
         self.handlers.register(cmd.StartRun, self._start)
+        self.handlers.register(cmd.TrackRun, self._track)
         self.handlers.register(cmd.StopRun, _decided_by(Run.stop))
         self.handlers.register(cmd.ContinueRun, _decided_by(Run.continue_))
         self.handlers.register(cmd.CancelRun, _decided_by(Run.cancel))
@@ -95,14 +96,29 @@ class CommandProcessor:
     # ------------------------------------------------------------------ handlers
     async def _start(self, run: Run, command: cmd.StartRun, now: float) -> None:
         scenario = self.registry.get(command.scenario)
+        if command.scenario_version and command.scenario_version != scenario.version:
+            raise BadArguments(
+                f"scenario {scenario.name!r} is at version {scenario.version} now, not "
+                f"{command.scenario_version}"
+            )
         params = scenario.validate(command.args)
+        args = msgspec.to_builtins(params)
         run.start(
             command,
             now,
             scenario_version=scenario.version,
-            args=msgspec.to_builtins(params),
+            args=args,
             items_total=scenario.count(params),
+            input_bytes=len(msgspec.json.encode(args)),
         )
+
+    async def _track(self, run: Run, command: cmd.TrackRun, now: float) -> None:
+        # A tracked run ran elsewhere: its scenario need not be registered here.
+        try:
+            version = self.registry.get(command.scenario).version
+        except BadArguments:
+            version = ""
+        run.track(command, now, scenario_version=version)
 
     # ------------------------------------------------------------------ batches
     async def handle_batch(self, shard: int, entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
@@ -153,7 +169,7 @@ class CommandProcessor:
     async def _decode(
         self, shard: int, entry_id: str, fields: dict[bytes, bytes]
     ) -> cmd.Command | None:
-        raw = fields.get(b"c")
+        raw = fields.get(Fields.COMMAND)
         try:
             if raw is None:
                 raise cmd.BadCommand("message has no 'c' field holding the command")
@@ -219,7 +235,13 @@ class CommandProcessor:
                     return run
                 rejected = str(exc)
                 run.reject(command, rejected, now)
-            result = await self.store.save(run, command_id=command.command_id, ack=ack)
+            tracked = [e for e in run.new_events if isinstance(e, ev.RunTracked)]
+            result = await self.store.save(
+                run,
+                command_id=command.command_id,
+                ack=ack,
+                output=outputs.of_tracked(tracked[0]) if tracked else None,
+            )
             if result.status == "ok":
                 # Logged once the outcome is stored, and as what it was: a rejection
                 # records an event too, but nothing was applied.

@@ -20,6 +20,7 @@ from runstream.contracts.commands import (
     RevertRun,
     StartRun,
     StopRun,
+    TrackRun,
     command_type,
 )
 
@@ -51,6 +52,8 @@ class Pending(msgspec.Struct, kw_only=True):
     items_to: int
     effects: int
     notifications: int
+    # Result files the chunk puts (name -> bytes): the run's once the chunk is confirmed.
+    results: dict[str, int] = {}
 
 
 class RevertProgress(msgspec.Struct, kw_only=True):
@@ -91,6 +94,16 @@ class RunState(msgspec.Struct, kw_only=True):
     error: str = ""
     stop_reason: str = ""
     pinned: bool = False
+    priority: int = 5
+    source_run_id: str = ""
+    started_at: float = 0.0
+    input_bytes: int = 0
+    output_bytes: int = 0
+    # Result files kept (name -> bytes): the per-run limit counts them.
+    result_sizes: dict[str, int] = {}
+    # Recorded by TrackRun: executed elsewhere, no effects.
+    tracked: bool = False
+    tracked_duration_ms: int | None = None
 
     @property
     def needs_executor(self) -> bool:
@@ -147,6 +160,8 @@ class Run:
                 self.delete(command, now)
             case PinRun():
                 self.pin(command, now)
+            case TrackRun():
+                self.track(command, now)
 
     def _existing(self) -> RunState:
         s = self.state
@@ -164,6 +179,7 @@ class Run:
         scenario_version: str = "",
         args: dict[str, Any] | None = None,
         items_total: int | None = None,
+        input_bytes: int = 0,
     ) -> None:
         """The scenario and arguments are validated by the caller (it knows the registry)
         and passed in normalised."""
@@ -184,6 +200,8 @@ class Run:
                 description=command.description,
                 actor=command.actor,
                 items_total=items_total,
+                source_run_id=command.source_run_id,
+                input_bytes=input_bytes,
             )
         )
 
@@ -214,7 +232,8 @@ class Run:
         )
 
     def revert(self, command: RevertRun, now: float) -> None:
-        self._existing()
+        if self._existing().tracked:
+            raise Rejected("a tracked run has no effects to revert")
         self._check_revertable()
         self._record(
             ev.RevertStarted(
@@ -231,6 +250,37 @@ class Run:
         self._record(
             ev.RunPinned(
                 at=now, command_id=command.command_id, actor=command.actor, pinned=command.pinned
+            )
+        )
+
+    def track(self, command: TrackRun, now: float, *, scenario_version: str = "") -> None:
+        if self.state.state == "deleted":
+            raise Rejected(f"run {self.state.run_id} was deleted")
+        if self.exists:
+            raise Rejected(f"run {self.state.run_id} already exists")
+        if command.error and command.status != "failed":
+            raise Rejected("an error message is only allowed with status failed")
+        for what, text in (("input", command.input), ("output", command.output)):
+            try:
+                msgspec.json.decode(text)
+            except (msgspec.DecodeError, RecursionError) as exc:
+                raise Rejected(f"the {what} must be JSON: {exc}") from None
+        self._record(
+            ev.RunTracked(
+                at=now,
+                command_id=command.command_id,
+                run_id=self.state.run_id,
+                scenario=command.scenario,
+                scenario_version=scenario_version,
+                status=command.status,
+                input=command.input,
+                output=command.output,
+                duration_ms=command.duration_ms,
+                error=command.error,
+                log=command.log,
+                name=command.name,
+                description=command.description,
+                actor=command.actor,
             )
         )
 
@@ -311,6 +361,7 @@ class Run:
         notifications: list[str],
         log: list[str],
         results: dict[str, str],
+        result_types: dict[str, str] | None = None,
     ) -> ev.ChunkPrepared:
         s = self.state
         if s.state != "running":
@@ -327,6 +378,7 @@ class Run:
             notifications=notifications,
             log=log,
             results=results,
+            result_types=result_types or {},
         )
         self._record(event)
         return event
@@ -416,18 +468,39 @@ def apply(s: RunState, event: ev.Event) -> None:
             s.actor = event.actor
             s.created_at = event.at
             s.items_total = event.items_total
+            s.priority = event.priority
+            s.source_run_id = event.source_run_id
+            s.input_bytes = event.input_bytes
+        case ev.RunTracked():
+            s.state = "succeeded" if event.status == "succeeded" else "failed"
+            s.tracked = True
+            s.scenario = event.scenario
+            s.scenario_version = event.scenario_version
+            s.name = event.name
+            s.description = event.description
+            s.actor = event.actor
+            s.created_at = s.started_at = event.at
+            s.error = event.error
+            s.tracked_duration_ms = event.duration_ms
+            s.input_bytes = len(event.input.encode())
+            s.output_bytes = len(event.output.encode())
         case ev.RunStarted():
             s.state = "running"
+            s.started_at = s.started_at or event.at
         case ev.ChunkPrepared():
             s.pending = Pending(
                 chunk=event.chunk,
                 items_to=event.items_to,
                 effects=len(event.effects),
                 notifications=len(event.notifications),
+                results={name: len(text.encode()) for name, text in event.results.items()},
             )
             s.next_chunk = event.chunk + 1
             s.next_effect = event.first_effect + len(event.effects)
         case ev.ItemsProcessed():
+            if s.pending is not None and s.pending.results:
+                s.result_sizes = {**s.result_sizes, **s.pending.results}
+                s.output_bytes = sum(s.result_sizes.values())
             s.pending = None
             s.items_processed = event.items_to
             s.applied += event.effects
@@ -439,7 +512,8 @@ def apply(s: RunState, event: ev.Event) -> None:
             s.state = "stopped"
             s.stop_reason = event.reason
         case ev.RunContinued():
-            s.state = "running"
+            # A run stopped before it ever started goes back to waiting its turn.
+            s.state = "running" if s.started_at else "queued"
             s.stop_reason = ""
         case ev.RunSucceeded():
             s.state = "succeeded"
@@ -495,6 +569,12 @@ class RunSummary(msgspec.Struct, kw_only=True):
     reason: str
     version: int
     pinned: bool = False
+    priority: int = 5
+    source_run_id: str = ""
+    input_bytes: int = 0
+    output_bytes: int = 0
+    tracked: bool = False
+    tracked_duration_ms: int | None = None
     # Revertable effects still on the network on this run's account (see RunState).
     effects_left: int = 0
 
@@ -523,5 +603,11 @@ def summarize(s: RunState) -> RunSummary:
         reason=s.stop_reason,
         version=s.version,
         pinned=s.pinned,
+        priority=s.priority,
+        source_run_id=s.source_run_id,
+        input_bytes=s.input_bytes,
+        output_bytes=s.output_bytes,
+        tracked=s.tracked,
+        tracked_duration_ms=s.tracked_duration_ms,
         effects_left=s.effects_left,
     )

@@ -1,4 +1,5 @@
-"""The run index (the read model ``list``/``show`` use), rebuilt from the runs' events.
+"""The run index (the read model ``list``/``show`` use), rebuilt from the runs' events;
+with each run's log and result files (``runstream.store.outputs``).
 
 Every append writes its run's summary in the same script, so the index is always current;
 this rebuilds it from scratch (after a bug, a manual edit, a restore) with the same result.
@@ -12,7 +13,7 @@ import redis.asyncio as aredis
 from runstream import lua
 from runstream.domain.run import summarize
 from runstream.keys import Keys
-from runstream.store import replies
+from runstream.store import outputs, replies
 from runstream.store.events import EventStore
 
 
@@ -41,5 +42,7 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> int:
                     f"{state.updated_at * 1000:.0f}",
                 ],
             )
+            history = [event for _, event in await store.history(run_id)]
+            await outputs.rebuild(redis, keys, run_id, history, store.settings.max_log_lines)
             rebuilt += 1
     return rebuilt
