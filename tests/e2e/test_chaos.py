@@ -21,33 +21,33 @@ import pytest
 
 from runstream.client import Client
 from runstream.embedded import EmbeddedRedis
+from runstream.processes import worker_env
 
-from .chaos_pause import Pauser
-from .chaos_support import EXIT_SLACK_S as EXIT_SLACK
-from .chaos_support import (
-    SHUTDOWN_GRACE_S,
-    WORKERS,
-    Chaos,
-    ChaosConfig,
+from .chaos_checks import (
     Findings,
-    Fleet,
-    Ledger,
-    Load,
-    Publisher,
-    Timeline,
-    chaos_redis,
     check_commands,
     check_dead_letters,
     check_runs,
     check_workers,
-    client_settings,
     collect,
     dump_data,
-    keep_evidence,
     quiet_status,
     stuck_evidence,
-    worker_env,
 )
+from .chaos_fleet import EXIT_SLACK_S as EXIT_SLACK
+from .chaos_fleet import (
+    SHUTDOWN_GRACE_S,
+    WORKERS,
+    Chaos,
+    ChaosConfig,
+    Fleet,
+    Timeline,
+    chaos_redis,
+    chaos_settings,
+    keep_evidence,
+)
+from .chaos_load import Ledger, Load, Publisher
+from .chaos_pause import Pauser
 
 CONFIG = ChaosConfig.from_env()
 LOG_EVENTS = (
@@ -76,7 +76,7 @@ def test_commands_survive_killed_workers_and_redis_crashes(
     server = embedded_redis(appendfsync="always")
     prefix = "chaos" + uuid.uuid4().hex[:8]
     timeline = Timeline()
-    fleet = Fleet(worker_env(server.url, prefix), tmp_path, timeline)
+    fleet = Fleet(worker_env(chaos_settings(server.url, prefix)), tmp_path, timeline)
     ledger = Ledger()
     figures: dict[str, object] = {"seed": CONFIG.seed, "chaos seconds": CONFIG.seconds}
     started = time.monotonic()
@@ -121,7 +121,7 @@ async def _scenario(
     figures: dict[str, object],
 ) -> tuple[Findings, dict[str, tuple[int | None, float]]]:
     redis = chaos_redis(server.url)
-    client = Client(redis, client_settings(server.url, prefix))
+    client = Client(redis, chaos_settings(server.url, prefix))
     try:
         publisher = Publisher(redis, client.keys, ledger, timeline)
         load = Load(CONFIG, random.Random(CONFIG.seed), publisher, ledger, client.keys)

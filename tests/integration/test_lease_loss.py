@@ -136,7 +136,7 @@ async def _prepared_chunk(
     now = time.time()
     run = Run.blank(run_id)
     start = cmd.StartRun(run_id=run_id, scenario="synthetic", args=args)
-    run.handle(
+    run.start(
         start,
         now,
         scenario_version=scenario.version,

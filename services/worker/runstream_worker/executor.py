@@ -20,17 +20,17 @@ import redis
 import redis.asyncio as aredis
 import structlog
 
-from runstream.contracts import events as ev
-from runstream.domain.run import Rejected, Run
-from runstream.domain.scenarios import BadArguments, Registry
+from runstream.domain.run import Run
+from runstream.domain.scenarios import BadArguments, Registry, ResultLimits
 from runstream.keys import Keys
-from runstream.revert import CONFLICT, next_batch
 from runstream.settings import Settings
+from runstream.store import outputs
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
-from runstream_worker.effects import record_effects
+from runstream_worker.chunk_protocol import ChunkProtocol
 from runstream_worker.lease import Leases, LostLease
+from runstream_worker.revert_step import take_revert_step
 
 log = structlog.get_logger("runstream.executor")
 T = TypeVar("T")
@@ -87,9 +87,16 @@ class Executor:
         self.registry = registry
         self.worker = worker
         self.leases = Leases(redis_client, self.keys, worker, settings.lease_ms)
+        self.chunks = ChunkProtocol(
+            self.network,
+            self._append,
+            self.store.load,
+            self.store.chunks_before,
+            renew_lease=self.leases.renew,
+        )
         # A step's reads; bounded, so a hung connection can't hold a run for ever.
         self._sync = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=10, socket_connect_timeout=10
+            settings.connection_url(), socket_timeout=10, socket_connect_timeout=10
         )
         self._active: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.max_parallel_runs)
@@ -113,9 +120,9 @@ class Executor:
             await asyncio.wait({self._scanner}, timeout=CANCEL_WAIT_S)
         active = dict(self._active)
         if active:
-            _done, pending = await asyncio.wait(
-                active.values(), timeout=min(SHUTDOWN_WAIT_S, grace)
-            )
+            # Within the grace, with time left to cancel the rest and release their leases.
+            wait_s = max(0.1, min(SHUTDOWN_WAIT_S, grace - CANCEL_WAIT_S - 0.3))
+            _done, pending = await asyncio.wait(active.values(), timeout=wait_s)
             for task in pending:
                 task.cancel()
             if pending:
@@ -200,41 +207,23 @@ class Executor:
             else:
                 return
 
-    async def _append(self, run: Run) -> bool:
+    async def _append(self, run: Run, output: outputs.RunOutput | None = None) -> bool:
         """Append the run's new events under our lease: False if the run changed meanwhile
         (nothing was written); LostLease if another executor took the run."""
-        result = await self.store.save(run, lease_owner=self.worker)
+        result = await self.store.save(run, lease_owner=self.worker, output=output)
         if result.status == "lease":
             raise LostLease(run.state.run_id)
         return result.status == "ok"
 
-    async def _save(self, run: Run) -> Run:
+    async def _save(self, run: Run, output: outputs.RunOutput | None = None) -> Run:
         """Append the run's new events; on a stale version, the fresh run to retry on."""
-        return run if await self._append(run) else await self.store.load(run.state.run_id)
+        if await self._append(run, output):
+            return run
+        return await self.store.load(run.state.run_id)
 
     async def _resolve_pending(self, run: Run) -> Run:
         """A chunk recorded but not confirmed (its worker died, or we lost a race)."""
-        assert run.state.pending is not None
-        run_id = run.state.run_id
-        chunk = run.state.pending.chunk
-        token = f"{run_id}:{chunk}"
-        # Resolving marks an unapplied chunk void for good: only the lease holder may. A
-        # worker resumed after a pause may hold a stale view in which the chunk is still
-        # pending, though the new holder has confirmed it (and forgotten its marker).
-        if not await self.leases.renew(run_id):
-            raise LostLease(run_id)
-        outcome = await self.network.resolve_chunk(token)
-        if outcome == "applied":
-            run.confirm_chunk(time.time())
-        else:
-            run.void_chunk(time.time(), "its worker stopped before it reached the network")
-        if not await self._append(run):
-            return await self.store.load(run_id)
-        # Logged once recorded: an outcome that did not make it into the history is none.
-        log.info("chunk_resolved", chunk=chunk, outcome=outcome)
-        if outcome == "applied":
-            await self.network.forget_chunk(token)  # as after a chunk confirmed in one go
-        return run
+        return await self.chunks.resolve_pending(run)
 
     async def _process_chunk(self, run: Run) -> tuple[Run, bool]:
         s = run.state
@@ -257,73 +246,13 @@ class Executor:
             self.settings.chunk_seconds,
             self._read_element,
             self._shutdown.is_set,
+            ResultLimits(
+                file_bytes=self.settings.max_result_bytes,
+                run_bytes=self.settings.max_run_result_bytes,
+                kept=s.result_sizes,
+            ),
         )
-        now = time.time()
-        if result.items_to == result.items_from and not result.error:
-            if result.exhausted:
-                run.succeed(now)
-            return await self._save(run), False
-        effects = await record_effects(
-            self.network, s.run_id, s.next_effect, result.changes, result.reads
-        )
-
-        def prepare(on: Run) -> ev.ChunkPrepared:
-            return on.prepare_chunk(
-                time.time(),
-                items_to=result.items_to,
-                effects=effects,
-                notifications=result.notifications,
-                log=result.log,
-                results=result.results,
-            )
-
-        prepared = prepare(run)
-        if not effects and not result.notifications:
-            return await self._save(self._finish_chunk(run, result)), False
-        checkpoint = (s.items_processed, s.next_effect)
-        while not await self._append(run):
-            # The run changed meanwhile; nothing reached the network yet. If it is still
-            # running from the same checkpoint (a rejected command, a pin), the computed
-            # chunk still holds: record it on the fresh version instead of redoing it, so
-            # frequent commands can't starve the run.
-            run = await self.store.load(s.run_id)
-            fresh = run.state
-            if (
-                fresh.state != "running"
-                or fresh.pending is not None
-                or (fresh.items_processed, fresh.next_effect) != checkpoint
-            ):
-                return run, False
-            prepared = prepare(run)
-        token = f"{s.run_id}:{prepared.chunk}"
-        outcome, element = await self.network.apply_chunk(
-            token, s.run_id, prepared.first_effect, effects, result.notifications
-        )
-        if outcome == "conflict":
-            # The element changed between our read and our write: void and redo the chunk.
-            log.info("chunk_conflict", chunk=prepared.chunk, element=element)
-            await self.network.resolve_chunk(token)
-            run.void_chunk(time.time(), f"{element} changed while the chunk was being applied")
-            return await self._save(run), True
-        if outcome == "voided":
-            # Only a later lease holder resolves (voids) our pending chunk: the run is
-            # no longer ours.
-            raise LostLease(s.run_id)
-        run = self._finish_chunk(run, result)
-        if not await self._append(run):
-            return await self.store.load(s.run_id), False  # the pending chunk is resolved next
-        await self.network.forget_chunk(token)
-        return run, False
-
-    @staticmethod
-    def _finish_chunk(run: Run, result: ChunkResult) -> Run:
-        now = time.time()
-        run.confirm_chunk(now)
-        if result.error:
-            run.fail(now, result.error)
-        elif result.exhausted:
-            run.succeed(now)
-        return run
+        return await self.chunks.record(run, result)
 
     def _read_element(self, element: str) -> tuple[str, str]:
         """A step's read of one element (value and stamp), from the chunk's thread."""
@@ -337,32 +266,16 @@ class Executor:
         return (value.decode() if value else "", stamp.decode() if stamp else "")
 
     async def _revert_step(self, run: Run) -> Run:
-        s = run.state
-        assert s.revert is not None
-        batch = await next_batch(
-            self.store, s, s.revert.cursor, s.revert.cursor_offset, self.settings.revert_batch
+        step = await take_revert_step(
+            self.store, self.network, run, self.settings.revert_batch, time.time()
         )
-        now = time.time()
-        if not batch.items:
-            run.finish_revert(now)
+        if step is None:
+            return await self.store.load(run.state.run_id)
+        if not step.mark:
+            s = run.state
             log.info("run_reverted", compensated=s.compensated, skipped=s.skipped)
-            return await self._save(run)
-        # Named by where the step starts: a step redone (its append lost a race, or its
-        # worker died) gets the outcome of the first attempt, not a second compensation.
-        step = f"{s.run_id}:{s.revert.cursor}:{s.revert.cursor_offset}:{len(batch.items)}"
-        codes = await self.network.compensate(batch.items, s.revert.force, step)
-        skipped = [
-            ev.SkippedEffect(c.effect_no, c.element, CONFLICT)
-            for c, code in zip(batch.items, codes, strict=True)
-            if code == "x"
-        ]
-        try:
-            run.record_compensation(
-                now, len(batch.items) - len(skipped), skipped, batch.cursor, batch.cursor_offset
-            )
-        except Rejected:
-            return await self.store.load(s.run_id)
         if not await self._append(run):
-            return await self.store.load(s.run_id)  # the step is redone: its mark answers
-        await self.network.forget_revert_step(step)
+            return await self.store.load(run.state.run_id)  # the step is redone: its mark answers
+        if step.mark:
+            await self.network.forget_revert_step(step.mark)
         return run

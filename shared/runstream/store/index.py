@@ -1,4 +1,5 @@
-"""The run index (the read model ``list``/``show`` use), rebuilt from the runs' events.
+"""The run index (the read model ``list``/``show`` use), rebuilt from the runs' events;
+with each run's log and result files (``runstream.store.outputs``).
 
 Every append writes its run's summary in the same script, so the index is always current;
 this rebuilds it from scratch (after a bug, a manual edit, a restore) with the same result.
@@ -10,9 +11,9 @@ import msgspec
 import redis.asyncio as aredis
 
 from runstream import lua
-from runstream.domain.run import ACTIVE, summarize
+from runstream.domain.run import summarize
 from runstream.keys import Keys
-from runstream.store import replies
+from runstream.store import outputs, replies
 from runstream.store.events import EventStore
 
 
@@ -31,16 +32,17 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> int:
             state = (await store.load(run_id)).state
             if state.state in ("new", "deleted"):
                 continue
-            active = state.state in ACTIVE or state.pending is not None
             await put(
                 keys=[keys.index(shard), keys.runnable(shard)],
                 args=[
                     run_id,
                     encode(summarize(state)),
                     state.version,
-                    "1" if active else "0",
+                    "1" if state.needs_executor else "0",
                     f"{state.updated_at * 1000:.0f}",
                 ],
             )
+            history = [event for _, event in await store.history(run_id)]
+            await outputs.rebuild(redis, keys, run_id, history, store.settings.max_log_lines)
             rebuilt += 1
     return rebuilt
