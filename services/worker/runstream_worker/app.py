@@ -222,12 +222,13 @@ class Worker:
         """Stop reading; let handlers in flight finish (graceful_timeout) and the executor
         finish or checkpoint its chunks and hand back its leases; then close."""
         log.info("worker_stopping", worker=self.name)
-        grace = self.settings.shutdown_grace_s
-        # Both at once, so the whole shutdown fits in one grace period; waited for with a
-        # bound, never awaited outright: a task that swallowed its cancellation (redis-py
-        # can, on Python 3.11) must not keep the process from exiting.
-        stopping = asyncio.gather(self.broker.stop(), self.executor.stop(grace))
-        _done, late = await asyncio.wait({stopping}, timeout=max(0.5, grace - 0.2))
+        # Both at once, so the whole shutdown fits in one grace period (with time left to
+        # close and exit); waited for with a bound, never awaited outright: a task that
+        # swallowed its cancellation (redis-py can, on Python 3.11) must not keep the
+        # process from exiting.
+        budget = max(0.5, self.settings.shutdown_grace_s - 0.5)
+        stopping = asyncio.gather(self.broker.stop(), self.executor.stop(budget))
+        _done, late = await asyncio.wait({stopping}, timeout=budget)
         if late:
             stopping.add_done_callback(lambda f: f.cancelled() or f.exception())
             log.warning("shutdown_incomplete", worker=self.name)
