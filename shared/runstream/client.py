@@ -17,14 +17,14 @@ import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aredis
 
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import ACTIVE, RunSummary
+from runstream.domain.run import ACTIVE, WAITING_BAND, RunSummary
 from runstream.ids import is_run_id, new_id
 from runstream.keys import Keys
 from runstream.redis_url import check_redis_url
@@ -126,8 +126,11 @@ class Client:
         description: str = "",
         actor: str = "client",
         run_id: str | None = None,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
     ) -> str:
-        """Publish a StartRun; returns the new run's id."""
+        """Publish a StartRun; returns the new run's id. ``priority`` 1 (highest) to 9
+        orders the runs waiting for a slot; ``no_queue``: start at once or be rejected."""
         run_id = checked_run_id(run_id) if run_id is not None else new_id()
         await self.send(
             cmd.StartRun(
@@ -137,6 +140,8 @@ class Client:
                 args=args or {},
                 name=name,
                 description=description,
+                priority=priority,
+                no_queue=no_queue,
             )
         )
         return run_id
@@ -149,6 +154,8 @@ class Client:
         actor: str = "client",
         name: str | None = None,
         description: str | None = None,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
     ) -> cmd.StartRun:
         """A StartRun repeating an earlier run: its scenario, version (the worker rejects it
         if the scenario changed version since) and arguments, with ``overrides`` on top."""
@@ -165,6 +172,8 @@ class Client:
             args={**source.args, **(overrides or {})},
             name=source.name if name is None else name,
             description=source.description if description is None else description,
+            priority=priority,
+            no_queue=no_queue,
             source_run_id=source_run_id,
         )
 
@@ -305,6 +314,20 @@ class Client:
             if (state is None or r.state == state) and (scenario is None or r.scenario == scenario)
         ]
         return sorted(runs, key=lambda r: (r.created_at, r.id))
+
+    async def queue(self) -> list[RunSummary]:
+        """The runs waiting for a slot, in the order they will start: by priority (1
+        first), then oldest first."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(self.keys.shards):
+                pipe.zrangebyscore(self.keys.runnable(shard), WAITING_BAND, "+inf")
+            pages = cast(list[list[bytes]], await pipe.execute())
+        waiting = []
+        for raw in (raw for page in pages for raw in page):
+            summary = await self.find(raw.decode())
+            if summary is not None and summary.state == "queued" and not summary.started_at:
+                waiting.append(summary)
+        return sorted(waiting, key=lambda r: (r.priority, r.created_at, r.id))
 
     async def history(self, run_id: str) -> list[tuple[str, ev.Event]]:
         await self.get(run_id)
