@@ -1,10 +1,10 @@
 """A small client for other services and for runctl: publish commands, wait, read runs.
 
-Usage::
+Usage (inside a coroutine)::
 
     from runstream.client import Client
     async with Client.connect("redis://127.0.0.1:6390/0") as client:
-        run_id = await client.start("synthetic", {"items": 10})
+        run_id = await client.start("synthetic", {"items": 10})  # accepted, or StartRejected
         outcome = await client.wait(run_id)   # until it succeeds, fails, stops...
 """
 
@@ -26,7 +26,7 @@ from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import ACTIVE, WAITING_BAND, RunSummary
 from runstream.ids import is_run_id, new_id
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.redis_url import check_redis_url
 from runstream.settings import Settings, load_settings
 from runstream.store import outputs, replies
@@ -70,6 +70,15 @@ class WaitTimeout(TimeoutError):
     pass
 
 
+class StartRejected(Exception):
+    """A worker refused to start the run; the message is its reason."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.run_id = run_id
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a command ended: ``rejected`` with a reason, or the event it led to."""
@@ -108,7 +117,7 @@ class Client:
         service would refuse as malformed raises BadCommand and is not sent."""
         data = cmd.checked_bytes(command, self.settings.max_command_bytes)
         shard = self.keys.shard_of(command.run_id)
-        entry = await self.redis.xadd(self.keys.commands(shard), {"c": data})
+        entry = await self.redis.xadd(self.keys.commands(shard), {Fields.COMMAND: data})
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     async def feed_position(self, run_id: str) -> str:
@@ -126,25 +135,64 @@ class Client:
         description: str = "",
         actor: str = "client",
         run_id: str | None = None,
+        timeout: float = 15.0,
         priority: int = cmd.DEFAULT_PRIORITY,
         no_queue: bool = False,
     ) -> str:
-        """Publish a StartRun; returns the new run's id. ``priority`` 1 (highest) to 9
-        orders the runs waiting for a slot; ``no_queue``: start at once or be rejected."""
-        run_id = checked_run_id(run_id) if run_id is not None else new_id()
-        await self.send(
-            cmd.StartRun(
-                run_id=run_id,
-                actor=actor,
-                scenario=scenario,
-                args=args or {},
-                name=name,
-                description=description,
-                priority=priority,
-                no_queue=no_queue,
-            )
+        """Start a run and return its id once a worker accepted it; StartRejected (with
+        the reason: unknown scenario, bad arguments...) if it was refused; WaitTimeout if
+        no worker answered within ``timeout`` seconds (the command stays published).
+        ``priority`` 1 (highest) to 9 orders the runs waiting for a slot; ``no_queue``:
+        start at once or be rejected."""
+        command = self._start_command(
+            scenario, args, name, description, actor, run_id, priority, no_queue
         )
-        return run_id
+        outcome = await self.execute(command, wait=False, timeout=timeout)
+        if outcome.rejected:
+            raise StartRejected(command.run_id, outcome.reason)
+        return command.run_id
+
+    async def start_nowait(
+        self,
+        scenario: str,
+        args: dict[str, Any] | None = None,
+        *,
+        name: str = "",
+        description: str = "",
+        actor: str = "client",
+        run_id: str | None = None,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
+    ) -> str:
+        """Publish a start and return the run's id at once (fire and forget): whether it
+        was accepted shows on the feed, or as the run appearing (``find``, ``wait``)."""
+        command = self._start_command(
+            scenario, args, name, description, actor, run_id, priority, no_queue
+        )
+        await self.send(command)
+        return command.run_id
+
+    @staticmethod
+    def _start_command(
+        scenario: str,
+        args: dict[str, Any] | None,
+        name: str,
+        description: str,
+        actor: str,
+        run_id: str | None,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
+    ) -> cmd.StartRun:
+        return cmd.StartRun(
+            run_id=checked_run_id(run_id) if run_id is not None else new_id(),
+            actor=actor,
+            scenario=scenario,
+            args=args or {},
+            name=name,
+            description=description,
+            priority=priority,
+            no_queue=no_queue,
+        )
 
     async def rerun_command(
         self,
@@ -178,11 +226,19 @@ class Client:
         )
 
     async def rerun(
-        self, source_run_id: str, overrides: dict[str, Any] | None = None, *, actor: str = "client"
+        self,
+        source_run_id: str,
+        overrides: dict[str, Any] | None = None,
+        *,
+        actor: str = "client",
+        timeout: float = 15.0,
     ) -> str:
-        """Start a run like an earlier one (see ``rerun_command``); returns its id."""
+        """Start a run like an earlier one (see ``rerun_command``); returns its id once a
+        worker accepted it (StartRejected with the reason if it was refused)."""
         command = await self.rerun_command(source_run_id, overrides, actor=actor)
-        await self.send(command)
+        outcome = await self.execute(command, wait=False, timeout=timeout)
+        if outcome.rejected:
+            raise StartRejected(command.run_id, outcome.reason)
         return command.run_id
 
     async def track(
@@ -258,9 +314,9 @@ class Client:
             for _, entries in reply:
                 for entry_id, fields in entries:
                     since = entry_id.decode()
-                    if fields[b"r"].decode() != run_id:
+                    if fields[Fields.RUN].decode() != run_id:
                         continue
-                    event = ev.decode_event(fields[b"e"])
+                    event = ev.decode_event(fields[Fields.EVENT])
                     if event.command_id == command_id:
                         if isinstance(event, ev.CommandRejected):
                             return Outcome(run_id, command_id, True, event.reason, event)
@@ -337,7 +393,7 @@ class Client:
         out: list[Tombstone] = []
         for shard in range(self.keys.shards):
             for _, fields in replies.entries(await self.redis.xrange(self.keys.audit(shard))):
-                out.append(msgspec.json.decode(fields[b"tombstone"], type=Tombstone))
+                out.append(msgspec.json.decode(fields[Fields.TOMBSTONE], type=Tombstone))
         return sorted(out, key=lambda t: t.deleted_at)
 
     # ------------------------------------------------------------------ logs and results

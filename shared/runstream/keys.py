@@ -12,6 +12,34 @@ from __future__ import annotations
 import zlib
 
 
+class Fields:
+    """The field names of runstream's stream entries and hashes, next to the keys they live
+    in, as redis-py returns them (bytes; writing with them works the same). The Lua scripts
+    in ``runstream/lua`` write the same names; keep them in step."""
+
+    # Keys.commands: one command, as JSON (runstream.contracts.commands).
+    COMMAND = b"c"
+    # Keys.events and Keys.feed: one event, as JSON (runstream.contracts.events).
+    EVENT = b"e"
+    # Keys.feed: the run the event belongs to, and the run's version after it.
+    RUN = b"r"
+    VERSION = b"v"
+    # Keys.meta (a hash): the run's version (VERSION), and the events-stream id the
+    # snapshot covers.
+    SNAPSHOT_ID = b"snap_id"
+    # Keys.dlq: a dead letter. The command's payload (a prefix of it) is under COMMAND.
+    SOURCE_ID = b"source_id"
+    REASON = b"reason"
+    AT = b"at"
+    SIZE = b"size"
+    SHA256 = b"sha256"
+    TRUNCATED = b"truncated"
+    # Keys.audit: a deleted run's id and tombstone JSON; Keys.outbox: a notification.
+    RUN_ID = b"run_id"
+    TOMBSTONE = b"tombstone"
+    MESSAGE = b"message"
+
+
 class Keys:
     def __init__(self, prefix: str, shards: int) -> None:
         self.prefix = prefix

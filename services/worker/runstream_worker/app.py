@@ -222,9 +222,20 @@ class Worker:
         """Stop reading; let handlers in flight finish (graceful_timeout) and the executor
         finish or checkpoint its chunks and hand back its leases; then close."""
         log.info("worker_stopping", worker=self.name)
-        # Both at once, so the whole shutdown fits in one grace period.
-        await asyncio.gather(self.broker.stop(), self.executor.stop(self.settings.shutdown_grace_s))
+        grace = self.settings.shutdown_grace_s
+        # Both at once, so the whole shutdown fits in one grace period; waited for with a
+        # bound, never awaited outright: a task that swallowed its cancellation (redis-py
+        # can, on Python 3.11) must not keep the process from exiting.
+        stopping = asyncio.gather(self.broker.stop(), self.executor.stop(grace))
+        _done, late = await asyncio.wait({stopping}, timeout=max(0.5, grace - 0.2))
+        if late:
+            stopping.add_done_callback(lambda f: f.cancelled() or f.exception())
+            log.warning("shutdown_incomplete", worker=self.name)
+        closing = asyncio.ensure_future(self._close())
+        await asyncio.wait({closing}, timeout=0.3)
+        log.info("worker_stopped", worker=self.name)
+
+    async def _close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self.client.delete(self.keys.worker_alive(self.name))
         await self.client.aclose()
-        log.info("worker_stopped", worker=self.name)

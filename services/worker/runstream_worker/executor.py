@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
 from runstream_worker.chunk_protocol import ChunkProtocol
-from runstream_worker.lease import Leases
+from runstream_worker.lease import Leases, LostLease
 from runstream_worker.revert_step import take_revert_step
 
 log = structlog.get_logger("runstream.executor")
@@ -36,10 +37,11 @@ T = TypeVar("T")
 
 # A chunk whose network elements keep changing under it between read and write.
 MAX_CHUNK_CONFLICTS = 5
-
-
-class LostLease(Exception):
-    pass
+# At shutdown, how long the runs in hand get to record their chunk before they are
+# cancelled: a chunk stops at the next item once shutdown starts, so this is plenty.
+SHUTDOWN_WAIT_S = 1.0
+# How long cancelled runs get to end after that (they may not: see lease.py).
+CANCEL_WAIT_S = 0.5
 
 
 def in_daemon_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
@@ -86,7 +88,11 @@ class Executor:
         self.worker = worker
         self.leases = Leases(redis_client, self.keys, worker, settings.lease_ms)
         self.chunks = ChunkProtocol(
-            self.network, self._append, self.store.load, self.store.chunks_before
+            self.network,
+            self._append,
+            self.store.load,
+            self.store.chunks_before,
+            renew_lease=self.leases.renew,
         )
         # A step's reads; bounded, so a hung connection can't hold a run for ever.
         self._sync = redis.Redis.from_url(
@@ -111,32 +117,46 @@ class Executor:
         self._scanner = asyncio.create_task(self._scan_forever())
 
     async def stop(self, grace: float) -> None:
-        """Take no new runs; let the chunks in hand finish and give their leases back."""
+        """Take no new runs; let the chunks in hand finish (about a second at most) and give
+        their leases back. Never waits on a task for longer than that: one that does not
+        end when cancelled is left behind, and its lease released here instead."""
         self._stopping = True
         self._shutdown.set()
         if self._scanner:
             self._scanner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scanner
-        tasks = list(self._active.values())
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            await asyncio.wait({self._scanner}, timeout=CANCEL_WAIT_S)
+        active = dict(self._active)
+        if active:
+            # Within the grace, with time left to cancel the rest and release their leases.
+            wait_s = max(0.1, min(SHUTDOWN_WAIT_S, grace - CANCEL_WAIT_S - 0.3))
+            _done, pending = await asyncio.wait(active.values(), timeout=wait_s)
             for task in pending:
                 task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if pending:
+                await asyncio.wait(pending, timeout=CANCEL_WAIT_S)
+            for run_id, task in active.items():
+                if not task.done():
+                    log.warning("run_left_behind", run_id=run_id)
+                    with contextlib.suppress(redis.RedisError, OSError):
+                        await self.leases.release(run_id)
         self._sync.close()
 
     @property
     def free_slots(self) -> int:
-        return self.settings.max_parallel_runs - len(self._active)
+        return self.settings.max_parallel_runs - sum(
+            1 for task in self._active.values() if not task.done()
+        )
+
+    def _driving(self, run_id: str) -> bool:
+        current = self._active.get(run_id)
+        return current is not None and not current.done()
 
     def wake(self, run_id: str, *, at_once: bool = False) -> None:
         """A run has work (queued, continued, reverting): drive it here now if a slot is
         free and no run waits before it; else the scanner starts runs in their order.
-        ``at_once`` (a --no-queue start): drive it now, slot or not."""
-        if self._stopping or run_id in self._active:
+        ``at_once`` (a --no-queue start): drive it now, slot or not. A run whose task here
+        has ended (or was left behind after losing the lease) is driven again."""
+        if self._stopping or self._driving(run_id):
             return
         if at_once or (self.free_slots > 0 and not self._backlog):
             self._spawn(run_id, leased=False)
@@ -146,9 +166,10 @@ class Executor:
     def _spawn(self, run_id: str, *, leased: bool) -> None:
         task = asyncio.create_task(self._drive(run_id, leased))
         self._active[run_id] = task
-        task.add_done_callback(lambda done: self._release_slot(run_id, done))
+        task.add_done_callback(functools.partial(self._forget, run_id))
 
-    def _release_slot(self, run_id: str, task: asyncio.Task[None]) -> None:
+    def _forget(self, run_id: str, task: asyncio.Task[None]) -> None:
+        # Only its own entry: a later task for the run may have replaced it.
         if self._active.get(run_id) is task:
             del self._active[run_id]
 
@@ -185,7 +206,7 @@ class Executor:
         """Start the runs of ``line`` no one drives, in order, while slots are free; True if
         some had to be left waiting."""
         for _score, run_id in line:
-            if self._stopping or run_id in self._active or run_id in self._elsewhere:
+            if self._stopping or self._driving(run_id) or run_id in self._elsewhere:
                 continue
             if self.free_slots <= 0:
                 return True
@@ -206,7 +227,8 @@ class Executor:
             return
         structlog.contextvars.bind_contextvars(run_id=run_id)
         try:
-            await self._drive_held(run_id)
+            # Renewed in the background; lost, the drive is cancelled and the slot freed.
+            await self.leases.hold_while(run_id, self._drive_held(run_id))
         except LostLease:
             log.warning("lease_lost")
         except (redis.RedisError, OSError, NetworkUnavailable) as exc:
@@ -219,7 +241,7 @@ class Executor:
             structlog.contextvars.unbind_contextvars("run_id")
             task = asyncio.current_task()
             if task is not None:
-                self._release_slot(run_id, task)
+                self._forget(run_id, task)
             self._poke.set()  # a slot is free: the next run in line may start
 
     async def _drive_held(self, run_id: str) -> None:
@@ -269,23 +291,22 @@ class Executor:
             run.fail(now, str(exc))
             return await self._save(run), False
         run.begin(now, self.worker)
-        async with self.leases.kept(s.run_id):
-            result: ChunkResult = await in_daemon_thread(
-                run_chunk,
-                scenario,
-                params,
-                s.run_id,
-                s.items_processed,
-                self.settings.chunk_items,
-                self.settings.chunk_seconds,
-                self._read_element,
-                self._shutdown.is_set,
-                ResultLimits(
-                    file_bytes=self.settings.max_result_bytes,
-                    run_bytes=self.settings.max_run_result_bytes,
-                    kept=s.result_sizes,
-                ),
-            )
+        result: ChunkResult = await in_daemon_thread(
+            run_chunk,
+            scenario,
+            params,
+            s.run_id,
+            s.items_processed,
+            self.settings.chunk_items,
+            self.settings.chunk_seconds,
+            self._read_element,
+            self._shutdown.is_set,
+            ResultLimits(
+                file_bytes=self.settings.max_result_bytes,
+                run_bytes=self.settings.max_run_result_bytes,
+                kept=s.result_sizes,
+            ),
+        )
         return await self.chunks.record(run, result)
 
     def _read_element(self, element: str) -> tuple[str, str]:

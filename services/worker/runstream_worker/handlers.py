@@ -22,7 +22,7 @@ from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import Rejected, Run
 from runstream.domain.scenarios import BadArguments, Registry
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
 from runstream.store import dlq, outputs
 from runstream.store.events import Ack, EventStore
@@ -183,7 +183,7 @@ class CommandProcessor:
     async def _decode(
         self, shard: int, entry_id: str, fields: dict[bytes, bytes]
     ) -> cmd.Command | None:
-        raw = fields.get(b"c")
+        raw = fields.get(Fields.COMMAND)
         try:
             if raw is None:
                 raise cmd.BadCommand("message has no 'c' field holding the command")

@@ -6,6 +6,7 @@
 -- the oldest dropped and counted) and result files. A deleted run is not acked here: the caller reports the rejection and
 -- acks in one step.
 -- Returns {status, version}: ok | dup | stale | lease | deleted.
+-- Field names as in runstream.keys.Fields: events 'e'; feed 'r', 'v', 'e'; meta 'v', 'snap_id'.
 local events, meta, seen, feed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local index, runnable, lease, commands = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local tombs, snapshot_key = KEYS[9], KEYS[10]

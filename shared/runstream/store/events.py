@@ -18,7 +18,7 @@ import redis.asyncio as aredis
 from runstream import lua
 from runstream.contracts import events as ev
 from runstream.domain.run import Run, RunState, apply, summarize
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
 from runstream.store import outputs, replies
 
@@ -95,7 +95,7 @@ class EventStore:
         run = Run(_state_decoder.decode(snapshot) if snapshot else RunState(run_id=run_id))
         while True:
             for _entry_id, fields in entries:
-                apply(run.state, ev.decode_event(_field(fields, b"e")))
+                apply(run.state, ev.decode_event(_field(fields, Fields.EVENT)))
             if len(entries) < LOAD_PAGE:
                 return run
             # A long tail (no snapshot yet written): page through the rest.
@@ -104,7 +104,7 @@ class EventStore:
 
     async def history(self, run_id: str) -> list[tuple[str, ev.Event]]:
         entries = replies.entries(await self.redis.xrange(self.keys.events(run_id)))
-        return [(i.decode(), ev.decode_event(f[b"e"])) for i, f in entries]
+        return [(i.decode(), ev.decode_event(f[Fields.EVENT])) for i, f in entries]
 
     async def chunks_before(
         self, run_id: str, cursor: str, count: int
@@ -113,7 +113,7 @@ class EventStore:
         entries = replies.entries(
             await self.redis.xrevrange(self.keys.events(run_id), cursor, "-", count=count)
         )
-        return [(i.decode(), ev.decode_event(f[b"e"])) for i, f in entries]
+        return [(i.decode(), ev.decode_event(f[Fields.EVENT])) for i, f in entries]
 
     # ------------------------------------------------------------------ writing
     async def save(
