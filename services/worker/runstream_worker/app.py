@@ -96,7 +96,7 @@ class Worker:
             settings.connection_url(), max_connections=settings.max_connections
         )
         self.executor = Executor(self.client, settings, self.registry, self.name)
-        self.processor = CommandProcessor(self.client, settings, self.registry, self.executor.wake)
+        self.processor = CommandProcessor(self.client, settings, self.registry, self.executor)
         # Per-message logs at DEBUG: faststream's default INFO line per message costs throughput.
         self.broker = RedisBroker(
             settings.connection_url(),

@@ -98,8 +98,15 @@ class Executor:
         self._sync = redis.Redis.from_url(
             settings.connection_url(), socket_timeout=10, socket_connect_timeout=10
         )
+        # Runs driven here, one slot each (at most max_parallel_runs, but for --no-queue).
         self._active: dict[str, asyncio.Task[None]] = {}
-        self._slots = asyncio.Semaphore(settings.max_parallel_runs)
+        # The last scan left runs waiting for a slot: a woken run queues behind them.
+        self._backlog = False
+        # Set when a slot frees or a run must wait: the scanner looks again at once.
+        self._poke = asyncio.Event()
+        self._scan_interval = min(1.0, settings.lease_ms / 4000)
+        # Runs another worker held the lease of at the last try: run id -> when to retry.
+        self._elsewhere: dict[str, float] = {}
         self._stopping = False
         # Seen by chunks in their threads: stop at the next item boundary.
         self._shutdown = threading.Event()
@@ -134,14 +141,30 @@ class Executor:
                         await self.leases.release(run_id)
         self._sync.close()
 
-    def wake(self, run_id: str) -> None:
-        """A run has work (queued, continued, reverting): drive it here if we can. A run
-        whose task here has ended (or was left behind after losing the lease: it is no
-        longer listed) is driven again."""
+    @property
+    def free_slots(self) -> int:
+        return self.settings.max_parallel_runs - sum(
+            1 for task in self._active.values() if not task.done()
+        )
+
+    def _driving(self, run_id: str) -> bool:
         current = self._active.get(run_id)
-        if self._stopping or (current is not None and not current.done()):
+        return current is not None and not current.done()
+
+    def wake(self, run_id: str, *, at_once: bool = False) -> None:
+        """A run has work (queued, continued, reverting): drive it here now if a slot is
+        free and no run waits before it; else the scanner starts runs in their order.
+        ``at_once`` (a --no-queue start): drive it now, slot or not. A run whose task here
+        has ended (or was left behind after losing the lease) is driven again."""
+        if self._stopping or self._driving(run_id):
             return
-        task = asyncio.create_task(self._drive(run_id))
+        if at_once or (self.free_slots > 0 and not self._backlog):
+            self._spawn(run_id, leased=False)
+        else:
+            self._poke.set()
+
+    def _spawn(self, run_id: str, *, leased: bool) -> None:
+        task = asyncio.create_task(self._drive(run_id, leased))
         self._active[run_id] = task
         task.add_done_callback(functools.partial(self._forget, run_id))
 
@@ -151,43 +174,75 @@ class Executor:
             del self._active[run_id]
 
     async def _scan_forever(self) -> None:
-        """Pick up runs that no one drives: a dead worker's, or ones woken elsewhere."""
+        """Start runs no one drives, in their order (see RunState.runnable_score): a dead
+        worker's first, then waiting runs by priority and age, while slots are free."""
         while not self._stopping:
             try:
-                for shard in range(self.keys.shards):
-                    # Members only (no scores), as bytes: the client doesn't decode replies.
-                    members = cast(
-                        list[bytes], await self.redis.zrange(self.keys.runnable(shard), 0, 999)
-                    )
-                    for raw in members:
-                        self.wake(raw.decode())
+                await self._scan()
             except (redis.RedisError, OSError) as exc:
                 log.warning("scan_failed", error=str(exc))
-            await asyncio.sleep(min(1.0, self.settings.lease_ms / 4000))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), timeout=self._scan_interval)
+            self._poke.clear()
+
+    async def _scan(self) -> None:
+        """Read the head of each shard's line (more of it while every run read is driven
+        somewhere) and start runs from it in order while slots are free."""
+        now = time.monotonic()
+        self._elsewhere = {r: t for r, t in self._elsewhere.items() if t > now}
+        size = max(64, 4 * self.settings.max_parallel_runs)
+        while not self._stopping:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for shard in range(self.keys.shards):
+                    pipe.zrange(self.keys.runnable(shard), 0, size - 1, withscores=True)
+                pages = cast(list[list[tuple[bytes, float]]], await pipe.execute())
+            line = sorted((score, raw.decode()) for page in pages for raw, score in page)
+            self._backlog = await self._start_in_order(line)
+            if self._backlog or all(len(page) < size for page in pages):
+                return
+            size *= 4
+
+    async def _start_in_order(self, line: list[tuple[float, str]]) -> bool:
+        """Start the runs of ``line`` no one drives, in order, while slots are free; True if
+        some had to be left waiting."""
+        for _score, run_id in line:
+            if self._stopping or self._driving(run_id) or run_id in self._elsewhere:
+                continue
+            if self.free_slots <= 0:
+                return True
+            if await self.leases.acquire(run_id):
+                self._spawn(run_id, leased=True)
+            else:
+                # Driven by another worker: not asked again until the next periodic scan.
+                self._elsewhere[run_id] = time.monotonic() + self._scan_interval
+        return False
 
     # ------------------------------------------------------------------ one run
-    async def _drive(self, run_id: str) -> None:
-        async with self._slots:
-            try:
-                if self._stopping or not await self.leases.acquire(run_id):
-                    return
-            except (redis.RedisError, OSError) as exc:
-                log.warning("lease_unavailable", run_id=run_id, error=str(exc))
+    async def _drive(self, run_id: str, leased: bool) -> None:
+        try:
+            if not leased and (self._stopping or not await self.leases.acquire(run_id)):
                 return
-            structlog.contextvars.bind_contextvars(run_id=run_id)
-            try:
-                # Renewed in the background; lost, the drive is cancelled and the slot freed.
-                await self.leases.hold_while(run_id, self._drive_held(run_id))
-            except LostLease:
-                log.warning("lease_lost")
-            except (redis.RedisError, OSError, NetworkUnavailable) as exc:
-                log.warning("drive_interrupted", error=str(exc))
-            except Exception:
-                log.exception("drive_crashed")
-            finally:
-                with contextlib.suppress(redis.RedisError, OSError):
-                    await self.leases.release(run_id)
-                structlog.contextvars.unbind_contextvars("run_id")
+        except (redis.RedisError, OSError) as exc:
+            log.warning("lease_unavailable", run_id=run_id, error=str(exc))
+            return
+        structlog.contextvars.bind_contextvars(run_id=run_id)
+        try:
+            # Renewed in the background; lost, the drive is cancelled and the slot freed.
+            await self.leases.hold_while(run_id, self._drive_held(run_id))
+        except LostLease:
+            log.warning("lease_lost")
+        except (redis.RedisError, OSError, NetworkUnavailable) as exc:
+            log.warning("drive_interrupted", error=str(exc))
+        except Exception:
+            log.exception("drive_crashed")
+        finally:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self.leases.release(run_id)
+            structlog.contextvars.unbind_contextvars("run_id")
+            task = asyncio.current_task()
+            if task is not None:
+                self._forget(run_id, task)
+            self._poke.set()  # a slot is free: the next run in line may start
 
     async def _drive_held(self, run_id: str) -> None:
         run = await self.store.load(run_id)
