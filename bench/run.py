@@ -11,6 +11,7 @@ Starts its own throwaway Redis (EmbeddedRedis on a free port, in a temp dir) and
   latency     StopRun/ContinueRun at a steady open-loop rate against parked slow runs
   effects/s   a 10,000-item synthetic run (RunStarted..RunSucceeded), then its revert
   memory      bytes per recorded effect of that run
+  log lines/s a synthetic run logging 20 lines per item (RunStarted..RunSucceeded)
 
 Each figure is compared with a raw-Redis ceiling (plain redis-py doing the same kind of
 round trips with no logic) measured right next to it, and the whole lot is printed as a
@@ -32,7 +33,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,13 +46,17 @@ from typing import Any
 import msgspec
 import redis.asyncio as aredis
 
+from runstream import processes
 from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.embedded import EmbeddedRedis
 from runstream.ids import new_id
-from runstream.keys import Keys
-from runstream.settings import load_settings
+from runstream.keys import Fields, Keys
+from runstream.processes import WorkerProcess, worker_env
+from runstream.redis_url import scrub
+from runstream.settings import Settings, load_settings
+from runstream.store import replies
 
 WORKER_STOP_TIMEOUT_S = 20.0
 WAIT_TIMEOUT_S = 120.0
@@ -70,6 +74,7 @@ class Sizes:
     latency_seconds: float
     latency_runs: int  # parked slow runs the Stop/Continue commands go to
     effect_items: int  # items of the big synthetic run (x3 effects with 2 edges each)
+    log_items: int  # items of the logging run (20 log lines each)
     ceiling_ops: int  # round trips per raw-Redis ceiling
 
 
@@ -79,6 +84,7 @@ FULL = Sizes(
     latency_seconds=10,
     latency_runs=4,
     effect_items=10_000,
+    log_items=10_000,
     ceiling_ops=3000,
 )
 QUICK = Sizes(
@@ -87,6 +93,7 @@ QUICK = Sizes(
     latency_seconds=3,
     latency_runs=4,
     effect_items=10_000,
+    log_items=2_500,
     ceiling_ops=1000,
 )
 
@@ -129,6 +136,7 @@ class Results:
 
     def say(self, line: str) -> None:
         """An informational line: printed as it comes and kept for the JSON."""
+        line = scrub(line)  # bench output is pasted into notes: never a URL's password
         print(f"  {line}", flush=True)
         self.info.append(line)
 
@@ -160,29 +168,13 @@ def sigterm_as_exit() -> Iterator[None]:
 class Worker:
     """One ``python -m runstream_worker`` subprocess, JSON logs to a file."""
 
-    def __init__(self, redis_url: str, prefix: str, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path) -> None:
         self.log_path = log_path
-        self.env = {
-            **os.environ,
-            "REDIS_URL": redis_url,
-            "RUNSTREAM_PREFIX": prefix,
-            "RUNSTREAM_LOG_FORMAT": "json",
-            # Parked slow runs (latency phase) would otherwise hold shutdown for 10 s.
-            "RUNSTREAM_SHUTDOWN_GRACE_S": "2",
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = worker_env(settings)
+        self.process: WorkerProcess | None = None
 
     def __enter__(self) -> Worker:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runstream_worker"],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # Our Ctrl-C must not reach it directly: we stop it ourselves, before Redis.
-                start_new_session=True,
-            )
+        self.process = WorkerProcess("bench", self.env, self.log_path)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -190,26 +182,25 @@ class Worker:
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        assert self.process is not None
+        return self.process.pid
 
     def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
+        if self.process is not None and not self.process.alive():
             raise BenchError(
-                f"the worker exited with code {self.proc.returncode}:\n{self.log_tail()}"
+                f"the worker exited with code {self.process.returncode}:\n{self.log_tail()}"
             )
 
     def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        process, self.process = self.process, None
+        if process is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(WORKER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            print("  worker did not stop on SIGTERM in time: killed", flush=True)
-            proc.kill()
-            proc.wait()
+        processes.stop_all(
+            [process],
+            WORKER_STOP_TIMEOUT_S,
+            on_kill=lambda _: print("  worker did not stop on SIGTERM in time: killed", flush=True),
+        )
+        process.close()
 
     def cpu_seconds(self) -> float:
         """User+system CPU time of the worker so far (Linux /proc; NaN elsewhere)."""
@@ -260,7 +251,7 @@ class FeedWatcher:
         positions: dict[str, str] = {}
         for shard in range(self.keys.shards):
             feed = self.keys.feed(shard)
-            last = await self.redis.xrevrange(feed, count=1)
+            last = replies.entries(await self.redis.xrevrange(feed, count=1))
             positions[feed] = last[0][0].decode() if last else "0-0"
         self._task = asyncio.create_task(self._follow(positions))
 
@@ -279,11 +270,11 @@ class FeedWatcher:
             # A short block: returns as soon as an entry arrives, and lets stop() be quick.
             reply = await self.redis.xread(positions, count=1000, block=200)  # type: ignore[arg-type]
             now = time.perf_counter()
-            for stream, entries in reply:
+            for stream, entries in replies.streams(reply):
                 for entry_id, fields in entries:
                     positions[stream.decode()] = entry_id.decode()
-                    event = ev.decode_event(fields[b"e"])
-                    self._note(fields[b"r"].decode(), event, now, entry_ms(entry_id))
+                    event = ev.decode_event(fields[Fields.EVENT])
+                    self._note(fields[Fields.RUN].decode(), event, now, entry_ms(entry_id))
 
     def _note(self, run_id: str, event: ev.Event, now: float, at_ms: int) -> None:
         keys = [f"{run_id}:{ev.event_type(event)}"]
@@ -384,7 +375,7 @@ class Bench:
         payload = cmd.encode_command(cmd.DeleteRun(run_id=new_id(), actor="bench"))
         t0 = time.perf_counter()
         for _ in range(n):
-            await self.redis.xadd(scratch, {"c": payload})
+            await self.redis.xadd(scratch, {Fields.COMMAND: payload})
         rate = n / (time.perf_counter() - t0)
         await self.redis.delete(scratch)
         self.results.ceilings["xadd_per_s"] = rate
@@ -395,12 +386,12 @@ class Bench:
         """Latency of an XADD followed by an XREAD of what it added (p50, p99 in ms)."""
         scratch = f"{self.keys.prefix}:bench:scratch"
         payload = cmd.encode_command(cmd.StopRun(run_id=new_id(), actor="bench"))
-        last = await self.redis.xadd(scratch, {"c": payload})
+        last = await self.redis.xadd(scratch, {Fields.COMMAND: payload})
         samples: list[float] = []
         for _ in range(self.sizes.ceiling_ops):
             t = time.perf_counter()
-            await self.redis.xadd(scratch, {"c": payload})
-            reply = await self.redis.xread({scratch: last}, count=1)
+            await self.redis.xadd(scratch, {Fields.COMMAND: payload})
+            reply = replies.streams(await self.redis.xread({scratch: last}, count=1))
             samples.append((time.perf_counter() - t) * 1000)
             last = reply[0][1][-1][0]
         await self.redis.delete(scratch)
@@ -641,7 +632,7 @@ class Bench:
     async def memory(self, run_id: str, effects: int, used_delta: int) -> None:
         key = self.keys.events(run_id)
         stream_bytes = await self.redis.memory_usage(key, samples=0) or 0
-        raw = sum(len(f[b"e"]) for _, f in await self.redis.xrange(key))
+        raw = sum(len(f[Fields.EVENT]) for _, f in replies.entries(await self.redis.xrange(key)))
         self.results.say(
             f"memory: events stream {stream_bytes:,} B ({stream_bytes / effects:.0f} B/effect; "
             f"its JSON payload alone {raw / effects:.0f} B/effect); used_memory grew "
@@ -691,6 +682,59 @@ class Bench:
                 note="ceiling: as for effects applied/s",
             )
         )
+
+    async def log_lines(self) -> None:
+        """Log lines appended per second by one worker: a run whose items each log 20
+        lines (one node each, no edges), RunStarted..RunSucceeded."""
+        per_item = 20
+        run_id = new_id()
+        async with self.cpu_report("logs"):
+            await self.client.send(
+                cmd.StartRun(
+                    run_id=run_id,
+                    actor="bench",
+                    scenario="synthetic",
+                    args={"items": self.sizes.log_items, "edges_per_item": 0, "log_lines": 20},
+                )
+            )
+            await self.wait_terminal(run_id, {"RunSucceeded", "RunFailed"})
+        summary = await self.client.get(run_id)
+        if summary.state != "succeeded":
+            raise BenchError(f"the logging run ended {summary.state}: {summary.error}")
+        history = await self.client.history(run_id)
+        seconds = at_of(history, "RunSucceeded") - at_of(history, "RunStarted")
+        lines = self.sizes.log_items * per_item
+        dropped, kept = await self.client.logs(run_id)
+        if dropped + len(kept) != lines:
+            raise BenchError(f"{lines} lines logged, but {dropped} dropped + {len(kept)} kept")
+        ceiling = await self.xadd_lines_ceiling(lines)
+        self.results.say(
+            f"{lines} log lines ({len(kept)} kept, {dropped} dropped) in {seconds:.2f}s "
+            "RunStarted..RunSucceeded"
+        )
+        self.results.add(
+            Figure(
+                "log lines appended/s",
+                lines / seconds,
+                "lines/s",
+                target=50_000,
+                ceiling=ceiling,
+                note="ceiling: raw pipelined XADDs of the same lines, 10,000 per pipeline",
+            )
+        )
+
+    async def xadd_lines_ceiling(self, lines: int) -> float:
+        scratch = f"{self.keys.prefix}:bench:loglines"
+        t0 = time.perf_counter()
+        for start in range(0, lines, 10_000):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for n in range(start, min(lines, start + 10_000)):
+                    pipe.xadd(scratch, {"t": "1.0", "l": f"item {n // 20} line {n % 20}"})
+                await pipe.execute()
+        rate = lines / (time.perf_counter() - t0)
+        await self.redis.delete(scratch)
+        self.results.say(f"raw: pipelined XADD {rate:,.0f} lines/s")
+        return rate
 
 
 def entry_ms(entry_id: bytes | str) -> int:
@@ -770,9 +814,8 @@ def summarize_worker_log(path: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- main
-async def run_bench(url: str, prefix: str, worker: Worker, sizes: Sizes, results: Results) -> None:
-    # The worker inherits RUNSTREAM_* from our environment: read the same settings.
-    settings = msgspec.structs.replace(load_settings(), redis_url=url, prefix=prefix)
+async def run_bench(settings: Settings, worker: Worker, sizes: Sizes, results: Results) -> None:
+    url = settings.redis_url
     async with Client.connect(url, settings) as client:
         # Its own connection pool: the feed reader never waits behind the senders.
         watcher = FeedWatcher(aredis.Redis.from_url(url), client.keys, worker)
@@ -784,6 +827,7 @@ async def run_bench(url: str, prefix: str, worker: Worker, sizes: Sizes, results
             await bench.commands_per_second(finished)
             await bench.command_latency()
             await bench.effects()
+            await bench.log_lines()
         finally:
             await watcher.stop()
             await watcher.redis.aclose()
@@ -824,11 +868,20 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print(f"  {machine_load()}", flush=True)
-        with server, Worker(server.url, prefix, Path(tmp) / "worker.log") as worker:
+        # The worker and we read RUNSTREAM_* from our environment: the same settings.
+        settings = msgspec.structs.replace(
+            load_settings(),
+            redis_url=server.url,
+            prefix=prefix,
+            log_format="json",
+            # Parked slow runs (latency phase) would otherwise hold shutdown for 10 s.
+            shutdown_grace_s=2.0,
+        )
+        with server, Worker(settings, Path(tmp) / "worker.log") as worker:
             try:
-                asyncio.run(run_bench(server.url, prefix, worker, sizes, results))
+                asyncio.run(run_bench(settings, worker, sizes, results))
             except BenchError as exc:
-                failure = str(exc)  # still print what was measured until then
+                failure = scrub(str(exc))  # still print what was measured until then
             finally:
                 worker.stop()
                 for line in summarize_worker_log(worker.log_path):

@@ -14,23 +14,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import redis
 
+from runstream import processes
 from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.embedded import EmbeddedRedis
-from runstream.settings import Settings
+from runstream.processes import WorkerProcess, worker_env
+from runstream.settings import Settings, load_settings
 
 
 def rss_kib(pid: int) -> int:
@@ -47,46 +46,35 @@ class Workers:
     def __init__(self, env: dict[str, str], logs: Path) -> None:
         self.env = env
         self.logs = logs
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[WorkerProcess] = []
         self.started = 0
 
     def start(self) -> None:
         self.started += 1
-        env = dict(self.env, RUNSTREAM_WORKER_NAME=f"soak-{self.started}")
-        log = open(self.logs / f"worker-{self.started}.log", "wb")  # noqa: SIM115
-        self.procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "runstream_worker"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        log.close()
+        name = f"soak-{self.started}"
+        self.procs.append(WorkerProcess(name, self.env, self.logs / f"worker-{name}.log"))
 
     def kill_one(self) -> None:
         victim = self.procs.pop(random.randrange(len(self.procs)))
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
+        victim.close()
         self.start()
 
-    def stop(self) -> list[int]:
+    def stop(self) -> list[int | None]:
         procs, self.procs = self.procs, []
+        exits = processes.stop_all(procs, grace=30)
         for p in procs:
-            p.send_signal(signal.SIGTERM)
-        return [p.wait(timeout=30) for p in procs]
+            p.close()
+        return [code for code, _ in exits.values()]
 
 
 async def soak(args: argparse.Namespace, redis_url: str, logs: Path) -> int:
     prefix = f"soak{uuid.uuid4().hex[:6]}"
-    settings = Settings(redis_url=redis_url, prefix=prefix)
-    env = dict(
-        os.environ,
-        REDIS_URL=redis_url,
-        RUNSTREAM_PREFIX=prefix,
-        RUNSTREAM_LOG_FORMAT="json",
-        RUNSTREAM_UPKEEP_INTERVAL_S="5",
-        RUNSTREAM_STALE_CONSUMER_MS="120000",
+    # The workers and we read RUNSTREAM_* from our environment: the same settings.
+    settings = msgspec.structs.replace(load_settings(), redis_url=redis_url, prefix=prefix)
+    env = worker_env(
+        msgspec.structs.replace(
+            settings, log_format="json", upkeep_interval_s=5.0, stale_consumer_ms=120_000
+        )
     )
     workers = Workers(env, logs)
     try:
@@ -106,7 +94,7 @@ class Tally:
 async def _tick(client: Client, args: argparse.Namespace, tally: Tally) -> None:
     """One second of load: start runs, delete (with revert) the ones that finished."""
     for _ in range(args.rate):
-        tally.held.add(await client.start("synthetic", {"items": 200, "edges_per_item": 2}))
+        tally.held.add(await client.start_nowait("synthetic", {"items": 200, "edges_per_item": 2}))
         tally.started += 1
     for run in await client.list_runs():
         if run.state in ("succeeded", "failed", "cancelled", "stopped"):

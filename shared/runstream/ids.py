@@ -1,4 +1,9 @@
-"""Run ids: 26-character, time-ordered, Crockford base32 (ULID layout)."""
+"""Run ids: 26-character, time-ordered, Crockford base32 (ULID layout).
+
+Patterns end in ``\\Z``, not ``$``: Python's ``$`` also matches before a final newline, so
+``"<valid id>\\n"`` would pass as a second, different id that prints like the first.
+msgspec applies a pattern with ``re.search``, hence the anchors on both ends.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,11 @@ import re
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-RUN_ID_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{26}$"
+RUN_ID_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{26}\Z"
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 # Command ids come from other services too: any short token of safe characters.
-COMMAND_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+COMMAND_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}\Z"
+_COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
 
 
 def new_id() -> str:
@@ -23,4 +29,8 @@ def new_id() -> str:
 
 
 def is_run_id(text: str) -> bool:
-    return bool(_RUN_ID.match(text))
+    return _RUN_ID.fullmatch(text) is not None
+
+
+def is_command_id(text: str) -> bool:
+    return _COMMAND_ID.fullmatch(text) is not None

@@ -12,6 +12,34 @@ from __future__ import annotations
 import zlib
 
 
+class Fields:
+    """The field names of runstream's stream entries and hashes, next to the keys they live
+    in, as redis-py returns them (bytes; writing with them works the same). The Lua scripts
+    in ``runstream/lua`` write the same names; keep them in step."""
+
+    # Keys.commands: one command, as JSON (runstream.contracts.commands).
+    COMMAND = b"c"
+    # Keys.events and Keys.feed: one event, as JSON (runstream.contracts.events).
+    EVENT = b"e"
+    # Keys.feed: the run the event belongs to, and the run's version after it.
+    RUN = b"r"
+    VERSION = b"v"
+    # Keys.meta (a hash): the run's version (VERSION), and the events-stream id the
+    # snapshot covers.
+    SNAPSHOT_ID = b"snap_id"
+    # Keys.dlq: a dead letter. The command's payload (a prefix of it) is under COMMAND.
+    SOURCE_ID = b"source_id"
+    REASON = b"reason"
+    AT = b"at"
+    SIZE = b"size"
+    SHA256 = b"sha256"
+    TRUNCATED = b"truncated"
+    # Keys.audit: a deleted run's id and tombstone JSON; Keys.outbox: a notification.
+    RUN_ID = b"run_id"
+    TOMBSTONE = b"tombstone"
+    MESSAGE = b"message"
+
+
 class Keys:
     def __init__(self, prefix: str, shards: int) -> None:
         self.prefix = prefix
@@ -84,6 +112,18 @@ class Keys:
     def lease(self, run_id: str) -> str:
         return f"{self._run(run_id)}:lease"
 
+    def logs(self, run_id: str) -> str:
+        """Stream of the run's log lines (fields t: time, l: line), bounded; a read model."""
+        return f"{self._run(run_id)}:logs"
+
+    def results(self, run_id: str) -> str:
+        """Hash name -> content of the run's result files; a read model."""
+        return f"{self._run(run_id)}:results"
+
+    def result_meta(self, run_id: str) -> str:
+        """Hash name -> JSON {size, media_type, at} of the run's result files."""
+        return f"{self._run(run_id)}:result_meta"
+
     def metas(self, shard: int) -> str:
         """SCAN pattern matching the meta key of every run of a shard."""
         return f"{self._shard(shard)}:run:*:meta"
@@ -100,6 +140,9 @@ class Keys:
             self.snapshot(run_id),
             self.seen(run_id),
             self.lease(run_id),
+            self.logs(run_id),
+            self.results(run_id),
+            self.result_meta(run_id),
         ]
 
     # --- the network -------------------------------------------------------------

@@ -44,6 +44,7 @@ class Field:
     name: str
     kind: Kind
     read: Callable[[RunSummary], Any]
+    equality_only: bool = False  # a yes/no field: eq, neq, in, nin
 
     @property
     def sortable(self) -> bool:
@@ -51,6 +52,8 @@ class Field:
 
 
 def _f(name: str, kind: Kind) -> Field:
+    if kind is Kind.TIME:  # 0: not (yet) happened
+        return Field(name, kind, lambda s: getattr(s, name) or None)
     return Field(name, kind, lambda s: getattr(s, name))
 
 
@@ -74,6 +77,12 @@ FIELDS: dict[str, Field] = {
         _f("ended_at", Kind.TIME),
         _f("duration_ms", Kind.NUMBER),
         _f("items_processed", Kind.NUMBER),
+        _f("priority", Kind.NUMBER),
+        _f("source_run_id", Kind.KEYWORD),
+        _f("input_bytes", Kind.NUMBER),
+        _f("output_bytes", Kind.NUMBER),
+        _f("effects_left", Kind.NUMBER),
+        Field("tracked", Kind.KEYWORD, lambda s: "true" if s.tracked else "false", True),
     )
 }
 ARGS_PREFIX = "args."
@@ -198,6 +207,8 @@ def make_filter(name: str, op: str, raw: str, *, context: str = "") -> Filter:
         known = ", ".join([*FIELDS, "args.<name>"])
         raise BadQuery(f"unknown field {name!r}{where}; fields: {known}")
     kind = field.kind
+    if field.equality_only and op not in ("eq", "neq", "in", "nin"):
+        raise BadQuery(f"operator {op!r} does not apply to {name} (true or false){where}")
     if kind in (Kind.NUMBER, Kind.TIME) and op == "has":
         raise BadQuery(f"operator 'has' does not apply to {name} ({kind.value}){where}")
     if kind is Kind.LABELS:

@@ -6,16 +6,26 @@ them all against the current network without changing anything.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import msgspec
 
 from runstream.contracts import events as ev
 from runstream.domain.run import FINISHED, RunState
+from runstream.ids import is_run_id
 from runstream.store.events import EventStore
 from runstream.store.network import Compensation, NetworkStore
 
-CONFLICT = "changed by someone else since this run wrote it"
+
+def changed_by(holder: str) -> str:
+    """Who changed an element, from the stamp it carries: a run, or someone outside."""
+    run_id = holder.partition("/")[0]
+    return f"by run {run_id}" if is_run_id(run_id) else "outside runstream"
+
+
+def conflict_reason(holder: str) -> str:
+    return f"changed {changed_by(holder)} since this run wrote it"
 
 
 @dataclass
@@ -34,12 +44,16 @@ async def next_batch(
     cursor: str,
     cursor_offset: int,
     limit: int,
+    only: Collection[int] | None = None,
 ) -> Batch:
     """Up to ``limit`` compensations from (cursor, offset) backwards through the history.
 
     ``cursor`` is an event id (inclusive), "(<id>" (exclusive) or "+"; ``cursor_offset``
-    counts the effects of the event at ``cursor`` already taken, from its end.
+    counts the effects of the event at ``cursor`` already passed, from its end. ``only``:
+    the effect numbers to take (a retry of the conflicts a revert skipped); the rest are
+    passed over.
     """
+    wanted = set(only) if only is not None else None
     voided = set(state.voided_chunks)
     items: list[Compensation] = []
     notifications: list[str] = []
@@ -55,11 +69,14 @@ async def next_batch(
             if cursor_offset == 0:  # entering this chunk, not resuming it
                 notifications.extend(reversed(event.notifications))
             effects = event.effects
-            remaining = len(effects) - cursor_offset
-            take = min(remaining, limit - len(items))
-            for j in range(remaining - 1, remaining - 1 - take, -1):
-                record = effects[j]
+            for j in range(len(effects) - 1 - cursor_offset, -1, -1):
+                if len(items) >= limit:
+                    break
+                cursor_offset += 1
                 number = event.first_effect + j
+                if wanted is not None and number not in wanted:
+                    continue
+                record = effects[j]
                 items.append(
                     Compensation(
                         effect_no=number,
@@ -69,7 +86,6 @@ async def next_batch(
                         before=record.before,
                     )
                 )
-            cursor_offset += take
             if cursor_offset >= len(effects):
                 cursor, cursor_offset = "(" + event_id, 0
             else:
@@ -97,30 +113,41 @@ class Plan(msgspec.Struct, kw_only=True):
     irreversible: list[str] = []
 
 
+def retried(state: RunState) -> list[int] | None:
+    """The effects a revert of the run would take: None for all, else the conflicts its
+    last revert skipped (a reverted run is reverted again only for those)."""
+    if state.revert is not None and state.state == "reverting":
+        return state.revert.only
+    return list(state.skipped_effects) if state.state == "reverted" else None
+
+
 async def plan(store: EventStore, network: NetworkStore, state: RunState, force: bool) -> Plan:
-    """Dry run: walk every effect newest first against the current network; change nothing."""
+    """Dry run: walk every effect newest first against the current network; change nothing.
+
+    Each effect is decided by the same script the revert runs (in its dry mode), over the
+    stamps the steps before it would leave."""
     result = Plan(run_id=state.run_id, state=state.state, force=force)
-    if state.state not in FINISHED:
+    if state.state not in FINISHED and not (state.state == "reverted" and state.effects_left):
         return result
-    stamps: dict[str, str] = {}  # elements as they would be, step by step
+    only = retried(state)
+    left: dict[str, str] = {}  # element -> stamp, as the plan's earlier steps leave it
     irreversible: list[str] = []
     cursor, offset = "+", 0
     while True:
-        batch = await next_batch(store, state, cursor, offset, limit=2000)
-        unknown = sorted({c.element for c in batch.items if c.element not in stamps})
-        for element, stamp in zip(unknown, await network.stamps(unknown), strict=True):
-            stamps[element] = stamp
-        for c in batch.items:
-            current = stamps[c.element]
-            if current == c.before_stamp:
-                result.already_compensated += 1
-            elif current == c.stamp or force:
-                if current != c.stamp:
-                    result.overwritten_by_force += 1
-                result.compensate += 1
-                stamps[c.element] = c.before_stamp
-            else:
-                result.conflicts.append(Conflict(c.effect_no, c.element, CONFLICT))
+        batch = await next_batch(store, state, cursor, offset, limit=2000, only=only)
+        overlay = {c.element: left[c.element] for c in batch.items if c.element in left}
+        decisions = await network.compensate(batch.items, force, "plan", dry=True, overlay=overlay)
+        for c, decision in zip(batch.items, decisions, strict=True):
+            match decision.letter:
+                case "a":
+                    result.already_compensated += 1
+                case "c" | "f":
+                    result.compensate += 1
+                    result.overwritten_by_force += decision.letter == "f"
+                    left[c.element] = c.before_stamp
+                case "x":
+                    reason = conflict_reason(decision.holder)
+                    result.conflicts.append(Conflict(c.effect_no, c.element, reason))
         irreversible.extend(batch.notifications)
         if batch.done:
             break

@@ -6,12 +6,19 @@ import os
 
 import msgspec
 
+from runstream.redis_url import BadRedisUrl, check_redis_url, scrub, secrets_of, with_tls_files
+
 EMBEDDED_PORT = 6390
 DEFAULT_REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_PORT}/0"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    # May hold a password: show it only through runstream.redis_url.redacted_url.
     redis_url: str = DEFAULT_REDIS_URL
+    # TLS files for a rediss:// URL (the URL's own ssl_* query parameters win).
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     prefix: str = "rs"
     # Fixed for the lifetime of a deployment's data: a run's shard is derived from its id.
     shards: int = 4
@@ -29,8 +36,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_deliveries: int = 5
     snapshot_every: int = 50
     max_command_bytes: int = 64 * 1024
+    # A dead letter keeps this many bytes of its payload (plus its size and sha256); one
+    # cut shorter cannot be retried. The stream keeps at most this many letters per shard,
+    # none older than this (0: no age cap).
+    dlq_keep_bytes: int = 4096
+    dlq_maxlen: int = 10_000
+    dlq_max_age_s: float = 7 * 24 * 3600
     commands_per_read: int = 100
+    # Runs one worker executes at once; past that, runs wait queued (priority, then age).
     max_parallel_runs: int = 8
+    # Log lines kept per run: the oldest are dropped (and counted) past this.
+    max_log_lines: int = 10_000
+    # Result files: one file's size, and all of a run's files together, in bytes.
+    max_result_bytes: int = 1024 * 1024
+    max_run_result_bytes: int = 16 * 1024 * 1024
     # Runs whose commands one worker handles at once (across its shards).
     max_parallel_commands: int = 32
     # Redis connections a worker may open: handlers, executor and the claim/read loops.
@@ -53,10 +72,36 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_grace_s: float = 10.0
     log_format: str = "auto"  # auto | json | console
 
+    def connection_url(self) -> str:
+        """What redis-py and faststream connect with: the URL plus the TLS file settings."""
+        return with_tls_files(
+            self.redis_url, self.tls_ca_file, self.tls_cert_file, self.tls_key_file
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """Every setting as the environment variable that sets it: the exact inverse of
+        ``load_settings`` (``load_settings(s.to_env()) == s``), to configure a child process."""
+        env: dict[str, str] = {}
+        for field in msgspec.structs.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            # repr: the shortest text that reads back as the same float.
+            env[env_name(field.name)] = repr(value) if isinstance(value, float) else str(value)
+        return env
+
 
 _ENV_NAMES = {
     "redis_url": "REDIS_URL",
+    "tls_ca_file": "RUNSTREAM_TLS_CA",
+    "tls_cert_file": "RUNSTREAM_TLS_CERT",
+    "tls_key_file": "RUNSTREAM_TLS_KEY",
 }
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets the Settings field ``field``."""
+    return _ENV_NAMES.get(field, "RUNSTREAM_" + field.upper())
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -64,7 +109,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     raw: dict[str, object] = {}
     for field in msgspec.structs.fields(Settings):
-        name = _ENV_NAMES.get(field.name, "RUNSTREAM_" + field.name.upper())
+        name = env_name(field.name)
         if name not in env or env[name] == "":
             continue
         value: object = env[name]
@@ -77,9 +122,23 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         # Name the variable the user set, not the field: "... - at `$.lease_ms`".
         message = str(exc)
         for field in msgspec.structs.fields(Settings):
-            env_name = _ENV_NAMES.get(field.name, "RUNSTREAM_" + field.name.upper())
-            message = message.replace(f"`$.{field.name}`", env_name)
+            message = message.replace(f"`$.{field.name}`", env_name(field.name))
+        # msgspec may quote the value it refused: never a password.
+        message = scrub(message, secrets_of(env.get("REDIS_URL", "")))
         raise ValueError(f"bad setting: {message}") from None
     if settings.shards < 1:
         raise ValueError("bad setting: RUNSTREAM_SHARDS must be at least 1")
+    for name in ("max_parallel_runs", "max_log_lines", "max_result_bytes", "max_run_result_bytes"):
+        if getattr(settings, name) < 1:
+            raise ValueError(f"bad setting: RUNSTREAM_{name.upper()} must be at least 1")
+    if settings.dlq_maxlen < 1:
+        raise ValueError("bad setting: RUNSTREAM_DLQ_MAXLEN must be at least 1")
+    if settings.dlq_keep_bytes < 0 or settings.dlq_max_age_s < 0:
+        raise ValueError(
+            "bad setting: RUNSTREAM_DLQ_KEEP_BYTES and RUNSTREAM_DLQ_MAX_AGE_S must not be negative"
+        )
+    try:
+        check_redis_url(settings.redis_url)
+    except BadRedisUrl as exc:
+        raise ValueError(f"bad setting: {exc}") from None
     return settings

@@ -8,50 +8,35 @@ its Redis and its fresh key prefix).
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+import msgspec
 import pytest
 
+from runstream import processes
+from runstream.processes import WorkerProcess, worker_env
 from runstream.settings import Settings
 
 T = TypeVar("T")
 
 RUNCTL = (sys.executable, "-m", "runctl.main")
-WORKER = (sys.executable, "-m", "runstream_worker")
 RUNCTL_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0
-WORKER_READY_S = 20.0
-# What a worker logs once its subscribers and executor run.
-WORKER_READY_MARK = "worker_started"
 
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The process environment for the test's service: its Redis, its prefix, snappy chunks."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_") and k != "REDIS_URL"
-    }
-    env.update(
-        REDIS_URL=settings.redis_url,
-        RUNSTREAM_PREFIX=settings.prefix,
-        RUNSTREAM_SHARDS=str(settings.shards),
-        RUNSTREAM_CHUNK_SECONDS="0.05",
-        RUNSTREAM_SHUTDOWN_GRACE_S="2",
-        RUNSTREAM_LOG_FORMAT="json",
-        PYTHONUNBUFFERED="1",
+    snappy = msgspec.structs.replace(
+        settings, chunk_seconds=0.05, shutdown_grace_s=2.0, log_format="json"
     )
-    env.update(extra)
-    return env
+    return worker_env(snappy, **extra)
 
 
 # --------------------------------------------------------------------------- waiting
@@ -141,61 +126,26 @@ def runctl(settings: Settings) -> Runctl:
 
 # --------------------------------------------------------------------------- workers
 @dataclass
-class WorkerProc:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@dataclass
 class Workers:
     """Worker subprocesses of one test. ``kill(i)`` is a SIGKILL; ``start_more(n)`` adds."""
 
     env: dict[str, str]
     directory: Path
     tag: str = "w"
-    procs: list[WorkerProc] = field(default_factory=list)
+    procs: list[WorkerProcess] = field(default_factory=list)
 
-    def start_more(self, n: int = 1, wait_ready: bool = True) -> list[WorkerProc]:
+    def start_more(self, n: int = 1, wait_ready: bool = True) -> list[WorkerProcess]:
         """Start ``n`` more workers; by default, return once each is consuming (a worker
         that dies on start fails the test at once, with its log)."""
-        started = []
-        for _ in range(n):
-            index = len(self.procs)
-            name = f"{self.tag}{index}"
-            log_path = self.directory / f"worker-{name}.log"
-            log_file = open(log_path, "wb")  # noqa: SIM115 - closed in stop_all
-            proc = subprocess.Popen(
-                WORKER,
-                env={**self.env, "RUNSTREAM_WORKER_NAME": name},
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            worker = WorkerProc(name, proc, log_path, log_file)
-            self.procs.append(worker)
-            started.append(worker)
+        names = [f"{self.tag}{len(self.procs) + i}" for i in range(n)]
+        started = processes.start_workers(names, self.env, self.directory, wait_ready=False)
+        self.procs += started
         if wait_ready:
             for worker in started:
-                wait_until(
-                    functools.partial(self._ready, worker),
-                    f"worker {worker.name} to start",
-                    WORKER_READY_S,
-                )
+                worker.wait_ready()
         return started
 
-    @staticmethod
-    def _ready(worker: WorkerProc) -> bool:
-        code = worker.proc.poll()
-        assert code is None, f"worker {worker.name} exited with {code}:\n{worker.log()[-3000:]}"
-        return WORKER_READY_MARK in worker.log()
-
-    def __getitem__(self, i: int) -> WorkerProc:
+    def __getitem__(self, i: int) -> WorkerProcess:
         return self.procs[i]
 
     def __len__(self) -> int:
@@ -206,35 +156,20 @@ class Workers:
 
     def kill(self, i: int) -> None:
         """SIGKILL worker ``i``, as a crash would, and reap it."""
-        proc = self.procs[i].proc
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        self.procs[i].kill()
 
     def alive(self) -> list[int]:
-        return [i for i, w in enumerate(self.procs) if w.proc.poll() is None]
+        return [i for i, w in enumerate(self.procs) if w.alive()]
 
     def assert_alive(self, *indexes: int) -> None:
         for i in indexes or range(len(self.procs)):
             w = self.procs[i]
-            assert w.proc.poll() is None, (
-                f"worker {w.name} exited with {w.proc.returncode}:\n{w.log()[-3000:]}"
-            )
+            assert w.alive(), f"worker {w.name} exited with {w.returncode}:\n{w.log_tail()}"
 
     def stop_all(self) -> None:
-        live = [w for w in self.procs if w.proc.poll() is None]
-        for w in live:
-            with contextlib.suppress(ProcessLookupError):
-                w.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for w in live:
-            try:
-                w.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                w.proc.kill()
-                w.proc.wait()
+        processes.stop_all(self.procs, STOP_GRACE_S)
         for w in self.procs:
-            w.log_file.close()
+            w.close()
 
 
 class StartWorkers(Protocol):

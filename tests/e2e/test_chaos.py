@@ -1,6 +1,7 @@
-"""Chaos: kill workers and crash Redis while commands (duplicates and garbage included)
-pour in; then, from Redis data alone, check nothing was lost, nothing doubled, every run
-is what its history says, and the network is exactly what the runs recorded.
+"""Chaos: kill workers, pause lease holders past their lease and crash Redis while commands
+(duplicates and garbage included) pour in; then, from Redis data alone, check nothing was lost,
+nothing doubled, every run is what its history says, and the network is exactly what the runs
+recorded.
 
 ``pytest -m chaos`` (about 35 s); ``CHAOS_SECONDS=120`` makes the chaos phase longer,
 ``CHAOS_SEED=N`` replays a load (the chaos timing itself is not reproducible).
@@ -20,32 +21,33 @@ import pytest
 
 from runstream.client import Client
 from runstream.embedded import EmbeddedRedis
+from runstream.processes import worker_env
 
-from .chaos_support import EXIT_SLACK_S as EXIT_SLACK
-from .chaos_support import (
-    SHUTDOWN_GRACE_S,
-    WORKERS,
-    Chaos,
-    ChaosConfig,
+from .chaos_checks import (
     Findings,
-    Fleet,
-    Ledger,
-    Load,
-    Publisher,
-    Timeline,
-    chaos_redis,
     check_commands,
     check_dead_letters,
     check_runs,
     check_workers,
-    client_settings,
     collect,
     dump_data,
-    keep_evidence,
     quiet_status,
     stuck_evidence,
-    worker_env,
 )
+from .chaos_fleet import EXIT_SLACK_S as EXIT_SLACK
+from .chaos_fleet import (
+    SHUTDOWN_GRACE_S,
+    WORKERS,
+    Chaos,
+    ChaosConfig,
+    Fleet,
+    Timeline,
+    chaos_redis,
+    chaos_settings,
+    keep_evidence,
+)
+from .chaos_load import Ledger, Load, Publisher
+from .chaos_pause import Pauser
 
 CONFIG = ChaosConfig.from_env()
 LOG_EVENTS = (
@@ -74,7 +76,7 @@ def test_commands_survive_killed_workers_and_redis_crashes(
     server = embedded_redis(appendfsync="always")
     prefix = "chaos" + uuid.uuid4().hex[:8]
     timeline = Timeline()
-    fleet = Fleet(worker_env(server.url, prefix), tmp_path, timeline)
+    fleet = Fleet(worker_env(chaos_settings(server.url, prefix)), tmp_path, timeline)
     ledger = Ledger()
     figures: dict[str, object] = {"seed": CONFIG.seed, "chaos seconds": CONFIG.seconds}
     started = time.monotonic()
@@ -119,15 +121,25 @@ async def _scenario(
     figures: dict[str, object],
 ) -> tuple[Findings, dict[str, tuple[int | None, float]]]:
     redis = chaos_redis(server.url)
-    client = Client(redis, client_settings(server.url, prefix))
+    client = Client(redis, chaos_settings(server.url, prefix))
     try:
         publisher = Publisher(redis, client.keys, ledger, timeline)
         load = Load(CONFIG, random.Random(CONFIG.seed), publisher, ledger, client.keys)
         chaos = Chaos(random.Random(CONFIG.seed + 1), fleet, server, timeline, client)
+        # Lease holders paused past their lease (1.5 s) and resumed (issue 12).
+        pauser = Pauser(
+            random.Random(CONFIG.seed + 2),
+            redis,
+            client.keys,
+            lambda: {w.name: w.proc for w in fleet.alive()},
+            pause_s=(1.6, 2.6),
+            gap_s=(0.3, 1.5),
+            note=timeline.note,
+        )
 
         # ---- chaos: load and havoc at once
         stop_at = time.monotonic() + CONFIG.seconds
-        await asyncio.gather(load.drive(stop_at), chaos.run(stop_at))
+        await asyncio.gather(load.drive(stop_at), chaos.run(stop_at), pauser.run(stop_at))
         timeline.note("chaos over")
 
         # ---- quiesce: 3 workers, every duplicate out, then wait for rest
@@ -185,6 +197,7 @@ async def _scenario(
                 "dead letters": len(data.dlq),
                 "rejections on feed": rejected,
                 "workers killed": fleet.kills,
+                "lease holders paused": f"{pauser.pauses} ({pauser.runs_paused} runs)",
                 "of them holding a run's lease": chaos.busy_kills,
                 "workers started": len(fleet.procs),
                 "unexpected worker exits": len(fleet.unexpected),

@@ -9,27 +9,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 import redis.asyncio as aredis
 
+from runstream import processes
 from runstream.contracts import events as ev
 from runstream.ids import new_id
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
+from runstream.processes import WorkerProcess, worker_env
 from runstream.settings import Settings
+from runstream.store import replies
 
 T = TypeVar("T")
 
-WORKER_CMD = (sys.executable, "-m", "runstream_worker")
 RUNCTL_CMD = (sys.executable, "-m", "runctl.main")
 
 
@@ -49,36 +49,35 @@ def fast(settings: Settings, **overrides: Any) -> Settings:
 
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """A process environment carrying ``settings`` (REDIS_URL, RUNSTREAM_*)."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_") and k != "REDIS_URL"
-    }
-    env.update(
-        REDIS_URL=settings.redis_url,
-        RUNSTREAM_PREFIX=settings.prefix,
-        RUNSTREAM_SHARDS=str(settings.shards),
-        RUNSTREAM_CHUNK_SECONDS=str(settings.chunk_seconds),
-        RUNSTREAM_CHUNK_ITEMS=str(settings.chunk_items),
-        RUNSTREAM_LEASE_MS=str(settings.lease_ms),
-        RUNSTREAM_CLAIM_IDLE_MS=str(settings.claim_idle_ms),
-        RUNSTREAM_MAX_DELIVERIES=str(settings.max_deliveries),
-        RUNSTREAM_MAX_COMMAND_BYTES=str(settings.max_command_bytes),
-        RUNSTREAM_SHUTDOWN_GRACE_S=str(settings.shutdown_grace_s),
-        RUNSTREAM_UPKEEP_INTERVAL_S=str(settings.upkeep_interval_s),
-        RUNSTREAM_LOG_FORMAT="json",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
+    """A process environment carrying ``settings`` (REDIS_URL, RUNSTREAM_*), JSON logs."""
+    return worker_env(msgspec.structs.replace(settings, log_format="json"), **extra)
 
 
 # --------------------------------------------------------------------------- waiting
+@overload
 async def until(
-    probe: Callable[[], Awaitable[T | None] | T | None],
+    probe: Callable[[], Awaitable[T | None]],
     what: str,
     timeout: float = 15.0,
     interval: float = 0.05,
-) -> T:
+) -> T: ...
+
+
+@overload
+async def until(
+    probe: Callable[[], T | None],
+    what: str,
+    timeout: float = 15.0,
+    interval: float = 0.05,
+) -> T: ...
+
+
+async def until(
+    probe: Callable[[], Any],
+    what: str,
+    timeout: float = 15.0,
+    interval: float = 0.05,
+) -> Any:
     """Poll ``probe`` (sync or async) until it returns something truthy; fail naming ``what``."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -86,7 +85,7 @@ async def until(
         result = probe()
         last = await result if inspect.isawaitable(result) else result
         if last:
-            return last  # type: ignore[no-any-return]
+            return last
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"
@@ -127,14 +126,17 @@ async def pending_count(
 async def feed_events(r: aredis.Redis, keys: Keys, run_id: str) -> list[tuple[int, ev.Event]]:
     """The run's events as its shard's feed carries them: (version, event)."""
     out = []
-    for _, fields in await r.xrange(keys.feed(keys.shard_of(run_id))):
-        if fields[b"r"].decode() == run_id:
-            out.append((int(fields[b"v"]), ev.decode_event(fields[b"e"])))
+    for _, fields in replies.entries(await r.xrange(keys.feed(keys.shard_of(run_id)))):
+        if fields[Fields.RUN].decode() == run_id:
+            out.append((int(fields[Fields.VERSION]), ev.decode_event(fields[Fields.EVENT])))
     return out
 
 
 async def history(r: aredis.Redis, keys: Keys, run_id: str) -> list[ev.Event]:
-    return [ev.decode_event(f[b"e"]) for _, f in await r.xrange(keys.events(run_id))]
+    return [
+        ev.decode_event(f[Fields.EVENT])
+        for _, f in replies.entries(await r.xrange(keys.events(run_id)))
+    ]
 
 
 def chunk_ranges(events: list[ev.Event]) -> list[tuple[int, int]]:
@@ -195,30 +197,6 @@ async def worker_running(settings: Settings, name: str = "inproc") -> AsyncItera
 
 # --------------------------------------------------------------------------- subprocess workers
 @dataclass
-class WorkerProcess:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-
-    def log(self) -> str:
-        self.log_file.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def terminate(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-
-@dataclass
 class WorkerPool:
     """Worker subprocesses of one test; all stopped (SIGTERM, then SIGKILL) by ``close``."""
 
@@ -227,35 +205,17 @@ class WorkerPool:
     procs: list[WorkerProcess] = field(default_factory=list)
 
     def start(self, name: str, **env: str) -> WorkerProcess:
-        log_path = self.directory / f"worker-{name}.log"
-        log_file = open(log_path, "wb")  # noqa: SIM115 - closed in close()
-        proc = subprocess.Popen(
-            WORKER_CMD,
-            env=service_env(self.settings, RUNSTREAM_WORKER_NAME=name, **env),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        """Start a worker and return at once (``wait_ready()`` on it to wait until it reads)."""
+        (worker,) = processes.start_workers(
+            [name], service_env(self.settings, **env), self.directory, wait_ready=False
         )
-        worker = WorkerProcess(name, proc, log_path, log_file)
         self.procs.append(worker)
         return worker
 
     def close(self) -> None:
-        live = [w for w in self.procs if w.alive()]
-        for w in live:
-            with contextlib.suppress(ProcessLookupError):
-                w.proc.send_signal(signal.SIGCONT)
-                w.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 8
-        for w in live:
-            try:
-                w.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                w.proc.kill()
-                w.proc.wait()
+        processes.stop_all(self.procs, grace=8)
         for w in self.procs:
-            w.log_file.close()
+            w.close()
 
 
 @contextlib.contextmanager
@@ -279,10 +239,13 @@ class CliResult:
     stderr: str
 
 
-def runctl(settings: Settings, *args: str, timeout: float = 60.0) -> CliResult:
+def runctl(
+    settings: Settings, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> CliResult:
+    """``runctl ARGS`` with the test's settings (``env``: more variables, on top)."""
     proc = subprocess.run(
         [*RUNCTL_CMD, *args],
-        env=service_env(settings),
+        env=service_env(settings, **(env or {})),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

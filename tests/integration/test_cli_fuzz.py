@@ -1,8 +1,10 @@
 """Fuzzing runctl's input handling and the command decoder, without a Redis.
 
 runctl must answer every input with one of its documented exit statuses (0 done,
-1 rejected, 2 bad input, 3 no such run, 4 Redis unreachable, 5 timed out), never with a
-traceback; bad input is refused (2) before Redis is contacted. The decoder turns any
+1 rejected, 2 bad input, 3 no such run, 4 Redis unreachable, 5 timed out, 6 the run did not
+succeed, 7 Redis refused the command, 8 no worker), never with a traceback; bad input is
+refused (2) before Redis is contacted. Whatever REDIS_URL holds, its password is never
+printed. The decoder turns any
 bytes into a valid command or a BadCommand, nothing else.
 """
 
@@ -32,7 +34,7 @@ from runstream.ids import COMMAND_ID_PATTERN, RUN_ID_PATTERN, new_id
 from runstream.settings import Settings
 
 REGISTRY = load_registry()
-EXIT_CODES = {0, 1, 2, 3, 4, 5}
+EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 7, 8}
 UNREACHABLE = 4
 # Nothing listens here: a runctl that contacts Redis exits 4.
 CLOSED_URL = f"redis://127.0.0.1:{free_port()}/0"
@@ -47,9 +49,9 @@ def fuzz(max_examples: int = 100) -> settings:
     )
 
 
-def _cli_env() -> dict[str, str | None]:
+def _cli_env(redis_url: str = CLOSED_URL) -> dict[str, str | None]:
     env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("RUNSTREAM_")}
-    env.update(REDIS_URL=CLOSED_URL, RUNSTREAM_PREFIX="fuzz", RUNSTREAM_SHARDS="2")
+    env.update(REDIS_URL=redis_url, RUNSTREAM_PREFIX="fuzz", RUNSTREAM_SHARDS="2")
     return env
 
 
@@ -264,11 +266,13 @@ def test_start_through_the_typer_app_exits_with_a_documented_status(
     _check_start(result.exit_code, result.exception, valid, result.output)
 
 
-def _invoke_entry_point(argv: list[str]) -> tuple[int, BaseException | None, str]:
+def _invoke_entry_point(
+    argv: list[str], redis_url: str = CLOSED_URL
+) -> tuple[int, BaseException | None, str]:
     """``runctl ARGV`` through its console-script entry point (runctl.main:main), in
     CliRunner's isolation (environment, stdout, stderr)."""
     runner = CliRunner()
-    with runner.isolation(env=_cli_env()) as (_, _, output):
+    with runner.isolation(env=_cli_env(redis_url)) as (_, _, output):
         saved = sys.argv
         sys.argv = ["runctl", *argv]
         code, exception = 0, None
@@ -339,6 +343,97 @@ def test_other_commands_refuse_malformed_run_ids_before_contacting_redis() -> No
         code, exception, output = _invoke_entry_point(argv)
         assert exception is None, (argv, exception)
         assert code == BAD_INPUT, (argv, code, output)
+
+
+# =========================================================================== every subcommand
+ANY_ID = st.one_of(st.just(RUN_ID), st.builds(new_id), st.text(max_size=30))
+ANY_ARG = st.one_of(
+    ANY_ID,
+    st.sampled_from(["--json", "--wait", "--force", "--dry-run", "--revert", "--keep-effects"]),
+    st.sampled_from(["--timeout", "--count", "--reason", "--state", "--actor", "--scenario"]),
+    st.sampled_from(["-1", "0", "0.05", "1e9", "nan", "running", "1-0", "nope", "--"]),
+    st.text(max_size=12),
+)
+# Every subcommand but 'dev' (which starts servers).
+SUBCOMMANDS = [
+    ["scenarios"],
+    ["start"],
+    ["list"],
+    ["show"],
+    ["stop"],
+    ["continue"],
+    ["cancel"],
+    ["revert"],
+    ["delete"],
+    ["pin"],
+    ["unpin"],
+    ["history"],
+    ["network", "export"],
+    ["network", "stats"],
+    ["network"],
+    ["outbox"],
+    ["dlq", "list"],
+    ["dlq", "retry"],
+    ["dlq", "drop"],
+    ["dlq"],
+    ["rebuild-index"],
+    [],
+]
+
+
+@fuzz(300)
+@given(st.sampled_from(SUBCOMMANDS), st.lists(ANY_ARG, max_size=5))
+@example(["dlq", "retry"], ["nope"])
+@example(["dlq", "drop"], ["1-2-3"])
+@example(["show"], [RUN_ID, "--json"])
+def test_every_subcommand_exits_with_a_documented_status(
+    command: list[str], args: list[str]
+) -> None:
+    code, exception, output = _invoke_entry_point([*command, *args])
+    assert exception is None, f"runctl {command + args} raised {exception!r}: {output}"
+    assert code in EXIT_CODES, (command + args, code, output)
+    assert "Traceback" not in output, output
+
+
+SECRET = "pw-Zq9-fuzz"
+URL_PARTS = st.tuples(
+    st.sampled_from(["redis", "rediss", "unix", "http", "", "redis:", "REDIS"]),
+    st.sampled_from(["://", ":/", "", "///"]),
+    st.sampled_from(["", f":{SECRET}@", f"user:{SECRET}@", f"u:{SECRET}@@", "user@"]),
+    st.sampled_from(["127.0.0.1", "", "[::1]", "[::1", "127.0.0.1:"]),
+    st.one_of(
+        st.just(f":{CLOSED_URL.rsplit(':', 1)[1].split('/')[0]}"),
+        # Never no port: the default, 6379, may be someone's real Redis.
+        st.sampled_from([":0", ":-1", ":99999", ":x", ":6390:1"]),
+    ),
+    st.sampled_from(["/0", "", "/", "/x", "/1/2", f"?password={SECRET}", "?db=x", "/0?db=1"]),
+)
+
+
+@fuzz(200)
+@given(
+    st.one_of(
+        URL_PARTS.map("".join),
+        st.text(max_size=30).filter(lambda u: "\x00" not in u),
+    ),
+    st.sampled_from([["list"], ["stop", RUN_ID], ["dlq", "list"], ["scenarios"]]),
+)
+@example("notaurl", ["list"])
+@example(f"redis://:{SECRET}@127.0.0.1:notaport/0", ["list"])
+def test_any_redis_url_gives_a_documented_status_and_hides_its_password(
+    url: str, argv: list[str]
+) -> None:
+    """Nothing listens at any host:port these URLs can name, or they are malformed: 2 or 4
+    (``scenarios`` reads no Redis: 0), one line, never the password."""
+    code, exception, output = _invoke_entry_point(argv, redis_url=url)
+    assert exception is None, f"REDIS_URL={url!r} raised {exception!r}: {output}"
+    assert code in ({0, BAD_INPUT, UNREACHABLE} if argv == ["scenarios"] else {2, 4}), (
+        url,
+        code,
+        output,
+    )
+    assert SECRET not in output, output
+    assert "Traceback" not in output, output
 
 
 # =========================================================================== decode_command

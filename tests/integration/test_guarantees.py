@@ -21,8 +21,9 @@ from runstream.contracts import events as ev
 from runstream.domain.run import Run, RunState, apply
 from runstream.domain.scenarios import load_registry
 from runstream.ids import new_id
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
+from runstream.store import replies
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker.app import ensure_groups
@@ -50,7 +51,7 @@ EmbeddedFactory = Any
 
 async def _lease_owner(r: aredis.Redis, keys: Keys, run_id: str) -> str | None:
     raw = await r.get(keys.lease(run_id))
-    return raw.decode() if raw is not None else None
+    return replies.text(raw) if raw is not None else None
 
 
 async def _total_pending(r: aredis.Redis, keys: Keys, consumer: str | None = None) -> int:
@@ -75,9 +76,9 @@ def test_a_command_read_by_a_dead_consumer_is_claimed_and_applied(settings: Sett
             await ensure_groups(r, keys)
             run_id = run_id_on(keys, 0)
             stream = keys.commands(0)
-            await client.start("synthetic", {"items": 3}, run_id=run_id)
+            await client.start_nowait("synthetic", {"items": 3}, run_id=run_id)
             # "dead-1" reads the command, then dies before acking it.
-            got = await r.xreadgroup(keys.group, "dead-1", {stream: ">"}, count=10)
+            got = replies.streams(await r.xreadgroup(keys.group, "dead-1", {stream: ">"}, count=10))
             assert len(got[0][1]) == 1
             read_at = time.monotonic()
             assert await pending_count(r, stream, keys.group, "dead-1") == 1
@@ -145,11 +146,15 @@ def test_a_run_on_a_killed_worker_continues_elsewhere_from_its_checkpoint(
                 # The network holds each item's node exactly once, each stamped by an
                 # effect the history records as applied.
                 stamps = await r.hgetall(keys.net_stamps)
-                mine = {k: v for k, v in stamps.items() if k.startswith(f"n:{run_id}:".encode())}
+                mine = {
+                    replies.text(k): replies.text(v)
+                    for k, v in stamps.items()
+                    if replies.text(k).startswith(f"n:{run_id}:")
+                }
                 assert len(mine) == items
                 confirmed = _confirmed_effect_numbers(events)
                 for stamp in mine.values():
-                    assert int(stamp.decode().rsplit("/", 1)[1]) in confirmed
+                    assert int(stamp.rsplit("/", 1)[1]) in confirmed
 
     asyncio.run(body())
 
@@ -181,7 +186,7 @@ async def _prepare_unconfirmed_chunk(
     now = time.time()
     run = Run.blank(run_id)
     start = cmd.StartRun(run_id=run_id, scenario="synthetic", args=args)
-    run.handle(
+    run.start(
         start,
         now,
         scenario_version=scenario.version,
@@ -224,17 +229,17 @@ async def _network_of(r: aredis.Redis, keys: Keys, run_id: str) -> dict[str, tup
     stamps = await r.hgetall(keys.net_stamps)
     out = {}
     for element, value in values.items():
-        name = element.decode()
+        name = replies.text(element)
         if name.startswith((f"n:{run_id}:", f"e:{run_id}:")):
-            out[name] = (value.decode(), stamps[element].decode())
+            out[name] = (replies.text(value), replies.text(stamps[element]))
     return out
 
 
 async def _outbox_of(r: aredis.Redis, keys: Keys, run_id: str) -> list[str]:
     return [
-        f[b"message"].decode()
-        for _, f in await r.xrange(keys.outbox)
-        if f[b"run_id"] == run_id.encode()
+        f[Fields.MESSAGE].decode()
+        for _, f in replies.entries(await r.xrange(keys.outbox))
+        if f[Fields.RUN_ID] == run_id.encode()
     ]
 
 
@@ -384,14 +389,14 @@ def test_commands_survive_a_redis_restart_from_its_append_only_file(
             worker.proc.send_signal(signal.SIGSTOP)
             try:
                 async with Client.connect(settings=s) as client:
-                    before = await client.start("synthetic", {"items": 2})
+                    before = await client.start_nowait("synthetic", {"items": 2})
                 server.kill()
                 server.restart()
             finally:
                 worker.proc.send_signal(signal.SIGCONT)
 
             async with Client.connect(settings=s) as client:
-                after = await client.start("synthetic", {"items": 2})
+                after = await client.start_nowait("synthetic", {"items": 2})
                 for run_id in (before, after):
                     summary = await client.wait(run_id, timeout=25, poll=0.1)
                     assert summary.state == "succeeded", logs_of(pool)
@@ -413,40 +418,50 @@ def test_undecodable_and_oversized_messages_are_dead_lettered_and_block_nothing(
         on_0, on_1 = run_id_on(keys, 0), run_id_on(keys, 1)
         oversized = json.dumps({"type": "StopRun", "run_id": on_0, "reason": "x" * 1990}).encode()
         assert len(oversized) > 2000
-        poison: list[tuple[dict[bytes, bytes], str]] = [
-            ({b"c": b"\xff\xfe{not json"}, "malformed command"),
+        # Any: redis-py's xadd wants dict[FieldT, EncodableT], which dict[bytes, bytes] is not.
+        poison: list[tuple[dict[Any, Any], str]] = [
+            ({Fields.COMMAND: b"\xff\xfe{not json"}, "malformed command"),
             ({b"x": b"1", b"y": b"\xff"}, "no 'c' field"),
             (
-                {b"c": json.dumps({"type": "StopRun", "run_id": on_0, "bogus": 1}).encode()},
+                {
+                    Fields.COMMAND: json.dumps(
+                        {"type": "StopRun", "run_id": on_0, "bogus": 1}
+                    ).encode()
+                },
                 "unknown field `bogus`",
             ),
-            ({b"c": json.dumps({"type": "Explode", "run_id": on_0}).encode()}, "Explode"),
-            ({b"c": json.dumps({"type": "StopRun"}).encode()}, "run_id"),
-            ({b"c": oversized}, f"command is {len(oversized)} bytes, over the limit of 2000"),
-            ({b"c": cmd.encode_command(cmd.StopRun(run_id=on_1))}, "belongs to shard 1"),
+            ({Fields.COMMAND: json.dumps({"type": "Explode", "run_id": on_0}).encode()}, "Explode"),
+            ({Fields.COMMAND: json.dumps({"type": "StopRun"}).encode()}, "run_id"),
+            (
+                {Fields.COMMAND: oversized},
+                f"command is {len(oversized)} bytes, over the limit of 2000",
+            ),
+            ({Fields.COMMAND: cmd.encode_command(cmd.StopRun(run_id=on_1))}, "belongs to shard 1"),
         ]
         async with connect(s) as r, Client.connect(settings=s) as client:
             await ensure_groups(r, keys)
             sent = []
             for fields, _ in poison:
-                sent.append((await r.xadd(stream, fields)).decode())
+                sent.append(replies.text(await r.xadd(stream, fields)))
             good = cmd.StartRun(run_id=on_0, scenario="synthetic", args={"items": 2})
-            await r.xadd(stream, {"c": cmd.encode_command(good)})
+            await r.xadd(stream, {Fields.COMMAND: cmd.encode_command(good)})
             async with worker_running(s):
                 summary = await client.wait(on_0, timeout=15, poll=0.05)
                 assert summary.state == "succeeded"
                 letters = await until(
                     lambda: _dlq_entries(r, keys, 0, len(poison)), "all poison dead-lettered"
                 )
-            by_source = {f[b"source_id"].decode(): f for _, f in letters}
+            by_source = {f[Fields.SOURCE_ID].decode(): f for _, f in letters}
             assert set(by_source) == set(sent)
             for (fields, reason), entry_id in zip(poison, sent, strict=True):
                 letter = by_source[entry_id]
-                assert reason in letter[b"reason"].decode(), (reason, letter)
+                assert reason in letter[Fields.REASON].decode(), (reason, letter)
                 if b"c" in fields:
-                    assert letter[b"c"] == fields[b"c"]  # the original payload, byte for byte
+                    assert (
+                        letter[Fields.COMMAND] == fields[Fields.COMMAND]
+                    )  # the original payload, byte for byte
                 else:
-                    kept = json.loads(letter[b"c"])
+                    kept = json.loads(letter[Fields.COMMAND])
                     assert kept["x"] == "1" and "y" in kept
             assert await pending_count(r, stream, keys.group) == 0
             assert await client.find(on_1) is None
@@ -457,7 +472,7 @@ def test_undecodable_and_oversized_messages_are_dead_lettered_and_block_nothing(
 async def _dlq_entries(
     r: aredis.Redis, keys: Keys, shard: int, n: int
 ) -> list[tuple[bytes, dict[bytes, bytes]]] | None:
-    entries = await r.xrange(keys.dlq(shard))
+    entries = replies.entries(await r.xrange(keys.dlq(shard)))
     return entries if len(entries) >= n else None
 
 
@@ -473,16 +488,10 @@ def test_a_command_that_keeps_failing_is_dead_lettered_then_retried_or_dropped(
             # The run's meta hash is a string: every append fails with WRONGTYPE.
             await r.set(keys.meta(run_id), "not a hash")
             async with worker_running(s):
-                entry_id = (
-                    await r.xadd(
-                        stream,
-                        {
-                            "c": cmd.encode_command(
-                                cmd.StartRun(run_id=run_id, scenario="synthetic", args={"items": 2})
-                            )
-                        },
-                    )
-                ).decode()
+                start = cmd.StartRun(run_id=run_id, scenario="synthetic", args={"items": 2})
+                entry_id = replies.text(
+                    await r.xadd(stream, {Fields.COMMAND: cmd.encode_command(start)})
+                )
                 letters = await until(
                     lambda: _dlq_entries(r, keys, 0, 1),
                     "the failing command in the DLQ",
@@ -490,8 +499,8 @@ def test_a_command_that_keeps_failing_is_dead_lettered_then_retried_or_dropped(
                 )
                 assert len(letters) == 1
                 letter_id, letter = letters[0][0].decode(), letters[0][1]
-                assert letter[b"source_id"].decode() == entry_id
-                assert letter[b"reason"].decode() == f"handling failed {s.max_deliveries} times"
+                assert letter[Fields.SOURCE_ID].decode() == entry_id
+                assert letter[Fields.REASON].decode() == f"handling failed {s.max_deliveries} times"
                 assert await pending_count(r, stream, keys.group) == 0
 
                 listed = await runctl_async(s, "dlq", "list", "--json")
@@ -511,7 +520,7 @@ def test_a_command_that_keeps_failing_is_dead_lettered_then_retried_or_dropped(
                 assert await r.xlen(keys.dlq(0)) == 0
 
                 # Drop: a garbage message is parked, then removed for good.
-                await r.xadd(stream, {"c": b"garbage"})
+                await r.xadd(stream, {Fields.COMMAND: b"garbage"})
                 letters = await until(lambda: _dlq_entries(r, keys, 0, 1), "garbage parked")
                 garbage_id = letters[0][0].decode()
                 dropped = await runctl_async(s, "dlq", "drop", garbage_id)
@@ -540,11 +549,17 @@ def test_upkeep_trims_only_what_every_group_has_acknowledged(settings: Settings)
             ids = []
             for _ in range(30):
                 command = cmd.StopRun(run_id=run_id_on(keys, 0))  # rejected: no such run
-                ids.append((await r.xadd(stream, {"c": cmd.encode_command(command)})).decode())
+                ids.append(
+                    replies.text(
+                        await r.xadd(stream, {Fields.COMMAND: cmd.encode_command(command)})
+                    )
+                )
 
             async def all_acked() -> bool:
                 group = next(g for g in await r.xinfo_groups(stream) if g["name"] == b"workers")
-                return group["last-delivered-id"].decode() == ids[-1] and group["pending"] == 0
+                return bool(
+                    replies.text(group["last-delivered-id"]) == ids[-1] and group["pending"] == 0
+                )
 
             async with worker_running(s):  # its own upkeep runs too, every second
                 await until(all_acked, "the worker to handle every command")
@@ -552,11 +567,11 @@ def test_upkeep_trims_only_what_every_group_has_acknowledged(settings: Settings)
             assert await r.xlen(stream) == 30, "trimmed past a group that read nothing"
 
             # "audit" reads 10, acknowledges 4: 6 pending, 20 undelivered.
-            got = await r.xreadgroup("audit", "a1", {stream: ">"}, count=10)
+            got = replies.streams(await r.xreadgroup("audit", "a1", {stream: ">"}, count=10))
             assert [i.decode() for i, _ in got[0][1]] == ids[:10]
             await r.xack(stream, "audit", *ids[:4])
             await upkeep(r, keys, s)
-            remaining = [i.decode() for i, _ in await r.xrange(stream)]
+            remaining = [i.decode() for i, _ in replies.entries(await r.xrange(stream))]
             assert remaining == ids[4:]
 
             # No other group: trimmed to nothing.
@@ -566,11 +581,14 @@ def test_upkeep_trims_only_what_every_group_has_acknowledged(settings: Settings)
 
             # An entry pending in "workers" (its reader died) and one not yet delivered
             # are both kept.
-            pending_id = (await r.xadd(stream, {"c": b"{}"})).decode()
+            pending_id = replies.text(await r.xadd(stream, {Fields.COMMAND: b"{}"}))
             await r.xreadgroup(keys.group, "dead-1", {stream: ">"}, count=1)
-            undelivered_id = (await r.xadd(stream, {"c": b"{}"})).decode()
+            undelivered_id = replies.text(await r.xadd(stream, {Fields.COMMAND: b"{}"}))
             await upkeep(r, keys, s)
-            assert [i.decode() for i, _ in await r.xrange(stream)] == [pending_id, undelivered_id]
+            assert [i.decode() for i, _ in replies.entries(await r.xrange(stream))] == [
+                pending_id,
+                undelivered_id,
+            ]
 
     asyncio.run(body())
 
@@ -635,7 +653,7 @@ def test_upkeep_does_not_fail_while_commands_are_being_acknowledged(settings: Se
 
             async def churn() -> None:
                 while not stop.is_set():
-                    entry = await churner.xadd(stream, {"c": b"{}"})
+                    entry = await churner.xadd(stream, {Fields.COMMAND: b"{}"})
                     await churner.xreadgroup(keys.group, "busy-1", {stream: ">"}, count=10)
                     await churner.xack(stream, keys.group, entry)
 
@@ -666,7 +684,7 @@ def test_upkeep_removes_idle_consumers_without_pending_entries_only(settings: Se
             await r.xgroup_createconsumer(stream, keys.group, "gone-1")
             await r.xgroup_createconsumer(stream, keys.group, "me")
             await heartbeat(r, keys, s, "me")  # a live worker: never removed
-            await r.xadd(stream, {"c": b"{}"})
+            await r.xadd(stream, {Fields.COMMAND: b"{}"})
             await r.xreadgroup(keys.group, "holder-1", {stream: ">"}, count=1)
 
             async def consumers() -> dict[str, dict[str, Any]]:
@@ -701,16 +719,16 @@ def test_loading_a_long_run_starts_from_its_snapshot(settings: Settings) -> None
         assert summary.state == "succeeded"
         async with connect(s) as r:
             store = EventStore(r, keys, s)
-            everything = await r.xrange(keys.events(run_id))
+            everything = replies.entries(await r.xrange(keys.events(run_id)))
             assert len(everything) > 2 * s.snapshot_every
-            snap_id = await r.hget(keys.meta(run_id), "snap_id")
-            assert snap_id is not None and await r.exists(keys.snapshot(run_id))
-            tail = await r.xrange(keys.events(run_id), b"(" + snap_id, "+")
+            snap_id = await r.hget(keys.meta(run_id), Fields.SNAPSHOT_ID)
+            assert isinstance(snap_id, bytes) and await r.exists(keys.snapshot(run_id))
+            tail = replies.entries(await r.xrange(keys.events(run_id), b"(" + snap_id, "+"))
             assert len(tail) < s.snapshot_every
 
             full = RunState(run_id=run_id)
             for _, fields in everything:
-                apply(full, ev.decode_event(fields[b"e"]))
+                apply(full, ev.decode_event(fields[Fields.EVENT]))
             loaded = await store.load(run_id)
             assert msgspec.to_builtins(loaded.state) == msgspec.to_builtins(full)
 
@@ -757,7 +775,7 @@ def test_sigterm_hands_back_the_run_and_leaves_nothing_pending(
                 w2 = pool.start("w2")
 
                 # (A blocked XREADGROUP creates no consumer on Redis 7.0: ask its log.)
-                await until(lambda: "worker_started" in w2.log(), "w2 to start", timeout=20)
+                await asyncio.to_thread(w2.wait_ready)
                 # A command in hand when the signal comes: it must be finished, not left.
                 stop_later = cmd.CancelRun(run_id=run_id_on(keys, 0))
                 await client.send(stop_later)

@@ -31,8 +31,13 @@ SCENARIOS = ("synthetic", "graph-import", "notify")
 NAMES = ("", "alpha", "beta", "alphabet", "Zeta", "é-name")
 DESCRIPTIONS = ("", "nightly import", "one-off fix", "import of eu data")
 ACTORS = ("alice", "bob", "retention")
-LABELS = ({}, {"team": "eu"}, {"team": "us"}, {"team": "eu", "tier": "gold"})
-ARGS = (
+LABELS: tuple[dict[str, str], ...] = (
+    {},
+    {"team": "eu"},
+    {"team": "us"},
+    {"team": "eu", "tier": "gold"},
+)
+ARGS: tuple[dict[str, Any], ...] = (
     {},
     {"namespace": "eu", "items": 10},
     {"namespace": "us", "items": 200},
@@ -63,7 +68,7 @@ async def store_run(client: Client, shape: Shape, run_id: str | None = None) -> 
     run = Run.blank(run_id)
     created = T0 + shape.created
     args = ARGS[shape.args]
-    run.handle(
+    run.start(
         cmd.StartRun(
             run_id=run_id,
             scenario=SCENARIOS[shape.scenario],

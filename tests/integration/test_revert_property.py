@@ -1,9 +1,9 @@
 """Revert restores the network exactly, against a real Redis.
 
-Runs are driven the way the executor drives them (effects recorded from what is stored,
-chunk prepared and saved, written to the network, confirmed; or voided when its worker
-died first), then reverted the way ``Executor._revert_step`` does it, in small batches so
-the cursor crosses chunk boundaries.
+Runs are driven through the executor's own units: each chunk goes through the
+``ChunkProtocol`` (effects recorded from what is stored, chunk prepared and saved, written
+to the network, confirmed; or voided when its worker died first), then reverted with
+``take_revert_step`` in small batches so the cursor crosses chunk boundaries.
 """
 
 from __future__ import annotations
@@ -29,11 +29,14 @@ from runstream.domain.run import Run
 from runstream.domain.scenarios import NetworkView
 from runstream.ids import new_id
 from runstream.keys import Keys
-from runstream.revert import CONFLICT, next_batch
+from runstream.revert import next_batch
 from runstream.settings import Settings
 from runstream.store.events import EventStore
-from runstream.store.network import NetworkStore
-from runstream_worker.effects import record_effects
+from runstream.store.network import Decision, NetworkStore
+from runstream.store.outputs import RunOutput
+from runstream_worker.chunk import ChunkResult
+from runstream_worker.chunk_protocol import ChunkProtocol, chunk_token
+from runstream_worker.revert_step import take_revert_step
 
 T = TypeVar("T")
 
@@ -168,55 +171,60 @@ async def save(env: Env, run: Run) -> None:
     assert result.status == "ok", result
 
 
+def protocol(env: Env) -> ChunkProtocol:
+    """The executor's chunk protocol over the test's store (no lease: one writer)."""
+
+    async def append(run: Run, output: RunOutput | None = None) -> bool:
+        return (await env.store.save(run, output=output)).status == "ok"
+
+    return ChunkProtocol(env.network, append, env.store.load, env.store.chunks_before)
+
+
 async def execute(env: Env, chunks: list[ChunkPlan]) -> Run:
-    """Start a run and process its chunks as Executor._process_chunk does; it succeeds."""
+    """Start a run and record its chunks as the executor does; it succeeds."""
     run_id = new_id()
     run = Run.blank(run_id)
-    run.handle(StartRun(run_id=run_id, scenario="synthetic"), env.now(), scenario_version="1")
+    run.start(StartRun(run_id=run_id, scenario="synthetic"), env.now(), scenario_version="1")
     run.begin(env.now(), "worker-1")
     await save(env, run)
+    chunks_ = protocol(env)
     for number, plan in enumerate(chunks):
+        # What a scenario's steps do in one chunk: read the stored network, change it.
         values, stamps = await env.network.read(ELEMENTS)
         stored = zip(ELEMENTS, values, stamps, strict=True)
         view = NetworkView({e: (v, st) for e, v, st in stored if v or st}.get)
         for kind, element, attributes in plan.ops:
             perform(view, kind, element, attributes)
-        notes = [f"{run_id} chunk {number} note {i}" for i in range(plan.notifications)]
         s = run.state
-        effects = await record_effects(
-            env.network, run_id, s.next_effect, view.changes, view.reads
+        result = ChunkResult(
+            items_from=s.items_processed,
+            items_to=s.items_processed + max(1, len(plan.ops)),
+            changes=view.changes,
+            reads=view.reads,
+            notifications=[f"{run_id} chunk {number} note {i}" for i in range(plan.notifications)],
         )
-        prepared = run.prepare_chunk(
-            env.now(),
-            items_to=s.items_processed + len(plan.ops),
-            effects=effects,
-            notifications=notes,
-            log=[],
-            results={},
-        )
-        if not effects and not notes:
-            run.confirm_chunk(env.now())
-            await save(env, run)
+        if not plan.worker_dies:
+            run, conflict = await chunks_.record(run, result)
+            assert not conflict
+            assert run.state.pending is None
             continue
-        await save(env, run)
-        token = f"{run_id}:{prepared.chunk}"
-        if plan.worker_dies:
-            # Whoever resumes the run finds the chunk never applied and voids it.
-            assert await env.network.resolve_chunk(token) == "voided"
-            run.void_chunk(env.now(), "its worker stopped before it reached the network")
-            await save(env, run)
-            late = await env.network.apply_chunk(
-                token, run_id, prepared.first_effect, effects, notes
-            )
-            assert late == ("voided", "")
+        prepared = await chunks_.prepare(run, result)
+        if isinstance(prepared, Run):  # nothing for the network: confirmed at once
+            run = prepared
             continue
-        outcome = await env.network.apply_chunk(
-            token, run_id, prepared.first_effect, effects, notes
+        # The worker died here. Whoever resumes the run finds the chunk never applied
+        # and voids it; a late write of the chunk is refused.
+        run = await chunks_.resolve_pending(prepared.run)
+        assert run.state.voided_chunks[-1] == prepared.event.chunk
+        event = prepared.event
+        late = await env.network.apply_chunk(
+            chunk_token(run_id, event.chunk),
+            run_id,
+            event.first_effect,
+            event.effects,
+            event.notifications,
         )
-        assert outcome == ("ok", "")
-        run.confirm_chunk(env.now())
-        await save(env, run)
-        await env.network.forget_chunk(token)
+        assert late == ("voided", "")
     run.succeed(env.now())
     await save(env, run)
     return run
@@ -225,41 +233,22 @@ async def execute(env: Env, chunks: list[ChunkPlan]) -> Run:
 async def revert(
     env: Env, run_id: str, force: bool, *, started: bool = False
 ) -> tuple[Run, list[ev.SkippedEffect]]:
-    """Revert a run to the end, as Executor._revert_step does it step by step."""
+    """Revert a run to the end, step by step as the executor does."""
     if not started:
         run = await env.store.load(run_id)
-        run.handle(RevertRun(run_id=run_id, force=force), env.now())
+        run.revert(RevertRun(run_id=run_id, force=force), env.now())
         await save(env, run)
     skipped_all: list[ev.SkippedEffect] = []
     for _ in range(1000):
         run = await env.store.load(run_id)  # every step starts from the stored history
-        s = run.state
-        assert s.state == "reverting"
-        assert s.revert is not None
-        batch = await next_batch(
-            env.store, s, s.revert.cursor, s.revert.cursor_offset, REVERT_BATCH
-        )
-        if not batch.items:
-            run.finish_revert(env.now())
-            await save(env, run)
-            return run, skipped_all
-        assert len(batch.items) <= REVERT_BATCH
-        step = f"{run_id}:{s.revert.cursor}:{s.revert.cursor_offset}:{len(batch.items)}"
-        codes = await env.network.compensate(batch.items, s.revert.force, step)
-        skipped = [
-            ev.SkippedEffect(c.effect_no, c.element, CONFLICT)
-            for c, code in zip(batch.items, codes, strict=True)
-            if code == "x"
-        ]
-        run.record_compensation(
-            env.now(),
-            len(batch.items) - len(skipped),
-            skipped,
-            batch.cursor,
-            batch.cursor_offset,
-        )
+        assert run.state.state == "reverting"
+        step = await take_revert_step(env.store, env.network, run, REVERT_BATCH, env.now())
+        assert step is not None
         await save(env, run)
-        skipped_all.extend(skipped)
+        if not step.mark:
+            return run, skipped_all
+        await env.network.forget_revert_step(step.mark)
+        skipped_all.extend(step.skipped)
     raise AssertionError("the revert does not come to an end")
 
 
@@ -390,6 +379,10 @@ def test_an_element_someone_else_changed_is_skipped_unless_forced(
     run_async(settings, body)
 
 
+def letters(decisions: list[Decision]) -> str:
+    return "".join(d.letter for d in decisions)
+
+
 def _elements(exported: dict[str, Any]) -> dict[str, str]:
     """An export back as element -> attributes JSON, to compare with one element changed."""
     out = {f"n:{n['id']}": msgspec.json.encode(n["attrs"]).decode() for n in exported["nodes"]}
@@ -477,7 +470,7 @@ def test_a_revert_interrupted_and_redone_finds_its_effects_already_compensated(
         assert s.revert is not None
         batch = await next_batch(env.store, s, "+", 0, 2)
         assert [c.effect_no for c in batch.items] == [3, 2]
-        assert await env.network.compensate(batch.items, False, "step-1") == "cc"
+        assert letters(await env.network.compensate(batch.items, False, "step-1")) == "cc"
         # The worker died here: the step's event was never recorded. The plan sees it.
         plan = await revert_module.plan(env.store, env.network, run.state, force=False)
         assert (plan.compensate, plan.already_compensated, plan.conflicts) == (1, 2, [])
@@ -510,7 +503,8 @@ def test_a_redone_revert_step_repeats_its_outcome_instead_of_finding_conflicts(
         first = await env.network.compensate(batch.items, False, "step-a")
         restored = await env.network.export()
         again = await env.network.compensate(batch.items, False, "step-a")
-        assert first == again == "cc"
+        assert first == again
+        assert letters(first) == "cc"
         assert await env.network.export() == restored
 
     run_async(settings, body)

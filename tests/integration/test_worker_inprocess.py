@@ -14,8 +14,9 @@ from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.ids import new_id
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
+from runstream.store import replies
 
 from .support import (
     assert_contiguous,
@@ -66,10 +67,10 @@ def test_start_runs_to_success_with_the_right_counts(settings: Settings) -> None
             assert isinstance(events[-1], ev.RunSucceeded)
             assert_contiguous(chunk_ranges(events), 50)
             values = await client.redis.hkeys(client.keys.net_values)
-            nodes = [v for v in values if v.startswith(f"n:{run_id}:".encode())]
+            nodes = [v for v in values if replies.text(v).startswith(f"n:{run_id}:")]
             assert len(nodes) == 50
-            notes = await client.redis.xrange(client.keys.outbox)
-            assert sum(1 for _, f in notes if f[b"run_id"] == run_id.encode()) == 5
+            notes = replies.entries(await client.redis.xrange(client.keys.outbox))
+            assert sum(1 for _, f in notes if f[Fields.RUN_ID] == run_id.encode()) == 5
 
     asyncio.run(body())
 
@@ -125,14 +126,14 @@ def test_a_redelivered_command_is_applied_once(settings: Settings) -> None:
         stream = keys.commands(keys.shard_of(run_id))
         async with worker_running(s), Client.connect(settings=s) as client:
             r = client.redis
-            await r.xadd(stream, {"c": data})
-            await r.xadd(stream, {"c": data})
+            await r.xadd(stream, {Fields.COMMAND: data})
+            await r.xadd(stream, {Fields.COMMAND: data})
             summary = await client.wait(run_id, timeout=15, poll=0.05)
             assert summary.state == "succeeded"
             version = summary.version
 
             # And once more after it finished: acknowledged, nothing recorded.
-            again = (await r.xadd(stream, {"c": data})).decode()
+            again = replies.text(await r.xadd(stream, {Fields.COMMAND: data}))
 
             async def acked() -> bool:
                 groups = await r.xinfo_groups(stream)
@@ -227,7 +228,7 @@ def test_commands_published_before_any_worker_existed_are_delivered(settings: Se
             # One run per shard, published while no group and no worker exist.
             run_ids = [run_id_on(keys, shard) for shard in range(s.shards)]
             for run_id in run_ids:
-                await client.start("synthetic", {"items": 3}, run_id=run_id)
+                await client.start_nowait("synthetic", {"items": 3}, run_id=run_id)
             for shard in range(s.shards):
                 assert await client.redis.xinfo_groups(keys.commands(shard)) == []
             async with worker_running(s):
@@ -263,12 +264,14 @@ def test_a_redelivered_rejected_command_is_reported_once(settings: Settings, mak
             r = client.redis
             first = await client.execute(command, wait=False, timeout=10)
             assert first.rejected
-            last = (await r.xadd(stream, {"c": data})).decode()
+            last = replies.text(await r.xadd(stream, {Fields.COMMAND: data}))
 
             async def acked() -> bool:
                 groups = await r.xinfo_groups(stream)
                 group = next(g for g in groups if g["name"] == keys.group.encode())
-                return group["last-delivered-id"].decode() == last and group["pending"] == 0
+                return bool(
+                    replies.text(group["last-delivered-id"]) == last and group["pending"] == 0
+                )
 
             await until(acked, "the copy to be read and acked")
             fed = [e for _, e in await feed_events(r, keys, run_id)]

@@ -21,6 +21,7 @@ from runstream.contracts.commands import (
     RevertRun,
     StartRun,
     StopRun,
+    TrackRun,
     command_type,
     decode_command,
     encode_command,
@@ -50,6 +51,22 @@ COMMANDS: list[Command] = [
     DeleteRun(run_id=RUN_ID, mode="keep_effects"),
     PinRun(run_id=RUN_ID),
     PinRun(run_id=RUN_ID, pinned=False),
+    StartRun(
+        run_id=RUN_ID,
+        scenario="synthetic",
+        source_run_id="01ARZ3NDEKTSV4RRFFQ69G5FAW",
+        scenario_version="1",
+    ),
+    TrackRun(
+        run_id=RUN_ID,
+        scenario="solver",
+        status="failed",
+        input='{"a": 1}',
+        output="[]",
+        duration_ms=12,
+        error="infeasible",
+        log=["one", "two"],
+    ),
 ]
 
 
@@ -266,6 +283,16 @@ EVENTS: list[ev.Event] = [
     ev.RunDeleted(at=11.0, actor="ops", effects_left=1, irreversible=1),
     ev.RunPinned(at=11.5, actor="ops", pinned=False),
     ev.CommandRejected(at=12.0, command_type="StopRun", reason="no", actor="ops"),
+    ev.RunTracked(
+        at=1.0,
+        run_id=RUN_ID,
+        scenario="solver",
+        status="succeeded",
+        input="{}",
+        output='{"x": 1}',
+        duration_ms=5,
+        log=["ok"],
+    ),
 ]
 
 
@@ -308,9 +335,20 @@ def test_slim_drops_a_prepared_chunks_effects_log_and_results() -> None:
     assert prepared.effects == EFFECTS  # the original is untouched
 
 
-@pytest.mark.parametrize("event", [e for e in EVENTS if not isinstance(e, ev.ChunkPrepared)])
+@pytest.mark.parametrize(
+    "event", [e for e in EVENTS if not isinstance(e, ev.ChunkPrepared | ev.RunTracked)]
+)
 def test_slim_leaves_other_events_as_they_are(event: ev.Event) -> None:
     assert ev.slim(event) is event
+
+
+def test_slim_drops_a_tracked_runs_input_output_and_log() -> None:
+    tracked = EVENTS[-1]
+    assert isinstance(tracked, ev.RunTracked)
+    slimmed = ev.slim(tracked)
+    assert isinstance(slimmed, ev.RunTracked)
+    assert (slimmed.input, slimmed.output, slimmed.log) == ("", "", [])
+    assert (slimmed.status, slimmed.duration_ms) == ("succeeded", 5)
 
 
 def test_a_feed_entry_carries_the_slimmed_event() -> None:

@@ -156,7 +156,7 @@ def test_start_queues_the_run_with_its_scenario_and_arguments() -> None:
     run = Run.blank(run_id)
     command = StartRun(run_id=run_id, scenario="synthetic", args={"items": 3}, actor="ops")
 
-    run.handle(command, 10.0, scenario_version="1", items_total=3)
+    run.start(command, 10.0, scenario_version="1", items_total=3)
 
     s = run.state
     assert (s.state, s.scenario, s.scenario_version) == ("queued", "synthetic", "1")
@@ -170,7 +170,7 @@ def test_start_queues_the_run_with_its_scenario_and_arguments() -> None:
 def test_start_uses_the_normalised_arguments_when_given() -> None:
     run_id = new_id()
     run = Run.blank(run_id)
-    run.handle(
+    run.start(
         StartRun(run_id=run_id, scenario="synthetic", args={"items": "3"}),
         now(),
         args={"items": 3},
@@ -239,7 +239,7 @@ def test_cancel_keeps_the_effects() -> None:
     run = stopped(effects=3)
     run.handle(CancelRun(run_id=run.state.run_id), now())
     assert run.state.applied == 3
-    assert run.unreverted == 3
+    assert run.state.effects_left == 3
 
 
 # --------------------------------------------------------------------------- revert
@@ -284,7 +284,7 @@ def test_revert_counts_compensated_and_skipped_and_moves_its_cursor() -> None:
 
     s = run.state
     assert (s.state, s.compensated, s.skipped, s.applied) == ("reverted", 4, 1, 5)
-    assert run.unreverted == 0
+    assert (s.effects_left, s.skipped_effects) == (1, [4])
     done = run.new_events[-1]
     assert isinstance(done, ev.RunReverted)
     assert (done.compensated, done.skipped, done.irreversible) == (4, 1, 0)
@@ -355,18 +355,87 @@ def test_delete_with_keep_effects_counts_the_effects_left_behind() -> None:
     assert (gone.effects_left, gone.irreversible) == (3, 2)
 
 
-def test_plain_delete_is_allowed_after_revert() -> None:
+def test_plain_delete_is_allowed_after_a_revert_that_took_everything_back() -> None:
     run = reverting()
-    run.record_compensation(now(), 1, [ev.SkippedEffect(2, "n:1", "changed")], "(0-1", 0)
+    run.record_compensation(now(), 2, [], "(0-1", 0)
     run.finish_revert(now())
 
     run.handle(DeleteRun(run_id=run.state.run_id), now())
 
     gone = run.new_events[-1]
     assert isinstance(gone, ev.RunDeleted)
-    # The conflicting effect stayed on the network: the tombstone says so.
-    assert gone.effects_left == 1
+    assert gone.effects_left == 0
     assert run.state.state == "deleted"
+
+
+def reverted_with_conflict() -> Run:
+    """Two effects; the revert took back effect 1 and skipped effect 2 as a conflict."""
+    run = reverting()
+    run.record_compensation(now(), 1, [ev.SkippedEffect(2, "n:1", "changed by run X")], "(0-1", 0)
+    run.finish_revert(now())
+    return run
+
+
+def test_plain_delete_of_a_reverted_run_with_skipped_effects_is_refused() -> None:
+    run = reverted_with_conflict()
+    assert run.state.effects_left == 1
+    assert_rejected(
+        run,
+        DeleteRun(run_id=run.state.run_id),
+        "1 network effects left by conflicts its revert skipped; use --revert",
+    )
+
+
+def test_delete_keeping_effects_of_a_reverted_run_counts_the_skipped_ones() -> None:
+    run = reverted_with_conflict()
+    run.handle(DeleteRun(run_id=run.state.run_id, mode="keep_effects"), now())
+    gone = run.new_events[-1]
+    assert isinstance(gone, ev.RunDeleted)
+    assert gone.effects_left == 1
+
+
+def test_delete_with_revert_of_a_reverted_run_with_skipped_effects_retries_them() -> None:
+    run = reverted_with_conflict()
+    run.take_events()
+    run.handle(DeleteRun(run_id=run.state.run_id, mode="revert"), now())
+    [started] = run.take_events()
+    assert isinstance(started, ev.RevertStarted) and started.then_delete
+    assert run.state.revert is not None and run.state.revert.only == [2]
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_reverted_run_with_skipped_effects_is_revertable_again(force: bool) -> None:
+    run = reverted_with_conflict()
+    run.handle(RevertRun(run_id=run.state.run_id, force=force), now())
+
+    s = run.state
+    assert s.state == "reverting"
+    assert s.revert is not None
+    # Only the skipped effect is retried, from the newest event again.
+    assert (s.revert.only, s.revert.force, s.revert.cursor) == ([2], force, "+")
+    assert (s.compensated, s.skipped, s.skipped_effects, s.effects_left) == (1, 0, [], 1)
+
+    run.record_compensation(now(), 1, [], "(0-1", 0)
+    run.finish_revert(now())
+    assert (run.state.state, run.state.compensated, run.state.effects_left) == ("reverted", 2, 0)
+    assert_rejected(run, RevertRun(run_id=run.state.run_id), "already reverted")
+
+
+def test_a_retried_revert_that_meets_the_conflict_again_keeps_it_left() -> None:
+    run = reverted_with_conflict()
+    run.handle(RevertRun(run_id=run.state.run_id), now())
+    run.record_compensation(now(), 0, [ev.SkippedEffect(2, "n:1", "changed by run X")], "(0-1", 0)
+    run.finish_revert(now())
+    s = run.state
+    assert (s.state, s.compensated, s.skipped, s.skipped_effects) == ("reverted", 1, 1, [2])
+    assert s.effects_left == 1
+
+
+def test_the_summary_shows_the_effects_left() -> None:
+    from runstream.domain.run import summarize
+
+    assert summarize(reverted_with_conflict().state).effects_left == 1
+    assert summarize(succeeded(effects=3).state).effects_left == 3
 
 
 def test_delete_with_revert_reverts_first_then_deletes() -> None:
@@ -670,3 +739,16 @@ def test_state_round_trips_through_a_msgpack_snapshot() -> None:
     for event in run.new_events[-2:]:
         apply(restored, event)
     assert restored == run.state
+
+
+def test_runs_stand_in_line_started_first_then_by_priority_then_age() -> None:
+    def state(**fields: Any) -> RunState:
+        return RunState(run_id="01ARZ3NDEKTSV4RRFFQ69G5FAV", **fields)
+
+    started = state(state="running", priority=9, created_at=300.0, started_at=400.0)
+    urgent_old = state(state="queued", priority=1, created_at=100.0)
+    urgent_new = state(state="queued", priority=1, created_at=200.0)
+    normal_old = state(state="queued", priority=5, created_at=50.0)
+    continued_before_start = state(state="queued", priority=9, created_at=10.0)
+    line = [started, urgent_old, urgent_new, normal_old, continued_before_start]
+    assert sorted(line, key=lambda s: s.runnable_score) == line

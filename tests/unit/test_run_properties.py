@@ -45,9 +45,11 @@ EDGES = {
     ("running", "failed"),
     ("running", "cancelled"),
     ("stopped", "running"),
+    ("stopped", "queued"),  # continued before it ever started: waits its turn again
     ("stopped", "cancelled"),
     *((done, "reverting") for done in ("stopped", "succeeded", "failed", "cancelled")),
     ("reverting", "reverted"),
+    ("reverted", "reverting"),  # a retry of the effects a revert skipped as conflicts
     *((done, "deleted") for done in ("stopped", "succeeded", "failed", "cancelled", "reverted")),
 }
 VALID_STATES = {*STATES, "deleted"}
@@ -67,7 +69,8 @@ class RunModel:
         self.open_chunk: int | None = None  # effects of the prepared, unresolved chunk
         self.pending_items = 0  # the open chunk's checkpoint
         self.confirmed = 0  # effects of confirmed chunks
-        self.reverted = 0  # effects compensated or skipped so far
+        self.reverted = 0  # effects compensated or skipped so far (this revert pass)
+        self.compensated = 0  # effects compensated so far
         self.prepared_effects = 0  # effects of every prepared chunk, voided ones included
         self.items = 0
         assert self.command(StartRun(run_id=self.rid, scenario="synthetic"))
@@ -137,27 +140,34 @@ class RunModel:
 
     def revert(self, force: bool) -> None:
         was = self.was
+        left = self.confirmed - self.compensated
         accepted = self.command(RevertRun(run_id=self.rid, force=force))
-        assert accepted == (was in FINISHED)
+        assert accepted == (was in FINISHED or (was == "reverted" and left > 0))
         if accepted:
             assert self.was == "reverting"
+            self._started_revert(was)
+
+    def _started_revert(self, was: str) -> None:
+        if was == "reverted":  # a retry: the skipped effects are taken again
+            self.reverted = self.compensated
 
     def delete(self, mode: DeleteMode) -> None:
         was = self.was
-        unreverted = self.confirmed - self.reverted
+        left = self.confirmed - self.compensated
         pinned = self.run.state.pinned
         accepted = self.command(DeleteRun(run_id=self.rid, mode=mode))
         refused = (
             was in ("queued", "running", "reverting", "deleted")
             or pinned
             or self.open_chunk is not None  # its effects may be on the network
-            or (mode == "plain" and was != "reverted" and unreverted > 0)
+            or (mode == "plain" and left > 0)
         )
         assert accepted != refused
-        if accepted and mode == "revert" and was != "reverted":
+        if accepted and mode == "revert" and left > 0:
             assert self.was == "reverting"
             assert self.run.state.revert is not None
             assert self.run.state.revert.then_delete
+            self._started_revert(was)
         elif accepted:
             assert self.was == "deleted"
 
@@ -252,6 +262,7 @@ class RunModel:
             )
         )
         self.reverted += take
+        self.compensated += take - len(skipped)
         assert self.run.state.revert is not None
         assert self.run.state.revert.cursor == cursor
 
@@ -285,10 +296,12 @@ class RunModel:
         assert s.compensated + s.skipped <= s.applied
         assert s.applied == self.confirmed
         assert s.compensated + s.skipped == self.reverted
+        assert s.compensated == self.compensated
+        assert s.effects_left == self.confirmed - self.compensated
         assert s.items_processed == self.items
         assert s.next_effect == 1 + self.prepared_effects
         if s.state == "reverted":
-            assert self.run.unreverted == 0
+            assert s.skipped == s.effects_left == len(s.skipped_effects)
         # A chunk is pending exactly while it is open.
         assert (s.pending is not None) == (self.open_chunk is not None)
         if s.pending is not None:

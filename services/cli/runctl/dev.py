@@ -7,11 +7,8 @@ that die are restarted with a backoff; Ctrl-C or SIGTERM stops workers first, Re
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,16 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import msgspec
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from runstream import processes
 from runstream.embedded import EmbeddedRedis
-from runstream.settings import DEFAULT_REDIS_URL, EMBEDDED_PORT
+from runstream.processes import WORKER_COMMAND, WorkerProcess, worker_env
+from runstream.redis_url import redacted_url
+from runstream.settings import DEFAULT_REDIS_URL, EMBEDDED_PORT, load_settings
 
 DEFAULT_DATA_DIR = Path(".runstream/data")
-WORKER_COMMAND = (sys.executable, "-m", "runstream_worker")
 STOP_GRACE_S = 10.0
 # A process that stayed up this long counts as healthy again: its backoff starts over.
 HEALTHY_AFTER_S = 30.0
@@ -58,7 +58,7 @@ def _runctl_command() -> str:
 @dataclass
 class _Worker:
     name: str
-    proc: subprocess.Popen[bytes] | None = None
+    proc: WorkerProcess | None = None
     started_at: float = 0.0
     failures: int = 0
     restart_at: float | None = None
@@ -69,10 +69,12 @@ class _DevStack:
         self,
         redis: EmbeddedRedis,
         workers: int,
+        worker_env: dict[str, str],
         worker_command: Sequence[str],
         console: Console,
     ) -> None:
         self.redis = redis
+        self.worker_env = worker_env
         self.worker_command = list(worker_command)
         self.console = console
         self.workers = [_Worker(name=f"worker-{i}") for i in range(1, workers + 1)]
@@ -89,16 +91,8 @@ class _DevStack:
 
     # --- workers -------------------------------------------------------------------
     def spawn(self, worker: _Worker) -> None:
-        env = dict(os.environ)
-        env["REDIS_URL"] = self.redis.url
-        env["RUNSTREAM_WORKER_NAME"] = worker.name
-        worker.proc = subprocess.Popen(
-            self.worker_command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            # Own session: Ctrl-C reaches only us, and we stop workers in order.
-            start_new_session=True,
-        )
+        # Its output is ours (no log file): the developer watches it in this terminal.
+        worker.proc = WorkerProcess(worker.name, self.worker_env, command=self.worker_command)
         worker.started_at = time.monotonic()
         worker.restart_at = None
 
@@ -106,7 +100,7 @@ class _DevStack:
         now = time.monotonic()
         for worker in self.workers:
             proc = worker.proc
-            if proc is not None and proc.poll() is not None:
+            if proc is not None and not proc.alive():
                 uptime = now - worker.started_at
                 worker.failures = 1 if uptime >= HEALTHY_AFTER_S else worker.failures + 1
                 delay = _backoff(worker.failures)
@@ -153,19 +147,16 @@ class _DevStack:
         return worker.proc.pid if worker.proc is not None else None
 
     def stop_workers(self) -> None:
-        live = [w.proc for w in self.workers if w.proc is not None and w.proc.poll() is None]
-        for proc in live:
-            proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in live:
+        live = [w.proc for w in self.workers if w.proc is not None]
+        processes.stop_all(
+            live,
+            STOP_GRACE_S,
             # A second Ctrl-C cuts the grace period short.
-            while proc.poll() is None and time.monotonic() < deadline and self.signals < 2:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(TICK_S)
-            if proc.poll() is None:
-                self.console.print(f"[yellow]worker pid {proc.pid} did not stop; killing it[/]")
-                proc.kill()
-            proc.wait()
+            give_up=lambda: self.signals >= 2,
+            on_kill=lambda p: self.console.print(
+                f"[yellow]worker pid {p.pid} did not stop; killing it[/]"
+            ),
+        )
         for worker in self.workers:
             worker.proc = None
 
@@ -174,7 +165,7 @@ class _DevStack:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold", no_wrap=True)
         table.add_column(overflow="fold")  # paths stay whole, for copy and paste
-        table.add_row("REDIS_URL", self.redis.url)
+        table.add_row("REDIS_URL", redacted_url(self.redis.url))
         table.add_row(
             "redis-server",
             f"{escape(self.redis.binary)} ({self.redis.origin}), pid {self.redis.pid}",
@@ -186,7 +177,9 @@ class _DevStack:
         self.console.print(Panel(table, title="runstream dev", expand=False))
         # runctl's default REDIS_URL is the default embedded port; other ports need it set.
         lines = (
-            [] if self.redis.url == DEFAULT_REDIS_URL else [f"export REDIS_URL={self.redis.url}"]
+            []
+            if self.redis.url == DEFAULT_REDIS_URL
+            else [f"export REDIS_URL={redacted_url(self.redis.url)}"]
         )
         lines.append(f"{_runctl_command()} start synthetic --arg items=100 --wait")
         self.console.print("try, in another terminal:")
@@ -224,11 +217,18 @@ def run_dev(
         console.print("[red]workers must be 0 or more[/]")
         return 2
     try:
+        settings = load_settings()
+    except ValueError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        return 2
+    try:
         redis = EmbeddedRedis(port=port, data_dir=data_dir, prefer=prefer)
     except (RuntimeError, ValueError) as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         return 1
-    stack = _DevStack(redis, workers, worker_command, console)
+    # Workers get our RUNSTREAM_* settings, and this stack's Redis.
+    env = worker_env(msgspec.structs.replace(settings, redis_url=redis.url))
+    stack = _DevStack(redis, workers, env, worker_command, console)
     previous = {
         signum: signal.signal(signum, stack.on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
     }

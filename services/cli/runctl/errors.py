@@ -6,8 +6,10 @@ OK = 0
 REJECTED = 1  # the service refused the command (state does not allow it)
 BAD_INPUT = 2  # bad arguments, unknown scenario, malformed id (also typer's usage errors)
 NOT_FOUND = 3  # the run does not exist or was deleted
-UNREACHABLE = 4  # Redis cannot be reached
-TIMEOUT = 5  # --wait gave up
+UNREACHABLE = 4  # Redis cannot be reached, or what answers is not Redis
+TIMEOUT = 5  # --wait gave up; the command was accepted and goes on
+NOT_SUCCEEDED = 6  # --wait: the run failed, or someone else stopped or cancelled it
+REDIS_REFUSED = 7  # Redis refused a command (OOM, READONLY, NOPERM ...)
 
 
 class CliError(Exception):

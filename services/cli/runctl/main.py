@@ -1,38 +1,50 @@
 """runctl: drive runstream from a shell.
 
 Connection comes from REDIS_URL (default: the embedded server ``runctl dev`` starts).
-Exit status: 0 done, 1 rejected, 2 bad input, 3 no such run, 4 Redis unreachable,
-5 --wait timed out; each failure prints one line on stderr naming what was wrong.
+Exit status: 0 done, 1 rejected, 2 bad input, 3 no such run, 4 Redis unreachable or not
+Redis, 5 timed out (the command goes on), 6 the run did not succeed (--wait), 7 Redis
+refused the command; each failure prints one line on stderr naming what was wrong.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
-import sys
+import re
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import msgspec
-import redis
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from runctl import errors, runs
+from runctl import errors, logs_cmd, queue_cmd, results_cmd, runs, track_cmd
+from runctl.common import (
+    DEFAULT_ACTOR,
+    ActorOpt,
+    JsonOpt,
+    TimeoutOpt,
+    WaitOpt,
+    _check_command,
+    _check_id,
+    _print_json,
+    _registry,
+    _run,
+    _when,
+    err,
+    out,
+)
 from runctl.errors import CliError
 from runstream import revert
-from runstream.client import Client, Outcome, RunNotFound, WaitTimeout
+from runstream.client import Client, Outcome
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import Rejected, Run
-from runstream.domain.scenarios import BadArguments, Registry, load_registry
-from runstream.ids import is_run_id, new_id
-from runstream.settings import EMBEDDED_PORT, Settings, load_settings
+from runstream.domain.scenarios import BadArguments
+from runstream.ids import new_id
+from runstream.settings import EMBEDDED_PORT
 from runstream.store import dlq, index
 from runstream.store.network import NetworkStore
 
@@ -71,77 +83,11 @@ dlq_app = _Typer(
 )
 app.add_typer(dlq_app, name="dlq")
 
-# Piped output is not cut to 80 columns: ids and states must stay whole for scripts.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-T = TypeVar("T")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
-WaitOpt = Annotated[bool, typer.Option("--wait", help="Return once the command took effect.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.", min=0.1)]
-ActorOpt = Annotated[str, typer.Option("--actor", envvar="RUNSTREAM_ACTOR", help="Who asks.")]
-DEFAULT_ACTOR = "runctl"
+# A Redis stream entry id: milliseconds-sequence (both at most 64-bit).
+STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 # --------------------------------------------------------------------------- plumbing
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ValueError as exc:
-        raise CliError(str(exc), errors.BAD_INPUT) from None
-
-
-def _run(body: Callable[[Client], Awaitable[T]]) -> T:
-    settings = _settings()
-
-    async def main() -> T:
-        async with Client.connect(settings=settings) as client:
-            return await body(client)
-
-    try:
-        return asyncio.run(main())
-    except WaitTimeout as exc:  # before OSError: it is a TimeoutError, an OSError
-        raise CliError(str(exc), errors.TIMEOUT) from None
-    except cmd.BadCommand as exc:
-        raise CliError(str(exc), errors.BAD_INPUT) from None
-    except (redis.ConnectionError, redis.TimeoutError, ConnectionRefusedError, OSError) as exc:
-        raise CliError(
-            f"cannot reach Redis at {settings.redis_url} ({exc}); start the service with "
-            "'make run' or 'runctl dev', or point REDIS_URL at a running Redis",
-            errors.UNREACHABLE,
-        ) from None
-    except RunNotFound as exc:
-        raise CliError(str(exc), errors.NOT_FOUND) from None
-
-
-def _registry() -> Registry:
-    modules = _settings().scenario_modules
-    try:
-        return load_registry(modules)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise CliError(
-            f"cannot load the scenarios in RUNSTREAM_SCENARIO_MODULES={','.join(modules)}: {exc}",
-            errors.BAD_INPUT,
-        ) from None
-
-
-def _check_id(run_id: str) -> str:
-    if not is_run_id(run_id):
-        raise CliError(
-            f"malformed run id {run_id!r}: expected 26 characters of Crockford base32",
-            errors.BAD_INPUT,
-        )
-    return run_id
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(msgspec.to_builtins(data), indent=2, sort_keys=True) + "\n")
-
-
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
 def _finish(outcome: Outcome, what: str, run_id: str) -> None:
     """Report a command's outcome; a rejection exits non-zero."""
     if outcome.rejected:
@@ -178,14 +124,6 @@ def _event_line(event: ev.Event | None) -> str:
             return f"deleted ({event.effects_left} effects left on the network)"
         case _:
             return ev.event_type(event)
-
-
-def _check_command(command: cmd.Command) -> None:
-    """Refuse, before contacting Redis, what the service would refuse as malformed."""
-    try:
-        cmd.checked_bytes(command, _settings().max_command_bytes)
-    except cmd.BadCommand as exc:
-        raise CliError(str(exc), errors.BAD_INPUT) from None
 
 
 def _command(
@@ -259,24 +197,42 @@ def _parse_args(pairs: list[str], args_file: Path | None) -> dict[str, Any]:
 
 @app.command()
 def start(
-    scenario: Annotated[str, typer.Argument(help="Scenario name (see 'runctl scenarios').")],
+    scenario: Annotated[
+        str | None,
+        typer.Argument(help="Scenario name (see 'runctl scenarios'); optional with --from."),
+    ] = None,
     arg: Annotated[
         list[str] | None, typer.Option("--arg", help="A parameter, KEY=VALUE (repeatable).")
     ] = None,
     args_file: Annotated[
         Path | None, typer.Option("--args-file", help="Parameters as a JSON object.")
     ] = None,
-    name: Annotated[str, typer.Option(help="A name for the run.")] = "",
-    description: Annotated[str, typer.Option(help="What the run is for.")] = "",
+    name: Annotated[str | None, typer.Option(help="A name for the run.")] = None,
+    description: Annotated[str | None, typer.Option(help="What the run is for.")] = None,
     label: Annotated[
         list[str] | None, typer.Option("--label", help="A label KEY=VALUE (repeatable).")
     ] = None,
+    from_run: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Re-run: the scenario, version and arguments of this run (--arg overrides).",
+        ),
+    ] = None,
+    priority: Annotated[
+        int,
+        typer.Option(help="1 (highest) to 9: waiting runs start in this order.", min=1, max=9),
+    ] = cmd.DEFAULT_PRIORITY,
+    no_queue: Annotated[
+        bool, typer.Option("--no-queue", help="Start at once or be rejected; never wait queued.")
+    ] = False,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
     actor: ActorOpt = DEFAULT_ACTOR,
 ) -> None:
-    """Start a run of SCENARIO. With --wait, return when it succeeds, fails or stops."""
+    """Start a run of SCENARIO (or again, like run --from). With --wait, return when it
+    succeeds, fails or stops."""
     args = _parse_args(arg or [], args_file)
     labels: dict[str, str] = {}
     for pair in label or []:
@@ -284,33 +240,83 @@ def start(
         if not sep or not key or not value:
             raise CliError(f"bad --label {pair!r}: expected KEY=VALUE", errors.BAD_INPUT)
         labels[key] = value
-    # Checked here, before anything is sent: runctl reads the same scenario settings
-    # (RUNSTREAM_SCENARIO_MODULES) as the workers.
-    try:
-        _registry().get(scenario).validate(args)
-    except BadArguments as exc:
-        raise CliError(str(exc), errors.BAD_INPUT) from None
-    command = cmd.StartRun(
-        run_id=new_id(),
-        actor=actor,
-        scenario=scenario,
-        args=args,
-        name=name,
-        description=description,
-        labels=labels,
-    )
-    _check_command(command)
+    if from_run is None and scenario is None:
+        raise CliError("give a SCENARIO, or --from RUN_ID to re-run", errors.BAD_INPUT)
+    source_id = _check_id(from_run) if from_run is not None else None
+    registry = _registry()
 
-    async def body(client: Client) -> tuple[Outcome, str]:
+    def checked(command: cmd.StartRun) -> cmd.StartRun:
+        # Checked here, before anything is sent: runctl reads the same scenario settings
+        # (RUNSTREAM_SCENARIO_MODULES) as the workers.
+        try:
+            registry.get(command.scenario).validate(command.args)
+        except BadArguments as exc:
+            raise CliError(str(exc), errors.BAD_INPUT) from None
+        _check_command(command)
+        return command
+
+    if source_id is None:
+        assert scenario is not None
+        checked(
+            cmd.StartRun(
+                run_id=new_id(),
+                scenario=scenario,
+                args=args,
+                name=name or "",
+                description=description or "",
+                priority=priority,
+                labels=labels,
+            )
+        )
+
+    async def body(client: Client) -> tuple[cmd.StartRun, Outcome, str]:
+        if source_id is not None:
+            command = await client.rerun_command(
+                source_id,
+                args,
+                actor=actor,
+                name=name,
+                description=description,
+                priority=priority,
+                no_queue=no_queue,
+            )
+            if scenario is not None and scenario != command.scenario:
+                raise CliError(
+                    f"run {source_id} is of scenario {command.scenario!r}, not {scenario!r}",
+                    errors.BAD_INPUT,
+                )
+        else:
+            assert scenario is not None
+            command = cmd.StartRun(
+                run_id=new_id(),
+                actor=actor,
+                scenario=scenario,
+                args=args,
+                name=name or "",
+                description=description or "",
+                priority=priority,
+                no_queue=no_queue,
+                labels=labels,
+            )
+        if labels:
+            command = msgspec.structs.replace(command, labels=labels)
+        checked(command)
         outcome = await client.execute(command, wait=wait, timeout=timeout)
         found = await client.find(command.run_id)
-        return outcome, found.state if found else "queued"
+        return command, outcome, found.state if found else "queued"
 
-    outcome, state = _run(body)
+    command, outcome, state = _run(body)
     if outcome.rejected:
         raise CliError(f"start rejected: {outcome.reason}", errors.REJECTED)
     if as_json:
-        _print_json({"id": command.run_id, "state": state, "command_id": command.command_id})
+        _print_json(
+            {
+                "id": command.run_id,
+                "state": state,
+                "command_id": command.command_id,
+                "source_run_id": command.source_run_id,
+            }
+        )
     else:
         out.print(f"{command.run_id} {state if not wait else _event_line(outcome.event)}")
     if isinstance(outcome.event, ev.RunFailed):
@@ -548,7 +554,18 @@ def dlq_list(as_json: JsonOpt = False) -> None:
         out.print("no dead-lettered messages")
     for d in letters:
         payload = d.payload if len(d.payload) <= 80 else d.payload[:77] + "..."
-        out.print(f"{d.id:<20} {_when(d.at)}  {d.reason}\n{'':<20} {payload}")
+        cut = f"  [{d.size} bytes, truncated, not retryable]" if d.truncated else ""
+        out.print(f"{d.id:<20} {_when(d.at)}  {d.reason}\n{'':<20} {payload}{cut}")
+
+
+def _check_letter_id(letter_id: str) -> str:
+    if not STREAM_ID.fullmatch(letter_id):
+        raise CliError(
+            f"malformed dead-letter id {letter_id!r}: expected a stream entry id like "
+            "1700000000000-0 (see 'runctl dlq list')",
+            errors.BAD_INPUT,
+        )
+    return letter_id
 
 
 def _letter(client: Client, letter_id: str) -> Awaitable[dlq.DeadLetter | None]:
@@ -558,12 +575,16 @@ def _letter(client: Client, letter_id: str) -> Awaitable[dlq.DeadLetter | None]:
 @dlq_app.command("retry")
 def dlq_retry(letter_id: str) -> None:
     """Publish a dead-lettered message again (duplicates of applied commands change nothing)."""
+    _check_letter_id(letter_id)
 
     async def body(client: Client) -> str:
         letter = await _letter(client, letter_id)
         if letter is None:
             raise CliError(f"no dead-lettered message {letter_id}", errors.NOT_FOUND)
-        return await dlq.retry(client.redis, client.keys, letter)
+        try:
+            return await dlq.retry(client.redis, client.keys, letter)
+        except dlq.NotRetryable as exc:
+            raise CliError(str(exc), errors.REJECTED) from None
 
     out.print(f"{letter_id}: published again as {_run(body)}")
 
@@ -571,6 +592,7 @@ def dlq_retry(letter_id: str) -> None:
 @dlq_app.command("drop")
 def dlq_drop(letter_id: str) -> None:
     """Remove a dead-lettered message for good."""
+    _check_letter_id(letter_id)
 
     async def body(client: Client) -> None:
         letter = await _letter(client, letter_id)
@@ -593,7 +615,9 @@ def rebuild_index() -> None:
     )
 
 
-runs.register(app, _run, out, err)  # list, show: their own module
+# Commands kept in modules of their own.
+for _module in (runs, logs_cmd, results_cmd, track_cmd, queue_cmd):
+    _module.register(app)
 
 
 def main() -> None:

@@ -1,22 +1,17 @@
-"""runctl list and show: finding runs and seeing what one did.
-
-Registered on the main app by ``register`` (main.py hands down its plumbing: the runner
-that maps Redis errors to exit statuses, and the output console).
-"""
+"""runctl list and show: finding runs and seeing what one did."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import msgspec
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from runctl import errors
+from runctl.common import _run, err, out
 from runctl.errors import CliError
 from runstream import query
 from runstream.client import Client
@@ -25,9 +20,6 @@ from runstream.domain.run import STATES, RunSummary
 from runstream.ids import is_run_id
 from runstream.store.events import Tombstone
 from runstream.store.search import MarkerNotFound
-
-T = TypeVar("T")
-Runner = Callable[[Callable[[Client], Awaitable[T]]], T]
 
 TIME_FIELDS = ("created_at", "updated_at", "started_at", "ended_at")
 
@@ -110,7 +102,7 @@ def _items(r: RunSummary) -> str:
     return f"{r.items_processed}{total}"
 
 
-def register(app: typer.Typer, run: Runner[Any], out: Console, err: Console) -> None:
+def register(app: typer.Typer) -> None:
     @app.command("list")
     def list_runs(
         filter_: FilterOpt = None,
@@ -146,11 +138,11 @@ def register(app: typer.Typer, run: Runner[Any], out: Console, err: Console) -> 
                     "--marker: it lists tombstones, oldest first",
                     errors.BAD_INPUT,
                 )
-            _list_deleted(run, out, limit, count, as_json)
+            _list_deleted(limit, count, as_json)
             return
         q = build_query(texts, label, sort, limit, marker)
         if count:
-            n = run(lambda c: c.count(q))
+            n = _run(lambda c: c.count(q))
             if as_json:
                 print_json({"count": n})
             else:
@@ -163,7 +155,7 @@ def register(app: typer.Typer, run: Runner[Any], out: Console, err: Console) -> 
             except MarkerNotFound as exc:
                 raise CliError(str(exc), errors.NOT_FOUND) from None
 
-        runs = run(page)
+        runs = _run(page)
         if as_json:
             print_json([run_view(r) for r in runs])
         else:
@@ -196,7 +188,7 @@ def register(app: typer.Typer, run: Runner[Any], out: Console, err: Console) -> 
             events = await client.history(run_id)
             return summary, command_history(events)
 
-        summary, commands = run(body)
+        summary, commands = _run(body)
         if as_json:
             print_json({**run_view(summary), "commands": commands})
             return
@@ -210,12 +202,12 @@ def register(app: typer.Typer, run: Runner[Any], out: Console, err: Console) -> 
             out.print(f"{'':>15}  {c['at']}  {what} by {c['actor']}{extra}{bulk}", markup=False)
 
 
-def _list_deleted(run: Runner[Any], out: Console, limit: int, count: bool, as_json: bool) -> None:
+def _list_deleted(limit: int, count: bool, as_json: bool) -> None:
     try:
         query.check_limit(limit)
     except query.BadQuery as exc:
         raise CliError(str(exc), errors.BAD_INPUT) from None
-    tombs: list[Tombstone] = run(lambda c: c.tombstones())
+    tombs: list[Tombstone] = _run(lambda c: c.tombstones())
     if count:
         if as_json:
             print_json({"count": len(tombs)})
@@ -263,12 +255,34 @@ def show_lines(s: RunSummary) -> list[tuple[str, str]]:
             f"{e['applied']} applied, {e['irreversible']} irreversible, "
             f"{e['compensated']} compensated, {e['skipped']} conflicts (skipped)",
         ),
+        ("left", _effects_left(s)),
         ("pinned", "yes" if s.pinned else "no"),
+        ("priority", str(s.priority)),
+        ("input", f"{s.input_bytes} bytes"),
+        ("output", f"{s.output_bytes} bytes"),
     ]
+    if s.source_run_id:
+        lines.append(("re-run of", s.source_run_id))
+    if s.tracked:
+        took = f" (took {s.tracked_duration_ms} ms)" if s.tracked_duration_ms is not None else ""
+        lines.append(("tracked", "yes: executed elsewhere, recorded with track" + took))
     if s.error:
         where = f" (at item {s.error_at_item})" if s.error_at_item is not None else ""
         lines.append(("error", s.error + where))
     return lines
+
+
+def _effects_left(summary: RunSummary) -> str:
+    """What of the run is still on the network, and what can be done about it."""
+    left = summary.effects_left
+    if left == 0:
+        return "0 effects on the network"
+    if summary.state == "reverted":
+        return (
+            f"{left} effects its revert skipped as conflicts "
+            "(revert again to retry them, --force to overwrite)"
+        )
+    return f"{left} effects on the network"
 
 
 def command_history(events: list[tuple[str, ev.Event]]) -> list[dict[str, Any]]:
@@ -291,6 +305,8 @@ def command_history(events: list[tuple[str, ev.Event]]) -> list[dict[str, Any]]:
                 command = "delete --revert" if e.then_delete else "revert"
                 command += " --force" if e.force else ""
                 actor = e.actor
+            case ev.RunTracked():
+                command, actor = "track", e.actor
             case ev.RunPinned():
                 command, actor = ("pin" if e.pinned else "unpin"), e.actor
             case ev.RunDeleted():

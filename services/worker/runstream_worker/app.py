@@ -29,6 +29,8 @@ from redis.exceptions import RedisError, ResponseError
 from runstream import logs
 from runstream.domain.scenarios import load_registry
 from runstream.keys import Keys
+from runstream.processes import READY_MARK
+from runstream.redis_url import secrets_of
 from runstream.settings import Settings
 from runstream_worker.executor import Executor
 from runstream_worker.handlers import CommandProcessor
@@ -85,20 +87,22 @@ class Worker:
     """One worker process: the broker's subscribers, the executor, and their upkeep."""
 
     def __init__(self, settings: Settings) -> None:
-        logs.configure(settings.log_format)
+        logs.configure(settings.log_format, secrets=secrets_of(settings.redis_url))
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.shards)
         self.name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = load_registry(settings.scenario_modules)
         self.client = aredis.Redis.from_url(
-            settings.redis_url, max_connections=settings.max_connections
+            settings.connection_url(), max_connections=settings.max_connections
         )
         self.executor = Executor(self.client, settings, self.registry, self.name)
-        self.processor = CommandProcessor(self.client, settings, self.registry, self.executor.wake)
+        self.processor = CommandProcessor(self.client, settings, self.registry, self.executor)
         # Per-message logs at DEBUG: faststream's default INFO line per message costs throughput.
         self.broker = RedisBroker(
-            settings.redis_url,
+            settings.connection_url(),
             log_level=logging.DEBUG,
+            # Its lines through structlog (JSON like ours), not its own colour formatter.
+            logger=logs.stdlib_logger("faststream.runstream"),
             graceful_timeout=settings.shutdown_grace_s,
         )
         self.subscribers: list[Any] = []
@@ -148,8 +152,9 @@ class Worker:
         if not await self._connect():
             return
         self.executor.start()
+        # Only now: whoever waits for this mark may SIGTERM us, so the handlers must be in.
         log.info(
-            "worker_started",
+            READY_MARK,
             worker=self.name,
             shards=self.settings.shards,
             scenarios=[s.name for s in self.registry],
@@ -217,9 +222,21 @@ class Worker:
         """Stop reading; let handlers in flight finish (graceful_timeout) and the executor
         finish or checkpoint its chunks and hand back its leases; then close."""
         log.info("worker_stopping", worker=self.name)
-        # Both at once, so the whole shutdown fits in one grace period.
-        await asyncio.gather(self.broker.stop(), self.executor.stop(self.settings.shutdown_grace_s))
+        # Both at once, so the whole shutdown fits in one grace period (with time left to
+        # close and exit); waited for with a bound, never awaited outright: a task that
+        # swallowed its cancellation (redis-py can, on Python 3.11) must not keep the
+        # process from exiting.
+        budget = max(0.5, self.settings.shutdown_grace_s - 0.5)
+        stopping = asyncio.gather(self.broker.stop(), self.executor.stop(budget))
+        _done, late = await asyncio.wait({stopping}, timeout=budget)
+        if late:
+            stopping.add_done_callback(lambda f: f.cancelled() or f.exception())
+            log.warning("shutdown_incomplete", worker=self.name)
+        closing = asyncio.ensure_future(self._close())
+        await asyncio.wait({closing}, timeout=0.3)
+        log.info("worker_stopped", worker=self.name)
+
+    async def _close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self.client.delete(self.keys.worker_alive(self.name))
         await self.client.aclose()
-        log.info("worker_stopped", worker=self.name)

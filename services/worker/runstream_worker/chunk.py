@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runstream.domain.scenarios import Context, Scenario
+from runstream.domain.scenarios import NO_LIMITS, Context, ResultLimits, Scenario
 
 
 @dataclass
@@ -21,6 +21,7 @@ class ChunkResult:
     notifications: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     results: dict[str, str] = field(default_factory=dict)
+    result_types: dict[str, str] = field(default_factory=dict)
     exhausted: bool = False
     error: str = ""
 
@@ -39,6 +40,7 @@ def run_chunk(
     max_seconds: float,
     reader: Callable[[str], tuple[str, str] | None],
     should_stop: Callable[[], bool] = lambda: False,
+    limits: ResultLimits = NO_LIMITS,
 ) -> ChunkResult:
     """Process items from ``start`` until ``max_items``, ``max_seconds``, the end or an error.
 
@@ -46,7 +48,7 @@ def run_chunk(
     does a failing input source. Anything a step raises is the item's error, even
     SystemExit: a scenario must not take its worker down.
     """
-    ctx = Context(run_id, reader)
+    ctx = Context(run_id, reader, limits)
     result = ChunkResult(items_from=start, items_to=start)
     deadline = time.monotonic() + max_seconds
     index = start
@@ -69,6 +71,7 @@ def run_chunk(
             len(ctx.notifications),
             len(ctx.log_lines),
             dict(ctx.result_files),
+            dict(ctx.result_types),
         )
         ctx.index = index
         try:
@@ -98,6 +101,7 @@ def _finish(result: ChunkResult, ctx: Context, index: int) -> ChunkResult:
     result.notifications = ctx.notifications
     result.log = ctx.log_lines
     result.results = ctx.result_files
+    result.result_types = ctx.result_types
     return result
 
 
@@ -114,11 +118,12 @@ def _empty(inputs: Any) -> bool:
 _SENTINEL = object()
 
 
-def _rollback(ctx: Context, mark: tuple[int, int, int, dict[str, str]]) -> None:
-    changes, notes, logs, results = mark
+def _rollback(ctx: Context, mark: tuple[int, int, int, dict[str, str], dict[str, str]]) -> None:
+    changes, notes, logs, results, result_types = mark
     del ctx.network.changes[changes:]
     del ctx.notifications[notes:]
     del ctx.log_lines[logs:]
     ctx.result_files = results
+    ctx.result_types = result_types
     # The overlay may hold the failed item's writes: rebuild it from what is kept.
     ctx.network._overlay = dict(ctx.network.changes)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import redis
@@ -20,11 +20,11 @@ import structlog
 
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import ACTIVE, Rejected, Run
+from runstream.domain.run import Rejected, Run
 from runstream.domain.scenarios import BadArguments, Registry
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
-from runstream.store import dlq
+from runstream.store import dlq, outputs
 from runstream.store.events import Ack, EventStore
 
 log = structlog.get_logger("runstream.handlers")
@@ -33,6 +33,18 @@ log = structlog.get_logger("runstream.handlers")
 MAX_ATTEMPTS = 20
 
 Decide = Callable[[Run, Any, float], Awaitable[None]]
+C = TypeVar("C", bound=cmd.Command)
+
+
+def _decided_by(
+    method: Callable[[Run, C, float], None],
+) -> Callable[[Run, C, float], Awaitable[None]]:
+    """A handler that is just the aggregate's method for the command."""
+
+    async def decide(run: Run, command: C, now: float) -> None:
+        method(run, command, now)
+
+    return decide
 
 
 class Handlers:
@@ -55,49 +67,72 @@ class Handlers:
             raise RuntimeError(f"no handler registered for {', '.join(missing)}")
 
 
+class RunSlots(Protocol):
+    """The executor's run slots, as command handling sees them."""
+
+    @property
+    def free_slots(self) -> int: ...
+
+    def wake(self, run_id: str, *, at_once: bool = False) -> None: ...
+
+
 class CommandProcessor:
     def __init__(
         self,
         redis_client: aredis.Redis,
         settings: Settings,
         registry: Registry,
-        on_active: Callable[[str], None],
+        slots: RunSlots,
     ) -> None:
         self.redis = redis_client
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.shards)
         self.store = EventStore(redis_client, self.keys, settings)
         self.registry = registry
-        self.on_active = on_active
+        self.slots = slots
         self._parallel = asyncio.Semaphore(settings.max_parallel_commands)
         self.handlers = Handlers()
         self.handlers.register(cmd.StartRun, self._start)
-        simple_commands = (
-            cmd.StopRun,
-            cmd.ContinueRun,
-            cmd.CancelRun,
-            cmd.RevertRun,
-            cmd.DeleteRun,
-            cmd.PinRun,
-        )
-        for simple in simple_commands:
-            self.handlers.register(simple, self._simple)
+        self.handlers.register(cmd.TrackRun, self._track)
+        self.handlers.register(cmd.StopRun, _decided_by(Run.stop))
+        self.handlers.register(cmd.ContinueRun, _decided_by(Run.continue_))
+        self.handlers.register(cmd.CancelRun, _decided_by(Run.cancel))
+        self.handlers.register(cmd.RevertRun, _decided_by(Run.revert))
+        self.handlers.register(cmd.DeleteRun, _decided_by(Run.delete))
+        self.handlers.register(cmd.PinRun, _decided_by(Run.pin))
         self.handlers.check_complete()
 
     # ------------------------------------------------------------------ handlers
     async def _start(self, run: Run, command: cmd.StartRun, now: float) -> None:
+        if command.no_queue and self.slots.free_slots <= 0:
+            raise Rejected(
+                f"no free run slot: the worker runs {self.settings.max_parallel_runs} runs at "
+                "once (RUNSTREAM_MAX_PARALLEL_RUNS); start it without --no-queue to wait queued"
+            )
         scenario = self.registry.get(command.scenario)
+        if command.scenario_version and command.scenario_version != scenario.version:
+            raise BadArguments(
+                f"scenario {scenario.name!r} is at version {scenario.version} now, not "
+                f"{command.scenario_version}"
+            )
         params = scenario.validate(command.args)
-        run.handle(
+        args = msgspec.to_builtins(params)
+        run.start(
             command,
             now,
             scenario_version=scenario.version,
-            args=msgspec.to_builtins(params),
+            args=args,
             items_total=scenario.count(params),
+            input_bytes=len(msgspec.json.encode(args)),
         )
 
-    async def _simple(self, run: Run, command: cmd.Command, now: float) -> None:
-        run.handle(command, now)
+    async def _track(self, run: Run, command: cmd.TrackRun, now: float) -> None:
+        # A tracked run ran elsewhere: its scenario need not be registered here.
+        try:
+            version = self.registry.get(command.scenario).version
+        except BadArguments:
+            version = ""
+        run.track(command, now, scenario_version=version)
 
     # ------------------------------------------------------------------ batches
     async def handle_batch(self, shard: int, entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
@@ -148,7 +183,7 @@ class CommandProcessor:
     async def _decode(
         self, shard: int, entry_id: str, fields: dict[bytes, bytes]
     ) -> cmd.Command | None:
-        raw = fields.get(b"c")
+        raw = fields.get(Fields.COMMAND)
         try:
             if raw is None:
                 raise cmd.BadCommand("message has no 'c' field holding the command")
@@ -171,7 +206,7 @@ class CommandProcessor:
     ) -> None:
         """Park a message that can't be handled, with why; ack it so nothing waits on it."""
         log.warning("dead_lettered", entry_id=entry_id, reason=reason)
-        await dlq.park(self.redis, self.keys, shard, entry_id, fields, reason)
+        await dlq.park(self.redis, self.keys, self.settings, shard, entry_id, fields, reason)
 
     async def _handle_run(
         self, shard: int, run_id: str, items: list[tuple[str, cmd.Command]]
@@ -204,6 +239,7 @@ class CommandProcessor:
             if run is None:
                 run = await self.store.load(command.run_id)
             now = time.time()
+            rejected: str | None = None
             try:
                 await self.handlers.for_command(command)(run, command, now)
             except (Rejected, BadArguments) as exc:
@@ -211,13 +247,25 @@ class CommandProcessor:
                 if not run.exists:
                     await self._reject_without_run(command, str(exc), now, ack)
                     return run
-                run.reject(command, str(exc), now)
-                log.info("command_rejected", command=kind, reason=str(exc))
-            result = await self.store.save(run, command_id=command.command_id, ack=ack)
+                rejected = str(exc)
+                run.reject(command, rejected, now)
+            tracked = [e for e in run.new_events if isinstance(e, ev.RunTracked)]
+            result = await self.store.save(
+                run,
+                command_id=command.command_id,
+                ack=ack,
+                output=outputs.of_tracked(tracked[0]) if tracked else None,
+            )
             if result.status == "ok":
-                log.info("command_applied", command=kind, state=run.state.state)
-                if run.state.state in ACTIVE or run.state.pending:
-                    self.on_active(command.run_id)
+                # Logged once the outcome is stored, and as what it was: a rejection
+                # records an event too, but nothing was applied.
+                if rejected is not None:
+                    log.info("command_rejected", command=kind, reason=rejected)
+                else:
+                    log.info("command_applied", command=kind, state=run.state.state)
+                if run.state.needs_executor:
+                    at_once = isinstance(command, cmd.StartRun) and command.no_queue
+                    self.slots.wake(command.run_id, at_once=at_once)
                 return run
             if result.status == "dup":
                 log.info("command_duplicate", command=kind)

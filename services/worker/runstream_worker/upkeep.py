@@ -14,8 +14,9 @@ from redis.exceptions import ResponseError
 from runstream import lua
 from runstream.contracts import commands as cmd
 from runstream.domain.run import RunSummary
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
+from runstream.store import dlq
 
 log = structlog.get_logger("runstream.upkeep")
 _summary = msgspec.json.Decoder(RunSummary).decode
@@ -117,7 +118,7 @@ async def expire_runs(redis: aredis.Redis, keys: Keys, settings: Settings) -> in
                 actor="retention",
                 mode="keep_effects",
             )
-            await redis.xadd(keys.commands(shard), {"c": cmd.encode_command(command)})
+            await redis.xadd(keys.commands(shard), {Fields.COMMAND: cmd.encode_command(command)})
             sent += 1
     return sent
 
@@ -135,6 +136,7 @@ async def upkeep(redis: aredis.Redis, keys: Keys, settings: Settings) -> None:
         commands = keys.commands(shard)
         trimmed += await trim(redis, commands, None)
         trimmed += await trim(redis, keys.feed(shard), settings.feed_maxlen)
+        trimmed += await dlq.trim(redis, keys, settings, shard)
         removed += await remove_stale_consumers(redis, keys, commands, settings.stale_consumer_ms)
     expired = await expire_runs(redis, keys, settings)
     if trimmed or removed or expired:

@@ -39,12 +39,25 @@ class _Command(
     bulk_id: BulkId = ""
 
 
+ScenarioName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+# 1 is the highest: past a worker's run slots, runs wait by priority, then age.
+Priority = Annotated[int, msgspec.Meta(ge=1, le=9)]
+DEFAULT_PRIORITY = 5
+
+
 class StartRun(_Command, frozen=True, kw_only=True):
-    scenario: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    scenario: ScenarioName
     args: dict[str, Any] = {}
     name: ShortText = ""
     description: ShortText = ""
     labels: Labels = {}
+    # A re-run: the run whose scenario, version and arguments this one repeats.
+    priority: Priority = DEFAULT_PRIORITY
+    # Start at once or be rejected: never wait queued.
+    no_queue: bool = False
+    source_run_id: Annotated[str, msgspec.Meta(pattern=rf"^\Z|{RUN_ID_PATTERN}")] = ""
+    # Set by a re-run: the scenario must still be at this version ("" = any).
+    scenario_version: Annotated[str, msgspec.Meta(max_length=200)] = ""
 
 
 class StopRun(_Command, frozen=True, kw_only=True):
@@ -77,7 +90,25 @@ class PinRun(_Command, frozen=True, kw_only=True):
     pinned: bool = True
 
 
-Command = StartRun | StopRun | ContinueRun | CancelRun | RevertRun | DeleteRun | PinRun
+TrackedStatus = Literal["succeeded", "failed"]
+
+
+class TrackRun(_Command, frozen=True, kw_only=True):
+    """Record a run executed elsewhere (Nextmv's tracked run): no effects, only its outcome,
+    input, output and log. ``input``/``output`` are JSON documents, as text."""
+
+    scenario: ScenarioName
+    status: TrackedStatus
+    input: str
+    output: str
+    duration_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    error: ShortText = ""
+    log: list[str] = []
+    name: ShortText = ""
+    description: ShortText = ""
+
+
+Command = StartRun | StopRun | ContinueRun | CancelRun | RevertRun | DeleteRun | PinRun | TrackRun
 
 COMMAND_TYPES: tuple[type[_Command], ...] = (
     StartRun,
@@ -87,6 +118,7 @@ COMMAND_TYPES: tuple[type[_Command], ...] = (
     RevertRun,
     DeleteRun,
     PinRun,
+    TrackRun,
 )
 
 # Typed by hand: a union is no type[T], so msgspec's stubs would infer Decoder[Any].

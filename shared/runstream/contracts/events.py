@@ -54,6 +54,31 @@ class RunQueued(_Event, frozen=True, kw_only=True):
     actor: str = ""
     items_total: int | None = None
     labels: dict[str, str] = {}
+    priority: int = 5
+    source_run_id: str = ""
+    # Size of the run's input (its arguments as JSON), in bytes.
+    input_bytes: int = 0
+
+
+class RunTracked(_Event, frozen=True, kw_only=True):
+    """A run executed elsewhere, recorded with its outcome (Nextmv's tracked run).
+
+    ``input``/``output`` are JSON text; they are kept as the run's result files
+    ``input.json``/``output.json``, its ``log`` as its log lines.
+    """
+
+    run_id: str
+    scenario: str
+    scenario_version: str = ""
+    status: str
+    input: str
+    output: str
+    duration_ms: int | None = None
+    error: str = ""
+    log: list[str] = []
+    name: str = ""
+    description: str = ""
+    actor: str = ""
 
 
 class RunStarted(_Event, frozen=True, kw_only=True):
@@ -71,6 +96,8 @@ class ChunkPrepared(_Event, frozen=True, kw_only=True):
     notifications: list[str] = []
     log: list[str] = []
     results: dict[str, str] = {}
+    # Media type of each result file (by name); absent: guessed from the name.
+    result_types: dict[str, str] = {}
 
 
 class ItemsProcessed(_Event, frozen=True, kw_only=True):
@@ -156,6 +183,7 @@ class CommandRejected(_Event, frozen=True, kw_only=True):
 
 Event = (
     RunQueued
+    | RunTracked
     | RunStarted
     | ChunkPrepared
     | ItemsProcessed
@@ -199,7 +227,10 @@ class FeedEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def slim(event: Event) -> Event:
-    """The feed copy of an event: a chunk's effect list stays in the run's history only."""
+    """The feed copy of an event: a chunk's effect list (a tracked run's input and output)
+    stays in the run's history only."""
     if isinstance(event, ChunkPrepared):
-        return msgspec.structs.replace(event, effects=[], log=[], results={})
+        return msgspec.structs.replace(event, effects=[], log=[], results={}, result_types={})
+    if isinstance(event, RunTracked):
+        return msgspec.structs.replace(event, input="", output="", log=[])
     return event

@@ -117,16 +117,38 @@ class NetworkView:
         return self._get(f"e:{self._check_id(src)}|{self._check_id(dst)}")
 
 
+class ResultTooLarge(Exception):
+    """A result file over the per-file or per-run limit: the item, and so the run, fails."""
+
+
+@dataclass(frozen=True)
+class ResultLimits:
+    file_bytes: int
+    run_bytes: int
+    # Files the run already has (name -> bytes): a new file of the same name replaces one.
+    kept: dict[str, int] = field(default_factory=dict)
+
+
+NO_LIMITS = ResultLimits(file_bytes=2**62, run_bytes=2**62)
+
+
 class Context:
     """Handed to a scenario's step for each item."""
 
-    def __init__(self, run_id: str, reader: Callable[[str], tuple[str, str] | None]) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        reader: Callable[[str], tuple[str, str] | None],
+        limits: ResultLimits = NO_LIMITS,
+    ) -> None:
         self.run_id = run_id
         self.index = 0
         self.network = NetworkView(reader)
         self.notifications: list[str] = []
         self.log_lines: list[str] = []
         self.result_files: dict[str, str] = {}
+        self.result_types: dict[str, str] = {}
+        self.limits = limits
 
     def notify(self, message: str) -> None:
         """An irreversible side effect: sent once the chunk is recorded; never reverted."""
@@ -139,9 +161,29 @@ class Context:
     def results(self) -> Context:
         return self
 
-    def put(self, name: str, content: str) -> None:
-        """A named result file of the run (``ctx.results.put``)."""
-        self.result_files[str(name)] = str(content)
+    def put(self, name: str, content: str, media_type: str = "") -> None:
+        """A named result file of the run (``ctx.results.put``); a later put of the same
+        name replaces it. Over a size limit: ResultTooLarge (the run fails with it)."""
+        name, content = str(name), str(content)
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"bad result name {name!r}: a non-empty file name without '/'")
+        size = len(content.encode())
+        if size > self.limits.file_bytes:
+            raise ResultTooLarge(
+                f"result {name!r} is {size} bytes, over the limit of {self.limits.file_bytes} "
+                "bytes per file (RUNSTREAM_MAX_RESULT_BYTES)"
+            )
+        sizes = {**self.limits.kept, **{n: len(c.encode()) for n, c in self.result_files.items()}}
+        sizes[name] = size
+        total = sum(sizes.values())
+        if total > self.limits.run_bytes:
+            raise ResultTooLarge(
+                f"result {name!r} brings the run's results to {total} bytes, over the limit of "
+                f"{self.limits.run_bytes} bytes per run (RUNSTREAM_MAX_RUN_RESULT_BYTES)"
+            )
+        self.result_files[name] = content
+        if media_type:
+            self.result_types[name] = str(media_type)
 
 
 # --------------------------------------------------------------------------- registry

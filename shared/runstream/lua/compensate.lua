@@ -1,28 +1,58 @@
--- Take back one revert step's effects, newest first, each only if the element still carries
--- the run's stamp (or force). Returns one letter per effect: c compensated (or already was),
--- x conflict (skipped). The outcome is kept under the step's mark: a redone step returns it
+-- Take back one revert step's effects, newest first: the one place that decides, for each
+-- effect, what a revert does with it. Per effect one letter:
+--   a  the element is already as before the effect (nothing to do)
+--   c  the element still carries the effect's stamp: put back as before
+--   f  someone else changed the element since, but force: put back as before anyway
+--   x  someone else changed the element since: a conflict, skipped
+-- Returns {letters, holder...}: for each f or x, in order, the stamp the element carried
+-- (who changed it). The outcome is kept under the step's mark: a redone step returns it
 -- and changes nothing.
+-- Dry mode (the revert plan) changes nothing and keeps no mark: it decides over the
+-- stored stamps, overlaid with the stamps an earlier part of the plan would leave.
 local values, stamps, step_mark = KEYS[1], KEYS[2], KEYS[3]
-local force, n, ttl = ARGV[1] == '1', tonumber(ARGV[2]), ARGV[3]
--- ARGV[4..]: n quadruples (element, stamp, before_stamp, before)
+local force, dry, ttl, n = ARGV[1] == '1', ARGV[2] == '1', ARGV[3], tonumber(ARGV[4])
+-- ARGV[5..]: n quadruples (element, stamp, before_stamp, before); then m, and m pairs
+-- (element, stamp) overlaying the stored stamps (dry mode only)
 
-local done = redis.call('GET', step_mark)
-if done then return done end
-local out = {}
-for i = 0, n - 1 do
-  local el, st, bs, before = ARGV[4 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i], ARGV[7 + 4 * i]
-  local cur = redis.call('HGET', stamps, el) or ''
-  if cur == bs then
-    out[#out + 1] = 'c'
-  elseif cur == st or force then
-    if before == '' then redis.call('HDEL', values, el)
-    else redis.call('HSET', values, el, before) end
-    if bs == '' then redis.call('HDEL', stamps, el) else redis.call('HSET', stamps, el, bs) end
-    out[#out + 1] = 'c'
-  else
-    out[#out + 1] = 'x'
+if not dry then
+  local done = redis.call('GET', step_mark)
+  if done then
+    if string.sub(done, 1, 1) == '[' then return cjson.decode(done) end
+    return {done}  -- a mark from before holders were kept
   end
 end
-local result = table.concat(out)
-redis.call('SET', step_mark, result, 'EX', ttl)
+local overlay = {}
+local m_at = 5 + 4 * n
+for j = 0, tonumber(ARGV[m_at] or '0') - 1 do
+  overlay[ARGV[m_at + 1 + 2 * j]] = ARGV[m_at + 2 + 2 * j]
+end
+local letters, holders = {}, {}
+for i = 0, n - 1 do
+  local el, st, bs, before = ARGV[5 + 4 * i], ARGV[6 + 4 * i], ARGV[7 + 4 * i], ARGV[8 + 4 * i]
+  local cur = overlay[el]
+  if cur == nil then cur = redis.call('HGET', stamps, el) or '' end
+  local letter
+  if cur == bs then
+    letter = 'a'
+  elseif cur == st then
+    letter = 'c'
+  elseif force then
+    letter = 'f'
+  else
+    letter = 'x'
+  end
+  if letter == 'f' or letter == 'x' then holders[#holders + 1] = cur end
+  if letter == 'c' or letter == 'f' then
+    overlay[el] = bs
+    if not dry then
+      if before == '' then redis.call('HDEL', values, el)
+      else redis.call('HSET', values, el, before) end
+      if bs == '' then redis.call('HDEL', stamps, el) else redis.call('HSET', stamps, el, bs) end
+    end
+  end
+  letters[#letters + 1] = letter
+end
+local result = {table.concat(letters)}
+for _, holder in ipairs(holders) do result[#result + 1] = holder end
+if not dry then redis.call('SET', step_mark, cjson.encode(result), 'EX', ttl) end
 return result

@@ -2,6 +2,7 @@
 -- tombstone hash), drop it from the read model and the runnable set, remove its own keys,
 -- and ack the command message, atomically on the run's shard slot.
 -- Returns {status, version}: ok | dup | stale | deleted.
+-- Field names as in runstream.keys.Fields: feed 'r', 'v', 'e'; audit 'run_id', 'tombstone'.
 --! include index_update
 local meta, seen, feed, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local runnable, commands, tombs, audit = KEYS[5], KEYS[6], KEYS[7], KEYS[8]

@@ -9,5 +9,5 @@ local current = redis.call('HGET', index, run_id)
 if current and cjson.decode(current)['version'] > version then return 0 end
 redis.call('HSET', index, run_id, summary)
 index_update(index_base, run_id, postings)
-if active then redis.call('ZADD', runnable, 'NX', runnable_score, run_id) end
+if active then redis.call('ZADD', runnable, 'LT', runnable_score, run_id) end
 return 1

@@ -133,6 +133,7 @@ local function text_of(id, field)
   if field == 'id' then return id end
   local s = summary(id)
   local v = s and s[field]
+  if type(v) == 'boolean' then return v and 'true' or 'false' end  -- as query.FIELDS reads it
   if type(v) ~= 'string' then return '' end
   return v
 end
@@ -190,8 +191,10 @@ local function clause_key(c)
     end
   end
   if c.neg then
+    -- Every run has an id score, always finite: the intersection below weighs clause
+    -- keys by 0, and 0 * -inf (a missing value's score) is no number.
     local rest = temp()
-    redis.call('ZDIFFSTORE', rest, 2, primary, key)
+    redis.call('ZDIFFSTORE', rest, 2, zkey('id'), key)
     key = rest
   end
   return key

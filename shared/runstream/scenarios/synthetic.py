@@ -22,6 +22,11 @@ class SyntheticParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     namespace: Annotated[str, msgspec.Meta(max_length=100, pattern=r"^[^|]*$")] = ""
     # Fail at this item (for tests of failure handling); -1 = never.
     fail_at: int = -1
+    # Log lines per item (ctx.log).
+    log_lines: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
+    # Every this many items, a result file part-<n>.txt of result_bytes bytes; 0 = none.
+    result_every: Annotated[int, msgspec.Meta(ge=0)] = 0
+    result_bytes: Annotated[int, msgspec.Meta(ge=0, le=100_000_000)] = 100
 
 
 def _inputs(p: SyntheticParams, start: int) -> Iterator[int]:
@@ -43,6 +48,12 @@ def _step(ctx: Context, p: SyntheticParams, i: int) -> None:
             ctx.network.add_edge(node, f"{ns}:{rng.randrange(i)}", w=rng.randint(0, 999))
     if p.notify_every and (i + 1) % p.notify_every == 0:
         ctx.notify(f"synthetic {ns}: {i + 1} items processed")
+    for k in range(p.log_lines):
+        ctx.log(f"item {i} line {k}")
+    if p.result_every and (i + 1) % p.result_every == 0:
+        line = f"{i + 1} items processed, seed {p.seed}\n"
+        content = (line * (p.result_bytes // len(line) + 1))[: p.result_bytes]
+        ctx.results.put(f"part-{(i + 1) // p.result_every}.txt", content)
 
 
 SCENARIO = Scenario(

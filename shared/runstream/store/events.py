@@ -9,7 +9,6 @@ message, all at once. So a command is acknowledged exactly when its events are s
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,10 +17,10 @@ import redis.asyncio as aredis
 
 from runstream import lua, query
 from runstream.contracts import events as ev
-from runstream.domain.run import ACTIVE, Run, RunState, apply, summarize
-from runstream.keys import Keys
+from runstream.domain.run import Run, RunState, apply, summarize
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
-from runstream.store import replies
+from runstream.store import outputs, replies
 
 # How long a rejection of a command for a run without history is remembered (dedupe).
 REJECTION_MEMORY_S = 7 * 24 * 3600
@@ -112,7 +111,7 @@ class EventStore:
         run = Run(_state_decoder.decode(snapshot) if snapshot else RunState(run_id=run_id))
         while True:
             for _entry_id, fields in entries:
-                apply(run.state, ev.decode_event(_field(fields, b"e")))
+                apply(run.state, ev.decode_event(_field(fields, Fields.EVENT)))
             if len(entries) < LOAD_PAGE:
                 return run
             # A long tail (no snapshot yet written): page through the rest.
@@ -121,7 +120,7 @@ class EventStore:
 
     async def history(self, run_id: str) -> list[tuple[str, ev.Event]]:
         entries = replies.entries(await self.redis.xrange(self.keys.events(run_id)))
-        return [(i.decode(), ev.decode_event(f[b"e"])) for i, f in entries]
+        return [(i.decode(), ev.decode_event(f[Fields.EVENT])) for i, f in entries]
 
     async def chunks_before(
         self, run_id: str, cursor: str, count: int
@@ -130,7 +129,7 @@ class EventStore:
         entries = replies.entries(
             await self.redis.xrevrange(self.keys.events(run_id), cursor, "-", count=count)
         )
-        return [(i.decode(), ev.decode_event(f[b"e"])) for i, f in entries]
+        return [(i.decode(), ev.decode_event(f[Fields.EVENT])) for i, f in entries]
 
     # ------------------------------------------------------------------ writing
     async def save(
@@ -140,8 +139,10 @@ class EventStore:
         command_id: str = "",
         lease_owner: str = "",
         ack: Ack | None = None,
+        output: outputs.RunOutput | None = None,
     ) -> AppendResult:
-        """Append the run's new events, if its version is still the one they were based on."""
+        """Append the run's new events, if its version is still the one they were based on;
+        ``output`` (log lines, result files) becomes visible with them."""
         events = run.take_events()
         s = run.state
         expected = s.version - len(events)
@@ -159,19 +160,26 @@ class EventStore:
             self.settings.lease_ms,
             run_id,
             summary,
-            # A chunk left pending (its worker died) needs an executor even if the run
-            # was stopped or cancelled meanwhile: it must be confirmed or voided.
-            f"{time.time() * 1000:.0f}" if s.state in ACTIVE or s.pending else "-",
+            s.runnable_score if s.needs_executor else "-",
             k.group,
             ack.entry_id if ack else "",
             _state_encoder.encode(s) if due else "",
             len(events),
+        ]
+        output_args, n_lines, n_results = outputs.script_args(output)
+        args += [
+            self.settings.max_log_lines,
+            repr(output.at) if output else "",
+            n_lines,
+            n_results,
             postings,
         ]
         for e in events:
             stored = ev.encode_event(e)
             args.append(stored)
-            args.append(ev.encode_event(ev.slim(e)) if isinstance(e, ev.ChunkPrepared) else stored)
+            slimmed = isinstance(e, ev.ChunkPrepared | ev.RunTracked)
+            args.append(ev.encode_event(ev.slim(e)) if slimmed else stored)
+        args += output_args
         status, version = await self._append(
             keys=[
                 k.events(run_id),
@@ -184,6 +192,9 @@ class EventStore:
                 k.commands(shard),
                 k.tombs(shard),
                 k.snapshot(run_id),
+                k.logs(run_id),
+                k.results(run_id),
+                k.result_meta(run_id),
                 k.query_index(shard),
             ],
             args=args,

@@ -1,4 +1,5 @@
-"""The run index (the read models ``list``/``show``/queries use), rebuilt from the events.
+"""The run index (the read models ``list``/``show``/queries use), rebuilt from the runs'
+events; with each run's log and result files (``runstream.store.outputs``).
 
 Every append writes its run's summary and query postings in the same script, so the
 index is always current; this rebuilds it from scratch (after a bug, a manual edit, a
@@ -12,9 +13,9 @@ from dataclasses import dataclass
 import redis.asyncio as aredis
 
 from runstream import lua
-from runstream.domain.run import ACTIVE
-from runstream.keys import Keys
-from runstream.store import replies
+from runstream.contracts import events as ev
+from runstream.keys import Fields, Keys
+from runstream.store import outputs, replies
 from runstream.store.events import EventStore, encoded_summary
 
 BATCH = 500  # runs loaded, and written back, per pipelined round trip
@@ -48,14 +49,18 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt
         ]
         await _drop(redis, keys, shard)
         for i in range(0, len(run_ids), BATCH):
-            loaded = await store.load_many(run_ids[i : i + BATCH])
+            batch = run_ids[i : i + BATCH]
+            loaded = await store.load_many(batch)
+            async with redis.pipeline(transaction=False) as pipe:
+                for run_id in batch:
+                    pipe.xrange(keys.events(run_id))
+                histories = await pipe.execute()
             async with redis.pipeline(transaction=False) as pipe:
                 for run in loaded:
                     state = run.state
                     if state.state in ("new", "deleted"):
                         continue
                     summary, postings = encoded_summary(state)
-                    active = state.state in ACTIVE or state.pending is not None
                     pipe.evalsha(
                         put.sha,
                         3,
@@ -65,11 +70,18 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt
                         state.run_id,
                         summary,
                         state.version,
-                        "1" if active else "0",
-                        f"{state.updated_at * 1000:.0f}",
+                        "1" if state.needs_executor else "0",
+                        state.runnable_score,
                         postings,
                     )
                     runs += 1
                     events += state.version
                 await pipe.execute()
+            for run, entries in zip(loaded, histories, strict=True):
+                if run.state.state in ("new", "deleted"):
+                    continue
+                history = [ev.decode_event(f[Fields.EVENT]) for _, f in replies.entries(entries)]
+                await outputs.rebuild(
+                    redis, keys, run.state.run_id, history, store.settings.max_log_lines
+                )
     return Rebuilt(runs, events)

@@ -20,8 +20,8 @@ never made without being in the history, and a late writer can't apply a voided 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, cast
 
 import msgspec
 import redis.asyncio as aredis
@@ -53,6 +53,23 @@ class Compensation(msgspec.Struct, frozen=True, array_like=True):
     stamp: str
     before_stamp: str
     before: str
+
+
+Letter = Literal["a", "c", "f", "x"]
+
+
+class Decision(msgspec.Struct, frozen=True, array_like=True):
+    """What revert does with one effect (decided by the ``compensate`` script): ``a``
+    already as before, ``c`` compensated, ``f`` compensated over someone else's change
+    (force), ``x`` skipped as a conflict. ``holder``: for f and x, the stamp the element
+    carried instead of the effect's (who changed it since)."""
+
+    letter: Letter
+    holder: str = ""
+
+    @property
+    def compensated(self) -> bool:
+        return self.letter != "x"
 
 
 class NetworkStore:
@@ -118,19 +135,39 @@ class NetworkStore:
         """Drop a revert step's mark once the run has recorded the step."""
         await self.redis.delete(self.keys.net_revert_step(step))
 
-    async def compensate(self, items: Sequence[Compensation], force: bool, step: str) -> str:
+    async def compensate(
+        self,
+        items: Sequence[Compensation],
+        force: bool,
+        step: str,
+        *,
+        dry: bool = False,
+        overlay: Mapping[str, str] | None = None,
+    ) -> list[Decision]:
         """Take back one revert step's effects, newest first; ``step`` names the step so
-        that doing it again returns the first outcome instead of compensating twice."""
+        that doing it again returns the first outcome instead of compensating twice.
+
+        ``dry``: decide the same way but change nothing (and keep no mark), over the
+        stored stamps as ``overlay`` replaces them (what earlier steps would leave)."""
         if not items:
-            return ""
-        args: list[str | int] = ["1" if force else "0", len(items), STEP_MARK_TTL_S]
+            return []
+        args: list[str | int] = ["1" if force else "0", "1" if dry else "0", STEP_MARK_TTL_S]
+        args.append(len(items))
         for c in items:
             args += (c.element, c.stamp, c.before_stamp, c.before)
+        known = overlay or {}
+        args.append(len(known))
+        for element, stamp in known.items():
+            args += (element, stamp)
         k = self.keys
-        result = await self._compensate(
-            keys=[k.net_values, k.net_stamps, k.net_revert_step(step)], args=args
-        )
-        return result.decode() if isinstance(result, bytes) else str(result)
+        mark = k.net_revert_step(step if not dry else "dry")
+        reply = await self._compensate(keys=[k.net_values, k.net_stamps, mark], args=args)
+        letters, *holders = (replies.text(part) for part in reply)
+        found = iter(holders)
+        return [
+            Decision(cast(Letter, letter), next(found, "") if letter in "fx" else "")
+            for letter in letters
+        ]
 
     async def put(self, element: str, attrs: dict[str, Any] | None, stamp: str) -> None:
         """A change made outside any run (an operator's edit): not revertable by runstream."""

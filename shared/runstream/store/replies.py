@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
-    from redis.typing import StreamRangeResponse, XReadResponse
+    from redis.typing import StreamRangeResponse, XReadGroupResponse, XReadResponse
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 """A stream entry: its id and its fields."""
@@ -29,6 +29,6 @@ def entries(reply: StreamRangeResponse | None) -> list[Entry]:
     return cast(list[Entry], reply or [])
 
 
-def streams(reply: XReadResponse) -> list[tuple[bytes, list[Entry]]]:
-    """An XREAD reply: each stream read, with its new entries."""
+def streams(reply: XReadResponse | XReadGroupResponse) -> list[tuple[bytes, list[Entry]]]:
+    """An XREAD or XREADGROUP reply: each stream read, with its new entries."""
     return cast(list[tuple[bytes, list[Entry]]], reply)

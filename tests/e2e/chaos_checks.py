@@ -1,59 +1,31 @@
-"""The machinery of the chaos suite: worker processes to kill, a Redis to crash, a load
-of commands (duplicates and garbage included) to publish through it all, and checks that
-read nothing but Redis data afterwards.
-
-``test_chaos.py`` strings these together; everything that decides whether runstream kept
-its promises lives in the ``check_*`` functions at the end, each returning the problems it
-found (with the evidence: command ids, run ids, history excerpts) rather than raising, so
-one run of the suite reports every broken promise at once.
-"""
+"""The chaos suite's checks: once the service is at rest, read nothing but Redis data and
+report every broken promise (lost, doubled, wrong state, wrong network) with evidence,
+rather than raising at the first."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
-import random
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
-import redis.asyncio as aredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from runstream.client import Client
-from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import RunState, apply, summarize
 from runstream.domain.scenarios import Context
-from runstream.embedded import EmbeddedRedis
-from runstream.ids import new_id
-from runstream.keys import Keys
+from runstream.keys import Fields
 from runstream.scenarios.synthetic import SCENARIO as SYNTHETIC
 from runstream.scenarios.synthetic import SyntheticParams
-from runstream.settings import Settings
+from runstream.store import replies
 
-WORKER_CMD = (sys.executable, "-m", "runstream_worker")
-WORKERS = 3
-SHARDS = 2
-MAX_COMMAND_BYTES = 4096
-SHUTDOWN_GRACE_S = 2.0
-# A SIGTERMed worker must be gone within the grace period; this much more is allowed for
-# the interpreter itself to exit (measured: well under it).
-EXIT_SLACK_S = 1.0
+from .chaos_fleet import EXIT_SLACK_S, SHUTDOWN_GRACE_S, Fleet, text
+from .chaos_load import Ledger
+
 ACTIVE_STATES = ("queued", "running", "reverting")
 
 # Event each command type leads to when it is accepted (DeleteRun --revert starts a revert).
@@ -67,579 +39,9 @@ ACCEPTED_EVENT: dict[str, tuple[str, ...]] = {
 }
 
 
-# =========================================================================== configuration
-@dataclass(frozen=True)
-class ChaosConfig:
-    seconds: float
-    seed: int
-    runs: int
-    quiesce_timeout: float
-
-    @classmethod
-    def from_env(cls) -> ChaosConfig:
-        seconds = float(os.environ.get("CHAOS_SECONDS", "") or 30)
-        seed = int(os.environ.get("CHAOS_SEED", "") or random.SystemRandom().randrange(2**31))
-        rng = random.Random(seed)
-        # 30-60 runs in the default 30 s; proportionally more in a longer soak.
-        runs = int(rng.randint(30, 60) * max(1.0, seconds / 30))
-        return cls(seconds=seconds, seed=seed, runs=runs, quiesce_timeout=40 + seconds / 2)
-
-    @property
-    def pytest_timeout(self) -> float:
-        return self.seconds + self.quiesce_timeout + 120
-
-
-def worker_env(redis_url: str, prefix: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_") and k != "REDIS_URL"
-    }
-    env.update(
-        REDIS_URL=redis_url,
-        RUNSTREAM_PREFIX=prefix,
-        RUNSTREAM_SHARDS=str(SHARDS),
-        RUNSTREAM_LEASE_MS="1500",
-        RUNSTREAM_CLAIM_IDLE_MS="1000",
-        RUNSTREAM_CHUNK_SECONDS="0.05",
-        RUNSTREAM_CHUNK_ITEMS="50",
-        RUNSTREAM_MAX_DELIVERIES="50",
-        RUNSTREAM_MAX_COMMAND_BYTES=str(MAX_COMMAND_BYTES),
-        RUNSTREAM_UPKEEP_INTERVAL_S="2",
-        RUNSTREAM_SHUTDOWN_GRACE_S=f"{SHUTDOWN_GRACE_S:g}",
-        RUNSTREAM_LOG_FORMAT="json",
-        # Log lines must reach the file before a SIGKILL: they are the evidence.
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def client_settings(redis_url: str, prefix: str) -> Settings:
-    return Settings(
-        redis_url=redis_url, prefix=prefix, shards=SHARDS, max_command_bytes=MAX_COMMAND_BYTES
-    )
-
-
-def chaos_redis(url: str) -> aredis.Redis:
-    """A client that never retries on its own: every retry is the driver's, and counted."""
-    return aredis.Redis.from_url(
-        url, socket_timeout=3, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
-    )
-
-
-def keep_evidence(directory: Path, seed: int) -> Path:
-    """Copy the worker and Redis logs somewhere pytest's temp-dir rotation won't delete."""
-    kept = Path(tempfile.mkdtemp(prefix=f"runstream-chaos-{seed}-"))
-    for path in directory.rglob("*"):
-        if path.is_file():  # worker logs, Redis's log and its append-only files
-            target = kept / path.relative_to(directory)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
-    return kept
-
-
-# =========================================================================== timeline
-class Timeline:
-    """What the chaos did and when (seconds since the start): the context for evidence."""
-
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-        self.wall0 = time.time()
-        self.entries: list[tuple[float, str]] = []
-
-    def note(self, what: str) -> None:
-        self.entries.append((time.monotonic() - self.t0, what))
-
-    def around(self, wall: float, window: float = 3.0) -> list[str]:
-        """Entries within ``window`` s of a wall-clock time (an event's ``at``)."""
-        t = wall - self.wall0
-        return [f"t={s:6.2f}s {w}" for s, w in self.entries if abs(s - t) <= window]
-
-    def text(self) -> str:
-        return "\n".join(f"t={s:6.2f}s {w}" for s, w in self.entries)
-
-
-# =========================================================================== workers
-@dataclass
-class WorkerProc:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-    started: float
-    killed: bool = False
-    terminated: bool = False
-    reported: bool = False
-
-    def log_tail(self, chars: int = 3000) -> str:
-        self.log_file.flush()
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-
-class Fleet:
-    """The worker processes: w0, w1, ... (a new name per process), logs in ``directory``."""
-
-    def __init__(self, env: dict[str, str], directory: Path, timeline: Timeline) -> None:
-        self.env = env
-        self.directory = directory
-        self.timeline = timeline
-        self.procs: list[WorkerProc] = []
-        self.kills = 0
-        self.unexpected: list[str] = []
-
-    def start(self) -> WorkerProc:
-        name = f"w{len(self.procs)}"
-        log_path = self.directory / f"worker-{name}.log"
-        log_file = open(log_path, "wb")  # noqa: SIM115 - closed in close()
-        proc = subprocess.Popen(
-            WORKER_CMD,
-            env={**self.env, "RUNSTREAM_WORKER_NAME": name},
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        worker = WorkerProc(name, proc, log_path, log_file, time.monotonic())
-        self.procs.append(worker)
-        self.timeline.note(f"start {name} (pid {proc.pid})")
-        return worker
-
-    def alive(self) -> list[WorkerProc]:
-        return [w for w in self.procs if w.proc.poll() is None]
-
-    def kill(self, worker: WorkerProc) -> None:
-        worker.killed = True
-        if worker.proc.poll() is None:
-            worker.proc.kill()
-        worker.proc.wait()
-        self.kills += 1
-        self.timeline.note(f"SIGKILL {worker.name}")
-
-    def check_exits(self) -> list[WorkerProc]:
-        """Workers that exited without being told to: a worker must not die on its own."""
-        dead = []
-        for w in self.procs:
-            if w.killed or w.terminated or w.reported or w.proc.poll() is None:
-                continue
-            w.reported = True
-            dead.append(w)
-            self.timeline.note(f"{w.name} EXITED on its own with {w.proc.returncode}")
-            self.unexpected.append(
-                f"worker {w.name} exited on its own with code {w.proc.returncode} after "
-                f"{time.monotonic() - w.started:.1f}s; log tail:\n{w.log_tail(2500)}"
-            )
-        return dead
-
-    def ensure(self, n: int) -> None:
-        self.check_exits()
-        for _ in range(n - len(self.alive())):
-            self.start()
-
-    def terminate_all(self, timeout: float) -> dict[str, tuple[int | None, float]]:
-        """SIGTERM every live worker; each one's exit code and how long it took."""
-        live = self.alive()
-        sent = time.monotonic()
-        for w in live:
-            w.terminated = True
-            with contextlib.suppress(ProcessLookupError):
-                w.proc.send_signal(signal.SIGTERM)
-        self.timeline.note(f"SIGTERM {', '.join(w.name for w in live)}")
-        out: dict[str, tuple[int | None, float]] = {}
-        for w in live:
-            try:
-                w.proc.wait(max(0.0, sent + timeout - time.monotonic()))
-                out[w.name] = (w.proc.returncode, time.monotonic() - sent)
-            except subprocess.TimeoutExpired:
-                out[w.name] = (None, time.monotonic() - sent)
-        return out
-
-    def close(self) -> None:
-        for w in self.procs:
-            if w.proc.poll() is None:
-                w.proc.kill()
-            w.proc.wait()
-            w.log_file.close()
-
-    def log_counts(self, names: Iterable[str]) -> Counter[str]:
-        """How often each of ``names`` (log event names, or 'Traceback') appears in all logs."""
-        counts: Counter[str] = Counter()
-        for w in self.procs:
-            for line in w.log_path.read_text(errors="replace").splitlines():
-                if "Traceback" in line:
-                    counts["Traceback"] += 1
-                if "Task exception was never retrieved" in line:
-                    counts["Task exception was never retrieved"] += 1
-                if not line.startswith("{"):
-                    continue
-                try:
-                    event = json.loads(line).get("event", "")
-                except ValueError:
-                    continue
-                if event in names:
-                    counts[event] += 1
-        return counts
-
-    def grep(self, needle: str, limit: int = 20) -> list[str]:
-        hits = []
-        for w in self.procs:
-            for line in w.log_path.read_text(errors="replace").splitlines():
-                if needle in line:
-                    hits.append(f"[{w.name}] {line[:600]}")
-        return hits[:limit]
-
-
-# =========================================================================== the ledger
-@dataclass
-class Sent:
-    """One valid command: every stream entry that carries it, and what we expect of it."""
-
-    command: cmd.Command
-    data: bytes
-    shard: int
-    entries: list[str] = field(default_factory=list)
-    failed_xadds: int = 0
-    note: str = ""
-
-    @property
-    def kind(self) -> str:
-        return cmd.command_type(self.command)
-
-
-@dataclass
-class Garbage:
-    kind: str
-    stream_shard: int
-    fields: dict[str, bytes]
-    nonce: bytes
-    entries: list[str] = field(default_factory=list)
-    failed_xadds: int = 0
-    command_id: str = ""  # a garbage message that looks like a command carries one
-
-
-@dataclass
-class Ledger:
-    sent: dict[str, Sent] = field(default_factory=dict)
-    garbage: list[Garbage] = field(default_factory=list)
-    started: list[str] = field(default_factory=list)  # run ids of StartRuns we sent
-    never_started: set[str] = field(default_factory=set)
-    duplicates: int = 0
-    xadd_attempts: int = 0
-    xadd_failures: int = 0
-
-    @property
-    def accepted(self) -> int:
-        return sum(1 for s in self.sent.values() if s.entries)
-
-
-class Publisher:
-    """XADD with retries until Redis accepts (an id comes back): Redis may be down."""
-
-    def __init__(self, redis: aredis.Redis, keys: Keys, ledger: Ledger, timeline: Timeline):
-        self.redis = redis
-        self.keys = keys
-        self.ledger = ledger
-        self.timeline = timeline
-
-    async def xadd(
-        self, shard: int, fields: dict[str, bytes], deadline_s: float = 60
-    ) -> tuple[str, int]:
-        deadline = time.monotonic() + deadline_s
-        failures = 0
-        while True:
-            self.ledger.xadd_attempts += 1
-            try:
-                entry = await self.redis.xadd(self.keys.commands(shard), fields)  # type: ignore[arg-type]
-                return (entry.decode() if isinstance(entry, bytes) else str(entry)), failures
-            except (RedisError, OSError) as exc:
-                failures += 1
-                self.ledger.xadd_failures += 1
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"Redis did not accept an XADD for {deadline_s:g}s: {exc!r}\n"
-                        f"{self.timeline.text()}"
-                    ) from exc
-                await asyncio.sleep(0.05)
-
-    async def send(self, command: cmd.Command, note: str = "") -> Sent:
-        data = cmd.encode_command(command)
-        assert len(data) <= MAX_COMMAND_BYTES, "a valid command must fit the limit"
-        shard = self.keys.shard_of(command.run_id)
-        sent = Sent(command, data, shard, note=note)
-        self.ledger.sent[command.command_id] = sent
-        entry, failures = await self.xadd(shard, {"c": data})
-        sent.entries.append(entry)
-        sent.failed_xadds += failures
-        return sent
-
-    async def republish(self, sent: Sent) -> None:
-        """The very same message again (same bytes, same command_id)."""
-        self.ledger.duplicates += 1
-        entry, failures = await self.xadd(sent.shard, {"c": sent.data})
-        sent.entries.append(entry)
-        sent.failed_xadds += failures
-
-    async def garbage(self, g: Garbage) -> None:
-        self.ledger.garbage.append(g)
-        entry, failures = await self.xadd(g.stream_shard, g.fields)
-        g.entries.append(entry)
-        g.failed_xadds += failures
-
-
-# =========================================================================== the load
-GARBAGE_KINDS = (
-    "random_bytes",
-    "json_wrong_shape",
-    "unknown_field",
-    "no_c_field",
-    "oversized",
-    "deeply_nested",
-    "wrong_shard",
-)
-
-
-def make_garbage(kind: str, rng: random.Random, keys: Keys, some_run: str | None) -> Garbage:
-    nonce = uuid.uuid4().hex.encode()
-    shard = rng.randrange(keys.shards)
-    cid = ""
-    if kind == "random_bytes":
-        # Not UTF-8, not JSON; the nonce keeps each payload unique.
-        data = b"\xff\xfe" + os.urandom(rng.randint(1, 200)) + nonce
-        fields = {"c": data}
-    elif kind == "json_wrong_shape":
-        shapes: list[Any] = [
-            [1, 2, 3, nonce.decode()],
-            {"type": "StopRun", "nonce": nonce.decode()},  # no run_id
-            {"type": "Explode", "run_id": new_id(), "command_id": nonce.decode()},
-            {"type": "StopRun", "run_id": "not-a-run-id", "command_id": nonce.decode()},
-            {"type": "StopRun", "run_id": new_id(), "command_id": "bad id " + nonce.decode()},
-            nonce.decode(),
-        ]
-        fields = {"c": json.dumps(rng.choice(shapes)).encode()}
-    elif kind == "unknown_field":
-        run_id = some_run or new_id()
-        cid = "garbage-" + nonce.decode()
-        body = json.loads(cmd.encode_command(cmd.StopRun(run_id=run_id, command_id=cid)))
-        body["surprise"] = nonce.decode()
-        fields = {"c": json.dumps(body).encode()}
-        shard = keys.shard_of(run_id)
-    elif kind == "no_c_field":
-        fields = {"x": b"no command here", "nonce": nonce}
-    elif kind == "oversized":
-        run_id = some_run or new_id()
-        cid = "garbage-" + nonce.decode()
-        body = json.loads(cmd.encode_command(cmd.StopRun(run_id=run_id, command_id=cid)))
-        body["reason"] = "x" * 5000
-        fields = {"c": json.dumps(body).encode()}
-        assert len(fields["c"]) > MAX_COMMAND_BYTES
-        shard = keys.shard_of(run_id)
-    elif kind == "deeply_nested":
-        depth = 1900
-        fields = {"c": b"[" * depth + b'"' + nonce + b'"' + b"]" * depth}
-        assert len(fields["c"]) <= MAX_COMMAND_BYTES
-    elif kind == "wrong_shard":
-        # A valid command on the other shard's stream: must be parked, never applied.
-        run_id = some_run or new_id()
-        cid = "garbage-" + nonce.decode()
-        fields = {"c": cmd.encode_command(cmd.StopRun(run_id=run_id, command_id=cid))}
-        shard = (keys.shard_of(run_id) + 1) % keys.shards
-    else:
-        raise ValueError(kind)
-    return Garbage(kind, shard, fields, nonce, command_id=cid)
-
-
-@dataclass
-class Load:
-    """The driver's state: which runs exist (as far as it knows) and duplicates to send."""
-
-    config: ChaosConfig
-    rng: random.Random
-    publisher: Publisher
-    ledger: Ledger
-    keys: Keys
-    scheduled: list[tuple[float, Sent]] = field(default_factory=list)
-
-    def synthetic_args(self) -> dict[str, Any]:
-        rng = self.rng
-        items = rng.randint(100, 600)
-        args: dict[str, Any] = {
-            "items": items,
-            "edges_per_item": rng.randint(0, 2),
-            "delay_ms": rng.choice([0, 0.5, 1, 1]),
-            "notify_every": rng.choice([0, 50]),
-            "seed": rng.randrange(1000),
-        }
-        if rng.random() < 0.1:
-            args["fail_at"] = rng.randrange(items)
-        return args
-
-    def maybe_duplicate(self, sent: Sent) -> None:
-        r = self.rng.random()
-        if r < 0.06:
-            delay = 0.0  # the same message twice in a row: likely one batch, or two workers
-        elif r < 0.22:
-            delay = self.rng.uniform(0.2, 5.0)
-        else:
-            return
-        self.scheduled.append((time.monotonic() + delay, sent))
-
-    async def flush_duplicates(self, everything: bool = False) -> None:
-        now = time.monotonic()
-        due = [s for t, s in self.scheduled if everything or t <= now]
-        self.scheduled = [(t, s) for t, s in self.scheduled if not (everything or t <= now)]
-        for sent in due:
-            await self.publisher.republish(sent)
-
-    async def start_run(self) -> None:
-        run_id = new_id()
-        sent = await self.publisher.send(
-            cmd.StartRun(
-                run_id=run_id, scenario="synthetic", args=self.synthetic_args(), actor="chaos"
-            )
-        )
-        self.ledger.started.append(run_id)
-        self.maybe_duplicate(sent)
-
-    async def control(self) -> None:
-        rng = self.rng
-        runs = self.ledger.started
-        # Mostly the newest runs, so commands meet runs while they run.
-        pick = rng.random()
-        run_id = rng.choice(runs[-4:] if pick < 0.45 else runs[-25:] if pick < 0.8 else runs)
-        r = rng.random()
-        command: cmd.Command
-        note = ""
-        if r < 0.26:
-            command = cmd.StopRun(run_id=run_id, actor="chaos", reason="chaos says stop")
-        elif r < 0.50:
-            command = cmd.ContinueRun(run_id=run_id, actor="chaos")
-        elif r < 0.59:
-            command = cmd.CancelRun(run_id=run_id, actor="chaos", reason="chaos says cancel")
-        elif r < 0.76:
-            command = cmd.RevertRun(run_id=run_id, actor="chaos", force=rng.random() < 0.3)
-        elif r < 0.89:
-            mode = rng.choice(["plain", "plain", "revert", "revert", "keep_effects"])
-            command = cmd.DeleteRun(run_id=run_id, actor="chaos", mode=mode)  # type: ignore[arg-type]
-        elif r < 0.93:
-            # A run id no one ever started: rejected ("does not exist").
-            ghost = new_id()
-            self.ledger.never_started.add(ghost)
-            command = cmd.StopRun(run_id=ghost, actor="chaos")
-            note = "expect-reject"
-        elif r < 0.96:
-            # Start an existing run again (new command_id): rejected ("already exists"),
-            # unless it overtakes the first StartRun (a crashed worker's pending one).
-            command = cmd.StartRun(
-                run_id=run_id, scenario="synthetic", args=self.synthetic_args(), actor="chaos"
-            )
-            note = "restart"
-        else:
-            # A new run with bad arguments or an unknown scenario: rejected, never exists.
-            ghost = new_id()
-            self.ledger.never_started.add(ghost)
-            if rng.random() < 0.5:
-                command = cmd.StartRun(run_id=ghost, scenario="synthetic", args={"items": -5})
-            else:
-                command = cmd.StartRun(run_id=ghost, scenario="no-such-scenario", args={})
-            note = "expect-reject"
-        sent = await self.publisher.send(command, note=note)
-        self.maybe_duplicate(sent)
-
-    async def garbage(self, kind: str | None = None) -> None:
-        kind = kind or self.rng.choice(GARBAGE_KINDS)
-        some_run = self.rng.choice(self.ledger.started) if self.ledger.started else None
-        await self.publisher.garbage(make_garbage(kind, self.rng, self.keys, some_run))
-
-    async def drive(self, stop_at: float) -> None:
-        """Publish until ``stop_at``: runs spread over the first three quarters, commands
-        over them throughout, duplicates as scheduled, and garbage now and then."""
-        t0 = time.monotonic()
-        span = max(1.0, (stop_at - t0) * 0.75)
-        for kind in GARBAGE_KINDS:  # each kind of garbage at least once
-            await self.garbage(kind)
-        while time.monotonic() < stop_at:
-            await self.flush_duplicates()
-            due_runs = self.config.runs * min(1.0, (time.monotonic() - t0) / span)
-            if len(self.ledger.started) < due_runs or not self.ledger.started:
-                await self.start_run()
-            elif self.rng.random() < 0.04:
-                await self.garbage()
-            else:
-                await self.control()
-            await asyncio.sleep(self.rng.uniform(0.0, 0.12))
-
-
-# =========================================================================== chaos
-@dataclass
-class Chaos:
-    rng: random.Random
-    fleet: Fleet
-    server: EmbeddedRedis
-    timeline: Timeline
-    client: Client
-    redis_restarts: int = 0
-    redis_down_s: float = 0.0
-    busy_kills: int = 0
-
-    async def busy_workers(self) -> set[str]:
-        """Workers holding a run's lease right now: killing one interrupts a run mid-chunk."""
-        keys, redis = self.client.keys, self.client.redis
-        owners: set[str] = set()
-        try:
-            for shard in range(keys.shards):
-                for run_id in await redis.zrange(keys.runnable(shard), 0, -1):
-                    owner = await redis.get(keys.lease(_name(run_id)))
-                    if owner:
-                        owners.add(_name(owner))
-        except (RedisError, OSError):
-            pass
-        return owners
-
-    async def pick_victim(self) -> WorkerProc | None:
-        alive = self.fleet.alive()
-        if not alive:
-            return None
-        if self.rng.random() < 0.5:
-            busy = await self.busy_workers()
-            candidates = [w for w in alive if w.name in busy]
-            if candidates:
-                self.busy_kills += 1
-                return self.rng.choice(candidates)
-        return self.rng.choice(alive)
-
-    async def run(self, stop_at: float) -> None:
-        now = time.monotonic()
-        next_kill = now + self.rng.uniform(1, 3)
-        next_crash = now + self.rng.uniform(6, 10)
-        while time.monotonic() < stop_at:
-            now = time.monotonic()
-            # A worker that died on its own is replaced too (and reported).
-            for _ in self.fleet.check_exits():
-                self.fleet.start()
-            if now >= next_kill:
-                victim = await self.pick_victim()
-                if victim is not None:
-                    self.fleet.kill(victim)
-                self.fleet.start()
-                next_kill = now + self.rng.uniform(1, 3)
-            if now >= next_crash:
-                await self.crash_redis()
-                next_crash = time.monotonic() + self.rng.uniform(6, 10)
-            await asyncio.sleep(self.rng.uniform(0.01, 0.1))
-
-    async def crash_redis(self) -> None:
-        down = time.monotonic()
-        self.server.kill()
-        self.timeline.note("SIGKILL redis")
-        await asyncio.sleep(self.rng.uniform(0.0, 0.6))
-        # start() waits until the server answers PING (it has replayed its append-only file).
-        await asyncio.to_thread(self.server.start)
-        self.redis_restarts += 1
-        self.redis_down_s += time.monotonic() - down
-        self.timeline.note(f"redis back after {time.monotonic() - down:.2f}s")
-
-
 # =========================================================================== quiescence
 def _id_tuple(entry_id: Any) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    ms, _, seq = text.partition("-")
+    ms, _, seq = text(entry_id).partition("-")
     return int(ms), int(seq or 0)
 
 
@@ -651,7 +53,7 @@ async def quiet_status(client: Client) -> list[str]:
         stream = keys.commands(shard)
         info = await redis.xinfo_stream(stream)
         groups = await redis.xinfo_groups(stream)
-        group = next((g for g in groups if _name(g["name"]) == keys.group), None)
+        group = next((g for g in groups if text(g["name"]) == keys.group), None)
         if group is None:
             busy.append(f"shard {shard}: no '{keys.group}' group")
             continue
@@ -660,20 +62,16 @@ async def quiet_status(client: Client) -> list[str]:
             busy.append(f"shard {shard}: {group['pending']} pending")
         if _id_tuple(group["last-delivered-id"]) < last:
             busy.append(
-                f"shard {shard}: undelivered (last-delivered {_name(group['last-delivered-id'])}, "
-                f"last entry {_name(info['last-generated-id'])}, lag {group.get('lag')})"
+                f"shard {shard}: undelivered (last-delivered {text(group['last-delivered-id'])}, "
+                f"last entry {text(info['last-generated-id'])}, lag {group.get('lag')})"
             )
         runnable = await redis.zrange(keys.runnable(shard), 0, -1)
         if runnable:
-            busy.append(f"shard {shard}: runnable {[_name(r) for r in runnable]}")
+            busy.append(f"shard {shard}: runnable {[text(r) for r in runnable]}")
     active = [r for r in await client.list_runs() if r.state in ACTIVE_STATES]
     if active:
         busy.append(f"active runs: {[(r.id, r.state) for r in active]}")
     return busy
-
-
-def _name(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def stuck_evidence(client: Client, busy: list[str]) -> str:
@@ -701,8 +99,7 @@ async def stuck_evidence(client: Client, busy: list[str]) -> str:
 def _event_line(event: ev.Event) -> str:
     data = msgspec.to_builtins(ev.slim(event))
     data.pop("at", None)
-    text = json.dumps(data, sort_keys=True)
-    return text[:300]
+    return json.dumps(data, sort_keys=True)[:300]
 
 
 # =========================================================================== the data
@@ -740,18 +137,22 @@ async def collect(client: Client) -> Data:
     tombs: dict[str, dict[str, Any]] = {}
     audit_runs: list[str] = []
     for shard in range(keys.shards):
-        for entry_id, f in await redis.xrange(keys.feed(shard)):
+        for entry_id, f in replies.entries(await redis.xrange(keys.feed(shard))):
             feed.append(
                 FeedEvent(
-                    _name(entry_id), shard, f[b"r"].decode(), int(f[b"v"]), ev.decode_event(f[b"e"])
+                    text(entry_id),
+                    shard,
+                    f[Fields.RUN].decode(),
+                    int(f[Fields.VERSION]),
+                    ev.decode_event(f[Fields.EVENT]),
                 )
             )
-        for entry_id, f in await redis.xrange(keys.dlq(shard)):
-            dlq.append((shard, _name(entry_id), f))
+        for entry_id, f in replies.entries(await redis.xrange(keys.dlq(shard))):
+            dlq.append((shard, text(entry_id), f))
         for run_id, raw in (await redis.hgetall(keys.tombs(shard))).items():
-            tombs[_name(run_id)] = json.loads(raw)
-        for _, f in await redis.xrange(keys.audit(shard)):
-            audit_runs.append(f[b"run_id"].decode())
+            tombs[text(run_id)] = json.loads(raw)
+        for _, f in replies.entries(await redis.xrange(keys.audit(shard))):
+            audit_runs.append(f[Fields.RUN_ID].decode())
     index = {r.id: r for r in await client.list_runs()}
     histories: dict[str, list[tuple[str, ev.Event]]] = {}
     loaded: dict[str, RunState] = {}
@@ -765,11 +166,11 @@ async def collect(client: Client) -> Data:
         n = await redis.xlen(keys.events(run_id))
         if n:
             leftover[run_id] = n
-    values = {_name(k): _name(v) for k, v in (await redis.hgetall(keys.net_values)).items()}
-    stamps = {_name(k): _name(v) for k, v in (await redis.hgetall(keys.net_stamps)).items()}
+    values = {text(k): text(v) for k, v in (await redis.hgetall(keys.net_values)).items()}
+    stamps = {text(k): text(v) for k, v in (await redis.hgetall(keys.net_stamps)).items()}
     outbox = [
-        {"id": _name(i), **{_name(k): _name(v) for k, v in f.items()}}
-        for i, f in await redis.xrange(keys.outbox)
+        {"id": text(i), **{text(k): text(v) for k, v in f.items()}}
+        for i, f in replies.entries(await redis.xrange(keys.outbox))
     ]
     return Data(
         feed, dlq, tombs, audit_runs, index, histories, loaded, summaries, values, stamps,
@@ -906,12 +307,12 @@ def check_dead_letters(ledger: Ledger, data: Data, found: Findings) -> None:
     """
     by_source: dict[tuple[int, str], list[tuple[str, dict[bytes, bytes]]]] = defaultdict(list)
     for shard, letter_id, f in data.dlq:
-        by_source[shard, f.get(b"source_id", b"").decode()].append((letter_id, f))
+        by_source[shard, f.get(Fields.SOURCE_ID, b"").decode()].append((letter_id, f))
     garbage_entries = {(g.stream_shard, e): g for g in ledger.garbage for e in g.entries}
     valid_entries = {(s.shard, e): s for s in ledger.sent.values() for e in s.entries}
 
     def reason(f: dict[bytes, bytes]) -> str:
-        return f.get(b"reason", b"").decode(errors="replace")
+        return f.get(Fields.REASON, b"").decode(errors="replace")
 
     for (shard, source), letters in by_source.items():
         where = f"shard {shard} entry {source}"
@@ -926,8 +327,8 @@ def check_dead_letters(ledger: Ledger, data: Data, found: Findings) -> None:
             )
         elif (shard, source) in garbage_entries:
             g = garbage_entries[shard, source]
-            payload = letters[0][1].get(b"c", b"")
-            if g.nonce not in payload and g.fields.get("c") != payload:
+            payload = letters[0][1].get(Fields.COMMAND, b"")
+            if g.nonce not in payload and g.fields.get(Fields.COMMAND) != payload:
                 found.dlq.append(f"dead letter for {where} ({g.kind}) lost its payload")
             if len(letters) > 1:
                 found.dlq.append(
@@ -936,7 +337,7 @@ def check_dead_letters(ledger: Ledger, data: Data, found: Findings) -> None:
                 )
         else:
             # An entry we did not see accepted: a retried XADD whose first try landed.
-            payload = letters[0][1].get(b"c", b"")
+            payload = letters[0][1].get(Fields.COMMAND, b"")
             g2 = next((g for g in ledger.garbage if g.nonce in payload), None)
             if g2 is None or not g2.failed_xadds:
                 found.dlq.append(f"dead letter for unknown {where}: {reason(letters[0][1])[:200]}")

@@ -1,0 +1,199 @@
+"""Recording a computed chunk: its effects in the run's history, then on the network.
+
+A chunk is written in two phases (see ``runstream.store.network``): ``prepare`` records
+its effects (``ChunkPrepared``), ``write`` applies them to the network in one script and
+records ``ItemsProcessed``. A chunk left between the two (its worker died) is settled by
+``resolve_pending``. The executor drives every chunk through this; ``append`` and ``load``
+are how it saves and reloads a run (under its lease). The chunk's log lines and result
+files are shown with the append that confirms it (``ItemsProcessed``), so a voided
+chunk's never are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from runstream.contracts import events as ev
+from runstream.domain.run import Run
+from runstream.store import outputs
+from runstream.store.network import NetworkStore
+from runstream_worker.chunk import ChunkResult
+from runstream_worker.effects import record_effects
+from runstream_worker.lease import LostLease
+
+log = structlog.get_logger("runstream.chunk")
+
+
+class Append(Protocol):
+    """Append the run's new events (and make ``output`` visible with them): False if the
+    run changed meanwhile (nothing was written)."""
+
+    def __call__(self, run: Run, output: outputs.RunOutput | None = None) -> Awaitable[bool]: ...
+
+
+Load = Callable[[str], Awaitable[Run]]
+HistoryBefore = Callable[[str, str, int], Awaitable[list[tuple[str, ev.Event]]]]
+RenewLease = Callable[[str], Awaitable[bool]]
+
+
+def chunk_token(run_id: str, chunk: int) -> str:
+    """Names a prepared chunk on the network (its applied / voided mark)."""
+    return f"{run_id}:{chunk}"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A chunk recorded in the history (on ``run`` as stored), not yet on the network."""
+
+    run: Run
+    event: ev.ChunkPrepared
+    result: ChunkResult
+
+
+@dataclass
+class ChunkProtocol:
+    network: NetworkStore
+    append: Append
+    load: Load
+    # The run's events from an entry id backwards ("+": the newest): EventStore.chunks_before.
+    history_before: HistoryBefore
+    # Leases.renew: only the run's lease holder may resolve its pending chunk (None: the
+    # caller holds it for certain, as in tests that drive the protocol alone).
+    renew_lease: RenewLease | None = None
+
+    async def record(self, run: Run, result: ChunkResult) -> tuple[Run, bool]:
+        """Record one computed chunk through both phases. Returns the run to go on with,
+        and whether the chunk met a conflict (an element changed under it: it is voided
+        and computed again)."""
+        if result.items_to == result.items_from and not result.error:
+            if result.exhausted:
+                run.succeed(time.time())
+            return await self._save(run), False
+        prepared = await self.prepare(run, result)
+        if isinstance(prepared, Run):
+            return prepared, False
+        return await self.write(prepared)
+
+    async def prepare(self, run: Run, result: ChunkResult) -> Prepared | Run:
+        """Phase one: the chunk's effects, with their befores, in the run's history. A
+        chunk with nothing for the network is confirmed at once. Returns what to write
+        next, or the run to go on with (done, or changed meanwhile)."""
+        s = run.state
+        run_id = s.run_id
+        effects = await record_effects(
+            self.network, run_id, s.next_effect, result.changes, result.reads
+        )
+
+        def prepare_on(on: Run) -> ev.ChunkPrepared:
+            return on.prepare_chunk(
+                time.time(),
+                items_to=result.items_to,
+                effects=effects,
+                notifications=result.notifications,
+                log=result.log,
+                results=result.results,
+                result_types=result.result_types,
+            )
+
+        event = prepare_on(run)
+        if not effects and not result.notifications:
+            return await self._save(finish(run, result), outputs.of_chunk(event))
+        checkpoint = (s.items_processed, s.next_effect)
+        while not await self.append(run):
+            # The run changed meanwhile; nothing reached the network yet. If it is still
+            # running from the same checkpoint (a rejected command, a pin), the computed
+            # chunk still holds: record it on the fresh version instead of redoing it, so
+            # frequent commands can't starve the run.
+            run = await self.load(run_id)
+            fresh = run.state
+            if (
+                fresh.state != "running"
+                or fresh.pending is not None
+                or (fresh.items_processed, fresh.next_effect) != checkpoint
+            ):
+                return run
+            event = prepare_on(run)
+        return Prepared(run, event, result)
+
+    async def write(self, prepared: Prepared) -> tuple[Run, bool]:
+        """Phase two: the prepared chunk onto the network, then confirmed in the history."""
+        run = prepared.run
+        event = prepared.event
+        run_id = run.state.run_id
+        token = chunk_token(run_id, event.chunk)
+        outcome, element = await self.network.apply_chunk(
+            token, run_id, event.first_effect, event.effects, event.notifications
+        )
+        if outcome == "conflict":
+            # The element changed between the step's read and this write: void, redo.
+            log.info("chunk_conflict", chunk=event.chunk, element=element)
+            await self.network.resolve_chunk(token)
+            run.void_chunk(time.time(), f"{element} changed while the chunk was being applied")
+            return await self._save(run), True
+        if outcome == "voided":
+            # Only a later lease holder resolves (voids) our pending chunk: the run is
+            # no longer ours.
+            raise LostLease(run_id)
+        finish(run, prepared.result)
+        if not await self.append(run, outputs.of_chunk(event)):
+            return await self.load(run_id), False  # the pending chunk is resolved next
+        await self.network.forget_chunk(token)
+        return run, False
+
+    async def resolve_pending(self, run: Run) -> Run:
+        """A chunk recorded but not confirmed (its worker died, or we lost a race): ask the
+        network whether it was applied, and record that; if not, it never will be."""
+        assert run.state.pending is not None
+        chunk = run.state.pending.chunk
+        token = chunk_token(run.state.run_id, chunk)
+        # Resolving marks an unapplied chunk void for good: only the lease holder may. A
+        # worker resumed after a pause may hold a stale view in which the chunk is still
+        # pending, though the new holder has confirmed it (and forgotten its marker).
+        if self.renew_lease is not None and not await self.renew_lease(run.state.run_id):
+            raise LostLease(run.state.run_id)
+        outcome = await self.network.resolve_chunk(token)
+        output = None
+        if outcome == "applied":
+            output = await self._output_of(run.state.run_id, chunk)
+            run.confirm_chunk(time.time())
+        else:
+            run.void_chunk(time.time(), "its worker stopped before it reached the network")
+        if not await self.append(run, output):
+            return await self.load(run.state.run_id)
+        # Logged once recorded: an outcome that did not make it into the history is none.
+        log.info("chunk_resolved", chunk=chunk, outcome=outcome)
+        if outcome == "applied":
+            await self.network.forget_chunk(token)  # as after a chunk confirmed in one go
+        return run
+
+    async def _output_of(self, run_id: str, chunk: int) -> outputs.RunOutput | None:
+        """The log lines and result files of a prepared chunk, from the run's history."""
+        cursor = "+"
+        while True:
+            page = await self.history_before(run_id, cursor, 50)
+            for _, event in page:
+                if isinstance(event, ev.ChunkPrepared) and event.chunk == chunk:
+                    return outputs.of_chunk(event)
+            if len(page) < 50:
+                return None
+            cursor = f"({page[-1][0]}"
+
+    async def _save(self, run: Run, output: outputs.RunOutput | None = None) -> Run:
+        """Append the run's new events; on a stale version, the fresh run to retry on."""
+        return run if await self.append(run, output) else await self.load(run.state.run_id)
+
+
+def finish(run: Run, result: ChunkResult) -> Run:
+    """Confirm the pending chunk, then end the run if the chunk ended it."""
+    now = time.time()
+    run.confirm_chunk(now)
+    if result.error:
+        run.fail(now, result.error)
+    elif result.exhausted:
+        run.succeed(now)
+    return run
