@@ -20,7 +20,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from runctl import errors, logs_cmd, queue_cmd, results_cmd, runs, track_cmd
+from runctl import bulk, errors, logs_cmd, queue_cmd, results_cmd, runs, track_cmd
 from runctl.common import (
     DEFAULT_ACTOR,
     ActorOpt,
@@ -127,7 +127,12 @@ def _event_line(event: ev.Event | None) -> str:
 
 
 def _command(
-    make: Callable[[str], cmd.Command], run_id: str, wait: bool, timeout: float, what: str
+    make: Callable[[str], cmd.Command],
+    run_id: str,
+    wait: bool,
+    timeout: float,
+    what: str,
+    as_json: bool = False,
 ) -> None:
     run_id = _check_id(run_id)
     _check_command(make(run_id))
@@ -136,7 +141,13 @@ def _command(
         await client.get(run_id)  # a clear "does not exist" before publishing anything
         return await client.execute(make(run_id), wait=wait, timeout=timeout)
 
-    _finish(_run(body), what, run_id)
+    outcome = _run(body)
+    if as_json:
+        _print_json({"id": run_id, "rejected": outcome.rejected, "reason": outcome.reason})
+        if outcome.rejected:
+            raise typer.Exit(errors.REJECTED)
+        return
+    _finish(outcome, what, run_id)
 
 
 # --------------------------------------------------------------------------- commands
@@ -323,51 +334,136 @@ def start(
         raise typer.Exit(errors.REJECTED)
 
 
+RunIdArg = Annotated[
+    str | None, typer.Argument(help="The run (or --where FILTER for every match).")
+]
+BulkDryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="With --where: the count and first matches only.")
+]
+
+
+def _single_or_bulk(
+    what: str,
+    run_id: str | None,
+    where: list[str] | None,
+    dry_run: bool,
+    make: Callable[[str, str], cmd.Command],
+    *,
+    yes: bool,
+    wait: bool,
+    timeout: float,
+    as_json: bool = False,
+) -> str | None:
+    """With --where, apply the command to every match and return None; else the run id."""
+    if where:
+        if run_id is not None:
+            raise CliError(f"{what}: give a RUN_ID or --where, not both", errors.BAD_INPUT)
+        bulk.run_bulk(
+            what, where, make, dry_run=dry_run, yes=yes, wait=wait, timeout=timeout, as_json=as_json
+        )
+        return None
+    if run_id is None:
+        raise CliError(f"{what}: give a RUN_ID, or --where FILTER for many", errors.BAD_INPUT)
+    if dry_run and what != "revert":
+        raise CliError(f"{what}: --dry-run goes with --where", errors.BAD_INPUT)
+    return run_id
+
+
 @app.command()
 def stop(
-    run_id: str,
+    run_id: RunIdArg = None,
     reason: Annotated[str, typer.Option(help="Why (kept in the run's history).")] = "",
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 60.0,
     actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    dry_run: BulkDryRunOpt = False,
+    yes: bulk.YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Halt a run at the next item boundary; 'continue' resumes it."""
-    _command(
-        lambda r: cmd.StopRun(run_id=r, actor=actor, reason=reason), run_id, wait, timeout, "stop"
+
+    def make(r: str, b: str = "") -> cmd.Command:
+        return cmd.StopRun(run_id=r, actor=actor, reason=reason, bulk_id=b)
+
+    one = _single_or_bulk(
+        "stop", run_id, where, dry_run, make, yes=yes, wait=wait, timeout=timeout, as_json=as_json
     )
+    if one is not None:
+        _command(make, one, wait, timeout, "stop", as_json)
 
 
 @app.command("continue")
 def continue_(
-    run_id: str, wait: WaitOpt = False, timeout: TimeoutOpt = 60.0, actor: ActorOpt = DEFAULT_ACTOR
+    run_id: RunIdArg = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    dry_run: BulkDryRunOpt = False,
+    yes: bulk.YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Resume a stopped run from its checkpoint."""
-    _command(lambda r: cmd.ContinueRun(run_id=r, actor=actor), run_id, wait, timeout, "continue")
+
+    def make(r: str, b: str = "") -> cmd.Command:
+        return cmd.ContinueRun(run_id=r, actor=actor, bulk_id=b)
+
+    one = _single_or_bulk(
+        "continue",
+        run_id,
+        where,
+        dry_run,
+        make,
+        yes=yes,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
+    )
+    if one is not None:
+        _command(make, one, wait, timeout, "continue", as_json)
 
 
 @app.command()
 def cancel(
-    run_id: str,
+    run_id: RunIdArg = None,
     reason: Annotated[str, typer.Option(help="Why (kept in the run's history).")] = "",
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 60.0,
     actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    dry_run: BulkDryRunOpt = False,
+    yes: bulk.YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """End a run for good (it keeps its effects; revert takes them back)."""
-    _command(
-        lambda r: cmd.CancelRun(run_id=r, actor=actor, reason=reason),
-        run_id,
-        wait,
-        timeout,
+
+    def make(r: str, b: str = "") -> cmd.Command:
+        return cmd.CancelRun(run_id=r, actor=actor, reason=reason, bulk_id=b)
+
+    one = _single_or_bulk(
         "cancel",
+        run_id,
+        where,
+        dry_run,
+        make,
+        yes=yes,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
     )
+    if one is not None:
+        _command(make, one, wait, timeout, "cancel", as_json)
 
 
 @app.command("revert")
 def revert_(
-    run_id: str,
+    run_id: RunIdArg = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show the plan; change nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Show the plan; change nothing (with --where: the matches)."
+        ),
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Also overwrite elements changed by others since.")
@@ -376,9 +472,24 @@ def revert_(
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
     actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    yes: bulk.YesOpt = False,
 ) -> None:
     """Take back a run's network changes, newest first; conflicts are skipped and reported."""
-    run_id = _check_id(run_id)
+    one = _single_or_bulk(
+        "revert",
+        run_id,
+        where,
+        dry_run,
+        lambda r, b: cmd.RevertRun(run_id=r, actor=actor, force=force, bulk_id=b),
+        yes=yes,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
+    )
+    if one is None:
+        return
+    run_id = _check_id(one)
     if dry_run:
         _revert_plan(run_id, force, as_json)
         return
@@ -435,7 +546,7 @@ def _revert_plan(run_id: str, force: bool, as_json: bool) -> None:
 
 @app.command()
 def delete(
-    run_id: str,
+    run_id: RunIdArg = None,
     with_revert: Annotated[
         bool, typer.Option("--revert", help="Revert the run's effects, then delete it.")
     ] = False,
@@ -445,14 +556,32 @@ def delete(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    dry_run: BulkDryRunOpt = False,
+    yes: bulk.YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove a run and its state for good (a tombstone keeps its id in the audit stream)."""
     if with_revert and keep_effects:
         raise CliError("--revert and --keep-effects exclude each other", errors.BAD_INPUT)
     mode: cmd.DeleteMode = "revert" if with_revert else "keep_effects" if keep_effects else "plain"
-    _command(
-        lambda r: cmd.DeleteRun(run_id=r, actor=actor, mode=mode), run_id, wait, timeout, "delete"
+
+    def make(r: str, b: str = "") -> cmd.Command:
+        return cmd.DeleteRun(run_id=r, actor=actor, mode=mode, bulk_id=b)
+
+    one = _single_or_bulk(
+        "delete",
+        run_id,
+        where,
+        dry_run,
+        make,
+        yes=yes,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
     )
+    if one is not None:
+        _command(make, one, wait, timeout, "delete", as_json)
 
 
 @app.command()
