@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aredis
@@ -26,7 +26,7 @@ from runstream import catalog
 from runstream.catalog import PublishedScenario
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import ACTIVE, RunSummary
+from runstream.domain.run import ACTIVE, WAITING_BAND, RunSummary
 from runstream.ids import is_run_id, new_id
 from runstream.keys import Fields, Keys
 from runstream.redis_url import check_redis_url
@@ -145,11 +145,17 @@ class Client:
         actor: str = "client",
         run_id: str | None = None,
         timeout: float = 15.0,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
     ) -> str:
         """Start a run and return its id once a worker accepted it; StartRejected (with
         the reason: unknown scenario, bad arguments...) if it was refused; WaitTimeout if
-        no worker answered within ``timeout`` seconds (the command stays published)."""
-        command = self._start_command(scenario, args, name, description, actor, run_id)
+        no worker answered within ``timeout`` seconds (the command stays published).
+        ``priority`` 1 (highest) to 9 orders the runs waiting for a slot; ``no_queue``:
+        start at once or be rejected."""
+        command = self._start_command(
+            scenario, args, name, description, actor, run_id, priority, no_queue
+        )
         outcome = await self.execute(command, wait=False, timeout=timeout)
         if outcome.rejected:
             raise StartRejected(command.run_id, outcome.reason, outcome.bad_input)
@@ -164,10 +170,14 @@ class Client:
         description: str = "",
         actor: str = "client",
         run_id: str | None = None,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
     ) -> str:
         """Publish a start and return the run's id at once (fire and forget): whether it
         was accepted shows on the feed, or as the run appearing (``find``, ``wait``)."""
-        command = self._start_command(scenario, args, name, description, actor, run_id)
+        command = self._start_command(
+            scenario, args, name, description, actor, run_id, priority, no_queue
+        )
         await self.send(command)
         return command.run_id
 
@@ -179,6 +189,8 @@ class Client:
         description: str,
         actor: str,
         run_id: str | None,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
     ) -> cmd.StartRun:
         return cmd.StartRun(
             run_id=checked_run_id(run_id) if run_id is not None else new_id(),
@@ -187,6 +199,8 @@ class Client:
             args=args or {},
             name=name,
             description=description,
+            priority=priority,
+            no_queue=no_queue,
         )
 
     async def rerun_command(
@@ -197,6 +211,8 @@ class Client:
         actor: str = "client",
         name: str | None = None,
         description: str | None = None,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
     ) -> cmd.StartRun:
         """A StartRun repeating an earlier run: its scenario, version (the worker rejects it
         if the scenario changed version since) and arguments, with ``overrides`` on top."""
@@ -213,15 +229,25 @@ class Client:
             args={**source.args, **(overrides or {})},
             name=source.name if name is None else name,
             description=source.description if description is None else description,
+            priority=priority,
+            no_queue=no_queue,
             source_run_id=source_run_id,
         )
 
     async def rerun(
-        self, source_run_id: str, overrides: dict[str, Any] | None = None, *, actor: str = "client"
+        self,
+        source_run_id: str,
+        overrides: dict[str, Any] | None = None,
+        *,
+        actor: str = "client",
+        timeout: float = 15.0,
     ) -> str:
-        """Start a run like an earlier one (see ``rerun_command``); returns its id."""
+        """Start a run like an earlier one (see ``rerun_command``); returns its id once a
+        worker accepted it (StartRejected with the reason if it was refused)."""
         command = await self.rerun_command(source_run_id, overrides, actor=actor)
-        await self.send(command)
+        outcome = await self.execute(command, wait=False, timeout=timeout)
+        if outcome.rejected:
+            raise StartRejected(command.run_id, outcome.reason)
         return command.run_id
 
     async def track(
@@ -357,6 +383,20 @@ class Client:
             if (state is None or r.state == state) and (scenario is None or r.scenario == scenario)
         ]
         return sorted(runs, key=lambda r: (r.created_at, r.id))
+
+    async def queue(self) -> list[RunSummary]:
+        """The runs waiting for a slot, in the order they will start: by priority (1
+        first), then oldest first."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(self.keys.shards):
+                pipe.zrangebyscore(self.keys.runnable(shard), WAITING_BAND, "+inf")
+            pages = cast(list[list[bytes]], await pipe.execute())
+        waiting = []
+        for raw in (raw for page in pages for raw in page):
+            summary = await self.find(raw.decode())
+            if summary is not None and summary.state == "queued" and not summary.started_at:
+                waiting.append(summary)
+        return sorted(waiting, key=lambda r: (r.priority, r.created_at, r.id))
 
     async def history(self, run_id: str) -> list[tuple[str, ev.Event]]:
         await self.get(run_id)

@@ -20,7 +20,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from runctl import errors, logs_cmd, results_cmd, track_cmd
+from runctl import errors, logs_cmd, queue_cmd, results_cmd, track_cmd
 from runctl.common import (
     DEFAULT_ACTOR,
     ActorOpt,
@@ -232,6 +232,13 @@ def start(
             help="Re-run: the scenario, version and arguments of this run (--arg overrides).",
         ),
     ] = None,
+    priority: Annotated[
+        int,
+        typer.Option(help="1 (highest) to 9: waiting runs start in this order.", min=1, max=9),
+    ] = cmd.DEFAULT_PRIORITY,
+    no_queue: Annotated[
+        bool, typer.Option("--no-queue", help="Start at once or be rejected; never wait queued.")
+    ] = False,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
@@ -259,6 +266,7 @@ def start(
                 args=args,
                 name=name or "",
                 description=description or "",
+                priority=priority,
             )
         )
 
@@ -270,6 +278,8 @@ def start(
                 actor=actor,
                 name=name,
                 description=description,
+                priority=priority,
+                no_queue=no_queue,
             )
             if scenario is not None and scenario != command.scenario:
                 raise CliError(
@@ -285,6 +295,8 @@ def start(
                 args=args,
                 name=name or "",
                 description=description or "",
+                priority=priority,
+                no_queue=no_queue,
             )
         checked(command)
         await _check_scenario(client, command.scenario)
@@ -371,6 +383,7 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
         ("updated", _when(summary.updated_at)),
         ("started by", summary.actor),
         ("pinned", "yes" if summary.pinned else "no"),
+        ("priority", str(summary.priority)),
         ("input", f"{summary.input_bytes} bytes"),
         ("output", f"{summary.output_bytes} bytes"),
     ]
@@ -693,7 +706,7 @@ def rebuild_index() -> None:
 
 
 # Commands kept in modules of their own.
-for _module in (logs_cmd, results_cmd, track_cmd):
+for _module in (logs_cmd, results_cmd, track_cmd, queue_cmd):
     _module.register(app)
 
 

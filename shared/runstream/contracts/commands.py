@@ -44,6 +44,9 @@ class StartRun(_Command, frozen=True, kw_only=True):
     name: ShortText = ""
     description: ShortText = ""
     # A re-run: the run whose scenario, version and arguments this one repeats.
+    priority: Priority = DEFAULT_PRIORITY
+    # Start at once or be rejected: never wait queued.
+    no_queue: bool = False
     source_run_id: Annotated[str, msgspec.Meta(pattern=rf"^\Z|{RUN_ID_PATTERN}")] = ""
     # Set by a re-run: the scenario must still be at this version ("" = any).
     scenario_version: Annotated[str, msgspec.Meta(max_length=200)] = ""

@@ -43,6 +43,10 @@ FINISHED = frozenset({"stopped", "succeeded", "failed", "cancelled"})
 ACTIVE = frozenset({"queued", "running", "reverting"})
 
 
+# Runnable-set scores of waiting runs: one band per priority, above any time in ms.
+WAITING_BAND = 10**13
+
+
 class Rejected(Exception):
     """A request that does not fit the run's state; the message is the reason."""
 
@@ -110,6 +114,15 @@ class RunState(msgspec.Struct, kw_only=True):
         """An executor has work here: the run is active, or a chunk was left pending (even
         in a stopped or cancelled run it must be confirmed or voided)."""
         return self.state in ACTIVE or self.pending is not None
+
+    @property
+    def runnable_score(self) -> int:
+        """Where the run stands among those needing an executor, lowest first: runs already
+        started (by when they started, so a dead worker's are taken over first), then runs
+        waiting their turn, by priority, then age. (Scores stay below 2**53: exact.)"""
+        if self.state == "queued" and not self.started_at:
+            return self.priority * WAITING_BAND + int(self.created_at * 1000)
+        return int(self.started_at * 1000 if self.started_at else self.updated_at * 1000)
 
     @property
     def effects_left(self) -> int:
@@ -200,6 +213,7 @@ class Run:
                 description=command.description,
                 actor=command.actor,
                 items_total=items_total,
+                priority=command.priority,
                 source_run_id=command.source_run_id,
                 input_bytes=input_bytes,
             )
@@ -575,6 +589,7 @@ class RunSummary(msgspec.Struct, kw_only=True):
     output_bytes: int = 0
     tracked: bool = False
     tracked_duration_ms: int | None = None
+    started_at: float = 0.0
     # Revertable effects still on the network on this run's account (see RunState).
     effects_left: int = 0
 
@@ -609,5 +624,6 @@ def summarize(s: RunState) -> RunSummary:
         output_bytes=s.output_bytes,
         tracked=s.tracked,
         tracked_duration_ms=s.tracked_duration_ms,
+        started_at=s.started_at,
         effects_left=s.effects_left,
     )

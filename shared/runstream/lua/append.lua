@@ -58,7 +58,9 @@ if summary ~= '' then redis.call('HSET', index, run_id, summary) end
 if runnable_score == '-' then
   redis.call('ZREM', runnable, run_id)
 elseif runnable_score ~= '' then
-  redis.call('ZADD', runnable, 'NX', runnable_score, run_id)
+  -- LT: a waiting run's place (priority, age) is kept until it starts, then it moves
+  -- ahead of every waiting one.
+  redis.call('ZADD', runnable, 'LT', runnable_score, run_id)
 end
 if snapshot ~= '' then
   redis.call('SET', snapshot_key, snapshot)

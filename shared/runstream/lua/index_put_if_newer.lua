@@ -7,5 +7,5 @@ local active, runnable_score = ARGV[4] == '1', ARGV[5]
 local current = redis.call('HGET', index, run_id)
 if current and cjson.decode(current)['version'] > version then return 0 end
 redis.call('HSET', index, run_id, summary)
-if active then redis.call('ZADD', runnable, 'NX', runnable_score, run_id) end
+if active then redis.call('ZADD', runnable, 'LT', runnable_score, run_id) end
 return 1

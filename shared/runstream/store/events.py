@@ -9,7 +9,6 @@ message, all at once. So a command is acknowledged exactly when its events are s
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -144,7 +143,7 @@ class EventStore:
             self.settings.lease_ms,
             run_id,
             _summary_encoder.encode(summarize(s)),
-            f"{time.time() * 1000:.0f}" if s.needs_executor else "-",
+            s.runnable_score if s.needs_executor else "-",
             k.group,
             ack.entry_id if ack else "",
             _state_encoder.encode(s) if due else "",

@@ -39,7 +39,7 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> int:
                     encode(summarize(state)),
                     state.version,
                     "1" if state.needs_executor else "0",
-                    f"{state.updated_at * 1000:.0f}",
+                    state.runnable_score,
                 ],
             )
             history = [event for _, event in await store.history(run_id)]
