@@ -29,11 +29,13 @@ from runstream.contracts import events as ev
 from runstream.domain.run import ACTIVE, WAITING_BAND, RunSummary
 from runstream.ids import is_run_id, new_id
 from runstream.keys import Fields, Keys
+from runstream.query import Query
 from runstream.redis_url import check_redis_url
 from runstream.settings import Settings, load_settings
 from runstream.store import outputs, replies
 from runstream.store.events import EventStore, Tombstone
 from runstream.store.outputs import LogLine, ResultFile
+from runstream.store.search import Searcher
 
 _summary_decoder = msgspec.json.Decoder(RunSummary)
 
@@ -105,6 +107,7 @@ class Client:
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.shards)
         self.store = EventStore(redis, self.keys, settings)
+        self.searcher = Searcher(redis, self.keys)
 
     @classmethod
     @asynccontextmanager
@@ -384,6 +387,17 @@ class Client:
         ]
         return sorted(runs, key=lambda r: (r.created_at, r.id))
 
+    async def search(self, q: Query | None = None) -> list[RunSummary]:
+        """A page of runs matching a query, in its order (``runstream.query.build`` makes
+        one from texts such as ``state=in:running,stopped``); the next page starts after
+        the last run's id: ``Query(..., marker=page[-1].id)``. Raises MarkerNotFound,
+        BadQuery (runstream.query) for a query that cannot be used."""
+        return await self.searcher.search(q or Query())
+
+    async def count(self, q: Query | None = None) -> int:
+        """How many runs match the query's filters."""
+        return await self.searcher.count(q or Query())
+
     async def queue(self) -> list[RunSummary]:
         """The runs waiting for a slot, in the order they will start: by priority (1
         first), then oldest first."""
@@ -407,7 +421,7 @@ class Client:
         for shard in range(self.keys.shards):
             for _, fields in replies.entries(await self.redis.xrange(self.keys.audit(shard))):
                 out.append(msgspec.json.decode(fields[Fields.TOMBSTONE], type=Tombstone))
-        return sorted(out, key=lambda t: t.deleted_at)
+        return sorted(out, key=lambda t: (t.deleted_at, t.run_id))
 
     # ------------------------------------------------------------------ logs and results
     async def logs(
