@@ -3,7 +3,8 @@
 Connection comes from REDIS_URL (default: the embedded server ``runctl dev`` starts).
 Exit status: 0 done, 1 rejected, 2 bad input, 3 no such run, 4 Redis unreachable or not
 Redis, 5 timed out (the command goes on), 6 the run did not succeed (--wait), 7 Redis
-refused the command; each failure prints one line on stderr naming what was wrong.
+refused the command, 8 no worker has published its scenarios; each failure prints one
+line on stderr naming what was wrong.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from runctl.common import (
     _check_command,
     _check_id,
     _print_json,
-    _registry,
     _run,
     _when,
     err,
@@ -38,11 +38,11 @@ from runctl.common import (
 )
 from runctl.errors import CliError
 from runstream import revert
+from runstream.catalog import PublishedScenario
 from runstream.client import Client, Outcome
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import Rejected, Run
-from runstream.domain.scenarios import BadArguments
 from runstream.ids import new_id
 from runstream.settings import EMBEDDED_PORT
 from runstream.store import dlq, index
@@ -170,20 +170,37 @@ def dev(
 
 @app.command()
 def scenarios(as_json: JsonOpt = False) -> None:
-    """The scenarios runs can be started from, with their parameters."""
-    registry = _registry()
-    described = [s.describe() for s in registry]
+    """The scenarios runs can be started from (as the workers published them)."""
+    published = _run(_published_scenarios)
     if as_json:
-        _print_json(described)
+        _print_json(published)
         return
     table = Table("scenario", "version", "parameters", "description")
-    for s in described:
-        props = s["parameters"].get("$defs", {})
+    for s in published:
+        props = s.parameters.get("$defs", {})
         first: dict[str, Any] = next(iter(props.values()), {}) if props else {}
         fields = first.get("properties", {})
         params = ", ".join(f"{k}={v.get('default', '?')}" for k, v in fields.items())
-        table.add_row(s["name"], s["version"], params, s["description"])
+        table.add_row(s.name, s.version, params, s.description)
     out.print(table)
+
+
+async def _published_scenarios(client: Client) -> list[PublishedScenario]:
+    published = await client.scenarios()
+    if not published:
+        raise CliError(
+            "no worker has published its scenarios: is a worker running? "
+            "('make run' or 'runctl dev' starts one)",
+            errors.NO_WORKER,
+        )
+    return published
+
+
+async def _check_scenario(client: Client, name: str) -> None:
+    """The workers run this scenario (they validate its arguments when the run starts)."""
+    known = [s.name for s in await _published_scenarios(client)]
+    if name not in known:
+        raise CliError(f"unknown scenario {name!r} (known: {', '.join(known)})", errors.BAD_INPUT)
 
 
 def _parse_args(pairs: list[str], args_file: Path | None) -> dict[str, Any]:
@@ -254,15 +271,10 @@ def start(
     if from_run is None and scenario is None:
         raise CliError("give a SCENARIO, or --from RUN_ID to re-run", errors.BAD_INPUT)
     source_id = _check_id(from_run) if from_run is not None else None
-    registry = _registry()
 
     def checked(command: cmd.StartRun) -> cmd.StartRun:
-        # Checked here, before anything is sent: runctl reads the same scenario settings
-        # (RUNSTREAM_SCENARIO_MODULES) as the workers.
-        try:
-            registry.get(command.scenario).validate(command.args)
-        except BadArguments as exc:
-            raise CliError(str(exc), errors.BAD_INPUT) from None
+        # A malformed command is refused before any I/O; the scenario and its arguments
+        # are the workers' to judge (see _check_scenario, and the rejection's bad_input).
         _check_command(command)
         return command
 
@@ -312,13 +324,17 @@ def start(
         if labels:
             command = msgspec.structs.replace(command, labels=labels)
         checked(command)
+        await _check_scenario(client, command.scenario)
         outcome = await client.execute(command, wait=wait, timeout=timeout)
         found = await client.find(command.run_id)
         return command, outcome, found.state if found else "queued"
 
     command, outcome, state = _run(body)
     if outcome.rejected:
-        raise CliError(f"start rejected: {outcome.reason}", errors.REJECTED)
+        raise CliError(
+            f"start rejected: {outcome.reason}",
+            errors.BAD_INPUT if outcome.bad_input else errors.REJECTED,
+        )
     if as_json:
         _print_json(
             {
