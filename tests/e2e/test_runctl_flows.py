@@ -117,12 +117,15 @@ def assert_unchanged_by_rejection(
 ) -> None:
     """A rejected command leaves the run as it was; the rejection is in its history."""
     after = show(runctl, run_id)
-    # ``version`` counts the run's events, and the rejection is one of them.
-    volatile = ("version", "updated_at")
+    # ``version`` counts the run's events, and the rejection is one of them; show lists
+    # it last among the commands.
+    volatile = ("version", "updated_at", "commands")
     assert {k: v for k, v in after.items() if k not in volatile} == {
         k: v for k, v in before.items() if k not in volatile
     }
     assert after["version"] == before["version"] + 1
+    assert after["commands"][:-1] == before["commands"]
+    assert after["commands"][-1]["rejected"] and after["commands"][-1]["command"] == command_type
     last = history(runctl, run_id)[-1]
     assert (last["type"], last["command_type"]) == ("CommandRejected", command_type)
 

@@ -76,7 +76,7 @@ def test_a_command_read_by_a_dead_consumer_is_claimed_and_applied(settings: Sett
             await ensure_groups(r, keys)
             run_id = run_id_on(keys, 0)
             stream = keys.commands(0)
-            await client.start("synthetic", {"items": 3}, run_id=run_id)
+            await client.start_nowait("synthetic", {"items": 3}, run_id=run_id)
             # "dead-1" reads the command, then dies before acking it.
             got = replies.streams(await r.xreadgroup(keys.group, "dead-1", {stream: ">"}, count=10))
             assert len(got[0][1]) == 1
@@ -389,14 +389,14 @@ def test_commands_survive_a_redis_restart_from_its_append_only_file(
             worker.proc.send_signal(signal.SIGSTOP)
             try:
                 async with Client.connect(settings=s) as client:
-                    before = await client.start("synthetic", {"items": 2})
+                    before = await client.start_nowait("synthetic", {"items": 2})
                 server.kill()
                 server.restart()
             finally:
                 worker.proc.send_signal(signal.SIGCONT)
 
             async with Client.connect(settings=s) as client:
-                after = await client.start("synthetic", {"items": 2})
+                after = await client.start_nowait("synthetic", {"items": 2})
                 for run_id in (before, after):
                     summary = await client.wait(run_id, timeout=25, poll=0.1)
                     assert summary.state == "succeeded", logs_of(pool)

@@ -228,7 +228,7 @@ def test_commands_published_before_any_worker_existed_are_delivered(settings: Se
             # One run per shard, published while no group and no worker exist.
             run_ids = [run_id_on(keys, shard) for shard in range(s.shards)]
             for run_id in run_ids:
-                await client.start("synthetic", {"items": 3}, run_id=run_id)
+                await client.start_nowait("synthetic", {"items": 3}, run_id=run_id)
             for shard in range(s.shards):
                 assert await client.redis.xinfo_groups(keys.commands(shard)) == []
             async with worker_running(s):

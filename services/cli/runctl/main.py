@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +20,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from runctl import errors, logs_cmd, results_cmd, track_cmd
+from runctl import errors, logs_cmd, queue_cmd, results_cmd, runs, track_cmd
 from runctl.common import (
     DEFAULT_ACTOR,
     ActorOpt,
@@ -40,7 +41,7 @@ from runstream import revert
 from runstream.client import Client, Outcome
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import STATES, Rejected, RunSummary
+from runstream.domain.run import Rejected
 from runstream.domain.scenarios import BadArguments
 from runstream.ids import new_id
 from runstream.settings import EMBEDDED_PORT
@@ -207,6 +208,9 @@ def start(
     ] = None,
     name: Annotated[str | None, typer.Option(help="A name for the run.")] = None,
     description: Annotated[str | None, typer.Option(help="What the run is for.")] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="A label KEY=VALUE (repeatable).")
+    ] = None,
     from_run: Annotated[
         str | None,
         typer.Option(
@@ -214,6 +218,13 @@ def start(
             help="Re-run: the scenario, version and arguments of this run (--arg overrides).",
         ),
     ] = None,
+    priority: Annotated[
+        int,
+        typer.Option(help="1 (highest) to 9: waiting runs start in this order.", min=1, max=9),
+    ] = cmd.DEFAULT_PRIORITY,
+    no_queue: Annotated[
+        bool, typer.Option("--no-queue", help="Start at once or be rejected; never wait queued.")
+    ] = False,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
@@ -222,6 +233,12 @@ def start(
     """Start a run of SCENARIO (or again, like run --from). With --wait, return when it
     succeeds, fails or stops."""
     args = _parse_args(arg or [], args_file)
+    labels: dict[str, str] = {}
+    for pair in label or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise CliError(f"bad --label {pair!r}: expected KEY=VALUE", errors.BAD_INPUT)
+        labels[key] = value
     if from_run is None and scenario is None:
         raise CliError("give a SCENARIO, or --from RUN_ID to re-run", errors.BAD_INPUT)
     source_id = _check_id(from_run) if from_run is not None else None
@@ -246,6 +263,8 @@ def start(
                 args=args,
                 name=name or "",
                 description=description or "",
+                priority=priority,
+                labels=labels,
             )
         )
 
@@ -257,6 +276,8 @@ def start(
                 actor=actor,
                 name=name,
                 description=description,
+                priority=priority,
+                no_queue=no_queue,
             )
             if scenario is not None and scenario != command.scenario:
                 raise CliError(
@@ -272,7 +293,12 @@ def start(
                 args=args,
                 name=name or "",
                 description=description or "",
+                priority=priority,
+                no_queue=no_queue,
+                labels=labels,
             )
+        if labels:
+            command = msgspec.structs.replace(command, labels=labels)
         checked(command)
         outcome = await client.execute(command, wait=wait, timeout=timeout)
         found = await client.find(command.run_id)
@@ -294,97 +320,6 @@ def start(
         out.print(f"{command.run_id} {state if not wait else _event_line(outcome.event)}")
     if isinstance(outcome.event, ev.RunFailed):
         raise typer.Exit(errors.REJECTED)
-
-
-@app.command("list")
-def list_runs(
-    state: Annotated[
-        str | None, typer.Option(help=f"Only runs in this state: {', '.join(STATES)}.")
-    ] = None,
-    scenario: Annotated[str | None, typer.Option(help="Only runs of this scenario.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Runs, oldest first."""
-    if state is not None and state not in STATES:
-        raise CliError(f"unknown state {state!r}; one of: {', '.join(STATES)}", errors.BAD_INPUT)
-    runs = _run(lambda c: c.list_runs(state=state, scenario=scenario))
-    if as_json:
-        _print_json(runs)
-        return
-    table = Table("id", "scenario", "state", "items", "effects", "reverted", "created", "name")
-    table.columns[0].no_wrap = True
-    for r in runs:
-        total = f"/{r.items_total}" if r.items_total is not None else ""
-        e = r.effects
-        table.add_row(
-            r.id,
-            r.scenario,
-            r.state,
-            f"{r.items_processed}{total}",
-            str(e["applied"]),
-            str(e["compensated"]),
-            _when(r.created_at)[5:],
-            r.name,
-        )
-    out.print(table)
-
-
-@app.command()
-def show(run_id: str, as_json: JsonOpt = False) -> None:
-    """One run: its state, progress and effects."""
-    summary = _run(lambda c: c.get(_check_id(run_id)))
-    if as_json:
-        _print_json(summary)
-        return
-    e = summary.effects
-    total = f" of {summary.items_total}" if summary.items_total is not None else ""
-    lines = [
-        ("id", summary.id),
-        ("scenario", f"{summary.scenario} (version {summary.scenario_version})"),
-        ("state", summary.state + (f" ({summary.reason})" if summary.reason else "")),
-        ("name", summary.name or "-"),
-        ("items", f"{summary.items_processed}{total}"),
-        (
-            "effects",
-            f"{e['applied']} applied, {e['compensated']} compensated, {e['skipped']} skipped, "
-            f"{e['irreversible']} irreversible",
-        ),
-        ("left", _effects_left(summary)),
-        ("created", _when(summary.created_at)),
-        ("updated", _when(summary.updated_at)),
-        ("started by", summary.actor),
-        ("pinned", "yes" if summary.pinned else "no"),
-        ("input", f"{summary.input_bytes} bytes"),
-        ("output", f"{summary.output_bytes} bytes"),
-    ]
-    if summary.source_run_id:
-        lines.append(("re-run of", summary.source_run_id))
-    if summary.tracked:
-        duration = summary.tracked_duration_ms
-        lines.append(
-            (
-                "tracked",
-                "yes: executed elsewhere, recorded with track"
-                + (f" (took {duration} ms)" if duration is not None else ""),
-            )
-        )
-    if summary.error:
-        lines.append(("error", summary.error))
-    for key, value in lines:
-        out.print(f"{key:>11}  {value}")
-
-
-def _effects_left(summary: RunSummary) -> str:
-    """What of the run is still on the network, and what can be done about it."""
-    left = summary.effects_left
-    if left == 0:
-        return "0 effects on the network"
-    if summary.state == "reverted":
-        return (
-            f"{left} effects its revert skipped as conflicts "
-            "(revert again to retry them, --force to overwrite)"
-        )
-    return f"{left} effects on the network"
 
 
 @app.command()
@@ -661,13 +596,17 @@ def dlq_drop(letter_id: str) -> None:
 
 @app.command("rebuild-index")
 def rebuild_index() -> None:
-    """Rebuild the run index (what list and show read) from the runs' events."""
-    count = _run(lambda c: c.rebuild_index())
-    out.print(f"run index rebuilt from events: {count} runs")
+    """Rebuild the run index and query read models (list, show) from the runs' events."""
+    started = time.monotonic()
+    done = _run(lambda c: c.rebuild_index())
+    took = time.monotonic() - started
+    out.print(
+        f"read models rebuilt from events: {done.runs} runs, {done.events} events in {took:.1f}s"
+    )
 
 
 # Commands kept in modules of their own.
-for _module in (logs_cmd, results_cmd, track_cmd):
+for _module in (runs, logs_cmd, results_cmd, track_cmd, queue_cmd):
     _module.register(app)
 
 

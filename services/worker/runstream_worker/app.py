@@ -110,7 +110,7 @@ class Worker:
         self.executor = Executor(
             self.store, self.network, self.step_reads, settings, self.registry, self.name
         )
-        self.processor = CommandProcessor(self.store, settings, self.registry, self.executor.wake)
+        self.processor = CommandProcessor(self.store, settings, self.registry, self.executor)
         # Per-message logs at DEBUG: faststream's default INFO line per message costs throughput.
         self.broker = RedisBroker(
             settings.connection_url(),
@@ -236,13 +236,22 @@ class Worker:
         """Stop reading; let handlers in flight finish (graceful_timeout) and the executor
         finish or checkpoint its chunks and hand back its leases; then close."""
         log.info("worker_stopping", worker=self.name)
-        # Both at once, so the whole shutdown fits in one grace period.
-        await asyncio.gather(self.broker.stop(), self.executor.stop(self.settings.shutdown_grace_s))
-        with contextlib.suppress(RedisError, OSError):
-            await self.client.delete(self.keys.worker_alive(self.name))
-        await self._close()
+        # Both at once, so the whole shutdown fits in one grace period (with time left to
+        # close and exit); waited for with a bound, never awaited outright: a task that
+        # swallowed its cancellation (redis-py can, on Python 3.11) must not keep the
+        # process from exiting.
+        budget = max(0.5, self.settings.shutdown_grace_s - 0.5)
+        stopping = asyncio.gather(self.broker.stop(), self.executor.stop(budget))
+        _done, late = await asyncio.wait({stopping}, timeout=budget)
+        if late:
+            stopping.add_done_callback(lambda f: f.cancelled() or f.exception())
+            log.warning("shutdown_incomplete", worker=self.name)
+        closing = asyncio.ensure_future(self._close())
+        await asyncio.wait({closing}, timeout=0.3)
         log.info("worker_stopped", worker=self.name)
 
     async def _close(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.delete(self.keys.worker_alive(self.name))
         self.step_reads.close()
         await self.client.aclose()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import redis
@@ -66,20 +66,29 @@ class Handlers:
             raise RuntimeError(f"no handler registered for {', '.join(missing)}")
 
 
+class RunSlots(Protocol):
+    """The executor's run slots, as command handling sees them."""
+
+    @property
+    def free_slots(self) -> int: ...
+
+    def wake(self, run_id: str, *, at_once: bool = False) -> None: ...
+
+
 class CommandProcessor:
     def __init__(
         self,
         store: EventStore,
         settings: Settings,
         registry: Registry,
-        on_active: Callable[[str], None],
+        slots: RunSlots,
     ) -> None:
         self.store = store
         self.redis = store.redis
         self.keys = store.keys
         self.settings = settings
         self.registry = registry
-        self.on_active = on_active
+        self.slots = slots
         self._parallel = asyncio.Semaphore(settings.max_parallel_commands)
         self.handlers = Handlers()
         self.handlers.register(cmd.StartRun, self._start)
@@ -94,6 +103,11 @@ class CommandProcessor:
 
     # ------------------------------------------------------------------ handlers
     async def _start(self, run: Run, command: cmd.StartRun, now: float) -> None:
+        if command.no_queue and self.slots.free_slots <= 0:
+            raise Rejected(
+                f"no free run slot: the worker runs {self.settings.max_parallel_runs} runs at "
+                "once (RUNSTREAM_MAX_PARALLEL_RUNS); start it without --no-queue to wait queued"
+            )
         scenario = self.registry.get(command.scenario)
         if command.scenario_version and command.scenario_version != scenario.version:
             raise BadArguments(
@@ -249,7 +263,8 @@ class CommandProcessor:
                 else:
                     log.info("command_applied", command=kind, state=run.state.state)
                 if run.state.needs_executor:
-                    self.on_active(command.run_id)
+                    at_once = isinstance(command, cmd.StartRun) and command.no_queue
+                    self.slots.wake(command.run_id, at_once=at_once)
                 return run
             if result.status == "dup":
                 log.info("command_duplicate", command=kind)
