@@ -22,7 +22,8 @@ from typing import Any, cast
 import msgspec
 import redis.asyncio as aredis
 
-from runstream import revert
+from runstream import catalog, revert
+from runstream.catalog import PublishedScenario
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import ACTIVE, WAITING_BAND, RunSummary
@@ -75,12 +76,14 @@ class WaitTimeout(TimeoutError):
 
 
 class StartRejected(Exception):
-    """A worker refused to start the run; the message is its reason."""
+    """A worker refused to start the run; the message is its reason. ``bad_input``: the
+    scenario is unknown or the arguments are bad (else the run id was taken)."""
 
-    def __init__(self, run_id: str, reason: str) -> None:
+    def __init__(self, run_id: str, reason: str, bad_input: bool = False) -> None:
         super().__init__(reason)
         self.run_id = run_id
         self.reason = reason
+        self.bad_input = bad_input
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,11 @@ class Outcome:
     rejected: bool
     reason: str
     event: ev.Event | None
+
+    @property
+    def bad_input(self) -> bool:
+        """Rejected for the command's own input (unknown scenario, bad arguments)."""
+        return isinstance(self.event, ev.CommandRejected) and self.event.bad_input
 
 
 class Client:
@@ -155,7 +163,7 @@ class Client:
         )
         outcome = await self.execute(command, wait=False, timeout=timeout)
         if outcome.rejected:
-            raise StartRejected(command.run_id, outcome.reason)
+            raise StartRejected(command.run_id, outcome.reason, outcome.bad_input)
         return command.run_id
 
     async def start_nowait(
@@ -353,6 +361,10 @@ class Client:
         return _summary_decoder.decode(raw) if raw is not None else None
 
     # ------------------------------------------------------------------ reading
+    async def scenarios(self) -> list[PublishedScenario]:
+        """The scenarios the workers published (empty: no worker has, yet)."""
+        return await catalog.read(self.redis, self.keys)
+
     async def get(self, run_id: str) -> RunSummary:
         found = await self.find(run_id)
         if found is None:

@@ -170,6 +170,11 @@ class Keys:
         return f"{self._net}:outbox"
 
     # --- deployment-wide ---------------------------------------------------------
+    @property
+    def scenarios(self) -> str:
+        """Hash scenario name -> what the workers published of it (see runstream.catalog)."""
+        return f"{self.prefix}:scenarios"
+
     def worker_alive(self, name: str) -> str:
         """A worker's heartbeat: consumers whose worker has none may be removed."""
         return f"{self.prefix}:workers:{name}"

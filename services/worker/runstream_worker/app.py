@@ -27,7 +27,7 @@ from faststream.redis.annotations import RedisStreamMessage
 from faststream.redis.message import RedisBatchStreamMessage
 from redis.exceptions import RedisError, ResponseError
 
-from runstream import logs
+from runstream import catalog, logs
 from runstream.domain.scenarios import load_registry
 from runstream.keys import Keys
 from runstream.processes import READY_MARK
@@ -193,6 +193,7 @@ class Worker:
             try:
                 await ensure_groups(self.client, self.keys)
                 await heartbeat(self.client, self.keys, self.settings, self.name)
+                await catalog.publish(self.client, self.keys, self.registry, self.name)
                 await self.broker.start()
                 return True
             except (RedisError, OSError) as exc:
@@ -210,6 +211,8 @@ class Worker:
         """Housekeeping never takes the worker down: a failure is logged and retried later."""
         try:
             await heartbeat(self.client, self.keys, self.settings, self.name)
+            # Again and again: a catalog wiped (or a Redis restored from before) comes back.
+            await catalog.publish(self.client, self.keys, self.registry, self.name)
             await upkeep(self.client, self.keys, self.settings)
         except (RedisError, OSError) as exc:
             log.warning("upkeep_failed", error=str(exc))

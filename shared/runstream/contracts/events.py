@@ -179,6 +179,8 @@ class CommandRejected(_Event, frozen=True, kw_only=True):
     command_type: str
     reason: str
     actor: str = ""
+    # The command's own input was bad (unknown scenario, bad arguments), not its timing.
+    bad_input: bool = False
 
 
 Event = (
