@@ -15,14 +15,13 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 import redis
-import redis.asyncio as aredis
 import structlog
 
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import Rejected, Run
 from runstream.domain.scenarios import BadArguments, Registry
-from runstream.keys import Fields, Keys
+from runstream.keys import Fields
 from runstream.settings import Settings
 from runstream.store import dlq, outputs
 from runstream.store.events import Ack, EventStore
@@ -79,15 +78,15 @@ class RunSlots(Protocol):
 class CommandProcessor:
     def __init__(
         self,
-        redis_client: aredis.Redis,
+        store: EventStore,
         settings: Settings,
         registry: Registry,
         slots: RunSlots,
     ) -> None:
-        self.redis = redis_client
+        self.store = store
+        self.redis = store.redis
+        self.keys = store.keys
         self.settings = settings
-        self.keys = Keys(settings.prefix, settings.shards)
-        self.store = EventStore(redis_client, self.keys, settings)
         self.registry = registry
         self.slots = slots
         self._parallel = asyncio.Semaphore(settings.max_parallel_commands)
@@ -245,7 +244,9 @@ class CommandProcessor:
             except (Rejected, BadArguments) as exc:
                 run.take_events()
                 if not run.exists:
-                    await self._reject_without_run(command, str(exc), now, ack)
+                    await self._reject_without_run(
+                        command, str(exc), now, ack, bad_input=isinstance(exc, BadArguments)
+                    )
                     return run
                 rejected = str(exc)
                 run.reject(command, rejected, now)
@@ -279,7 +280,13 @@ class CommandProcessor:
         raise RuntimeError(f"run {command.run_id} kept changing; {kind} not applied")
 
     async def _reject_without_run(
-        self, command: cmd.Command, reason: str, now: float, ack: Ack | None
+        self,
+        command: cmd.Command,
+        reason: str,
+        now: float,
+        ack: Ack | None,
+        *,
+        bad_input: bool = False,
     ) -> None:
         """A rejection for a run that has no history (never created, or deleted): it goes
         on the feed for the caller to see; nothing is stored."""
@@ -289,6 +296,7 @@ class CommandProcessor:
             command_type=cmd.command_type(command),
             reason=reason,
             actor=command.actor,
+            bad_input=bad_input,
         )
         await self.store.reject_unknown(command.run_id, event, ack)
         log.info("command_rejected", command=event.command_type, reason=reason)
