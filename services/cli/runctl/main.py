@@ -13,7 +13,7 @@ import functools
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,11 +42,10 @@ from runstream.catalog import PublishedScenario
 from runstream.client import Client, Outcome
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import Rejected, Run
+from runstream.domain.run import Rejected
 from runstream.ids import new_id
 from runstream.settings import EMBEDDED_PORT
-from runstream.store import dlq, index
-from runstream.store.network import NetworkStore
+from runstream.store import dlq
 
 
 class _Typer(typer.Typer):
@@ -530,15 +529,10 @@ def revert_(
 
 def _revert_plan(run_id: str, force: bool, as_json: bool) -> None:
     async def body(client: Client) -> revert.Plan:
-        await client.get(run_id)
-        run: Run = await client.store.load(run_id)
-        state = msgspec.structs.replace(run.state)  # as stored: the check below records
         try:
-            run.handle(cmd.RevertRun(run_id=run_id, force=force), 0.0)
+            return await client.revert_plan(run_id, force)
         except Rejected as exc:
             raise CliError(f"revert {run_id} would be rejected: {exc}", errors.REJECTED) from None
-        network = NetworkStore(client.redis, client.keys)
-        return await revert.plan(client.store, network, state, force)
 
     plan = _run(body)
     if as_json:
@@ -657,14 +651,14 @@ def _describe(event: ev.Event) -> str:
 @network_app.command("export")
 def network_export() -> None:
     """The whole network as JSON, in a stable order."""
-    data = _run(lambda c: NetworkStore(c.redis, c.keys).export())
+    data = _run(lambda c: c.network_export())
     _print_json(data)
 
 
 @network_app.command("stats")
 def network_stats(as_json: JsonOpt = False) -> None:
     """Counts of nodes, edges and notifications sent."""
-    stats = _run(lambda c: NetworkStore(c.redis, c.keys).stats())
+    stats = _run(lambda c: c.network_stats())
     if as_json:
         _print_json(stats)
         return
@@ -678,7 +672,7 @@ def outbox(
     as_json: JsonOpt = False,
 ) -> None:
     """Notifications runs have sent (irreversible effects), newest first."""
-    notes = _run(lambda c: NetworkStore(c.redis, c.keys).outbox(count))
+    notes = _run(lambda c: c.outbox(count))
     if as_json:
         _print_json(notes)
         return
@@ -691,7 +685,7 @@ def outbox(
 @dlq_app.command("list")
 def dlq_list(as_json: JsonOpt = False) -> None:
     """Dead-lettered messages with the reason each was parked."""
-    letters = _run(lambda c: dlq.list_letters(c.redis, c.keys))
+    letters = _run(lambda c: c.dead_letters())
     if as_json:
         _print_json(letters)
         return
@@ -713,21 +707,17 @@ def _check_letter_id(letter_id: str) -> str:
     return letter_id
 
 
-def _letter(client: Client, letter_id: str) -> Awaitable[dlq.DeadLetter | None]:
-    return dlq.find(client.redis, client.keys, letter_id)
-
-
 @dlq_app.command("retry")
 def dlq_retry(letter_id: str) -> None:
     """Publish a dead-lettered message again (duplicates of applied commands change nothing)."""
     _check_letter_id(letter_id)
 
     async def body(client: Client) -> str:
-        letter = await _letter(client, letter_id)
+        letter = await client.dead_letter(letter_id)
         if letter is None:
             raise CliError(f"no dead-lettered message {letter_id}", errors.NOT_FOUND)
         try:
-            return await dlq.retry(client.redis, client.keys, letter)
+            return await client.retry_dead_letter(letter)
         except dlq.NotRetryable as exc:
             raise CliError(str(exc), errors.REJECTED) from None
 
@@ -740,10 +730,10 @@ def dlq_drop(letter_id: str) -> None:
     _check_letter_id(letter_id)
 
     async def body(client: Client) -> None:
-        letter = await _letter(client, letter_id)
+        letter = await client.dead_letter(letter_id)
         if letter is None:
             raise CliError(f"no dead-lettered message {letter_id}", errors.NOT_FOUND)
-        await dlq.drop(client.redis, client.keys, letter)
+        await client.drop_dead_letter(letter)
 
     _run(body)
     out.print(f"{letter_id}: dropped")
@@ -753,7 +743,7 @@ def dlq_drop(letter_id: str) -> None:
 def rebuild_index() -> None:
     """Rebuild the run index and query read models (list, show) from the runs' events."""
     started = time.monotonic()
-    done = _run(lambda c: index.rebuild(c.redis, c.keys, c.store))
+    done = _run(lambda c: c.rebuild_index())
     took = time.monotonic() - started
     out.print(
         f"read models rebuilt from events: {done.runs} runs, {done.events} events in {took:.1f}s"
