@@ -15,6 +15,7 @@ import msgspec
 import pytest
 import redis.asyncio as aredis
 
+from runstream import catalog
 from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
@@ -76,7 +77,7 @@ def test_a_command_read_by_a_dead_consumer_is_claimed_and_applied(settings: Sett
             await ensure_groups(r, keys)
             run_id = run_id_on(keys, 0)
             stream = keys.commands(0)
-            await client.start("synthetic", {"items": 3}, run_id=run_id)
+            await client.start_nowait("synthetic", {"items": 3}, run_id=run_id)
             # "dead-1" reads the command, then dies before acking it.
             got = replies.streams(await r.xreadgroup(keys.group, "dead-1", {stream: ">"}, count=10))
             assert len(got[0][1]) == 1
@@ -389,14 +390,14 @@ def test_commands_survive_a_redis_restart_from_its_append_only_file(
             worker.proc.send_signal(signal.SIGSTOP)
             try:
                 async with Client.connect(settings=s) as client:
-                    before = await client.start("synthetic", {"items": 2})
+                    before = await client.start_nowait("synthetic", {"items": 2})
                 server.kill()
                 server.restart()
             finally:
                 worker.proc.send_signal(signal.SIGCONT)
 
             async with Client.connect(settings=s) as client:
-                after = await client.start("synthetic", {"items": 2})
+                after = await client.start_nowait("synthetic", {"items": 2})
                 for run_id in (before, after):
                     summary = await client.wait(run_id, timeout=25, poll=0.1)
                     assert summary.state == "succeeded", logs_of(pool)
@@ -839,10 +840,14 @@ def test_sigterm_during_a_long_item_still_exits_within_the_grace(
 
 # =========================================================================== runctl exit codes
 def test_runctl_start_that_is_never_accepted_exits_5_timed_out(settings: Settings) -> None:
-    """No worker is running: the command is published but never accepted, so the wait
-    times out; that is exit 5 ("timed out"), not 4 ("Redis unreachable")."""
+    """No worker is running (one published its scenarios, then went away): the command is
+    published but never accepted, so the wait times out; that is exit 5 ("timed out"), not
+    4 ("Redis unreachable"). (No worker ever published: exit 8, see test_catalog.)"""
 
     async def body() -> None:
+        async with connect(settings) as r:
+            keys = Keys(settings.prefix, settings.shards)
+            await catalog.publish(r, keys, load_registry(), "gone-worker")
         result = await runctl_async(settings, "start", "synthetic", "--timeout", "1")
         assert result.code == 5, result
         assert "cannot reach Redis" not in result.stderr, result

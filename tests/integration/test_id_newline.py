@@ -30,7 +30,7 @@ def test_ids_with_a_trailing_newline_are_dead_lettered_not_run(settings: Setting
         ]
         async with connect(s) as r, Client.connect(settings=s) as client:
             await ensure_groups(r, keys)
-            await client.start("synthetic", {"items": 3}, run_id=run_id)
+            await client.start_nowait("synthetic", {"items": 3}, run_id=run_id)
             sent = [
                 replies.text(await r.xadd(stream, {Fields.COMMAND: payload})) for payload in spoiled
             ]

@@ -228,7 +228,7 @@ def test_commands_published_before_any_worker_existed_are_delivered(settings: Se
             # One run per shard, published while no group and no worker exist.
             run_ids = [run_id_on(keys, shard) for shard in range(s.shards)]
             for run_id in run_ids:
-                await client.start("synthetic", {"items": 3}, run_id=run_id)
+                await client.start_nowait("synthetic", {"items": 3}, run_id=run_id)
             for shard in range(s.shards):
                 assert await client.redis.xinfo_groups(keys.commands(shard)) == []
             async with worker_running(s):
@@ -277,5 +277,20 @@ def test_a_redelivered_rejected_command_is_reported_once(settings: Settings, mak
             fed = [e for _, e in await feed_events(r, keys, run_id)]
             assert len(_events_of(fed, command.command_id)) == 1, fed
             await _run_keys_absent(client, run_id)
+
+    asyncio.run(body())
+
+
+def test_the_worker_hands_one_store_network_and_key_layout_to_its_parts(
+    settings: Settings,
+) -> None:
+    async def body() -> None:
+        async with worker_running(fast(settings)) as worker:
+            assert worker.processor.store is worker.store
+            assert worker.executor.store is worker.store
+            assert worker.executor.network is worker.network
+            assert worker.store.redis is worker.client and worker.network.redis is worker.client
+            assert worker.store.keys is worker.keys and worker.network.keys is worker.keys
+            assert worker.executor.keys is worker.keys and worker.processor.keys is worker.keys
 
     asyncio.run(body())
