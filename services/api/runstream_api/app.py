@@ -7,10 +7,10 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 import msgspec
+import structlog
 from litestar import Litestar, get
 from litestar.di import Provide
 
-from runstream import logs
 from runstream.client import Client
 from runstream.domain.scenarios import load_registry
 from runstream.settings import Settings, load_settings
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with Client.connect(settings=settings) as client:
             app.state.api = ApiContext(client=client, registry=registry, settings=settings)
-            logs.get("runstream_api").info("api_started")
+            structlog.get_logger("runstream_api").info("api_started")
             yield
 
     return Litestar(
