@@ -29,6 +29,7 @@ from runstream.ids import is_run_id, new_id
 from runstream.keys import Keys
 from runstream.redis_url import check_redis_url
 from runstream.settings import Settings, load_settings
+from runstream.shards import ensure_shard_count
 from runstream.store import outputs, replies
 from runstream.store.events import EventStore, Tombstone
 from runstream.store.outputs import LogLine, ResultFile
@@ -87,6 +88,7 @@ class Client:
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.shards)
         self.store = EventStore(redis, self.keys, settings)
+        self._shards_checked = False
 
     @classmethod
     @asynccontextmanager
@@ -102,11 +104,19 @@ class Client:
         finally:
             await redis.aclose()
 
+    async def check_shards(self) -> None:
+        """Once per client, before the first command or index read: the configured shard
+        count must be the deployment's (ShardCountMismatch), else commands are stranded."""
+        if not self._shards_checked:
+            await ensure_shard_count(self.redis, self.keys)
+            self._shards_checked = True
+
     # ------------------------------------------------------------------ commands
     async def send(self, command: cmd.Command) -> str:
         """Publish a command on its run's shard; returns the stream entry id. A command the
         service would refuse as malformed raises BadCommand and is not sent."""
         data = cmd.checked_bytes(command, self.settings.max_command_bytes)
+        await self.check_shards()
         shard = self.keys.shard_of(command.run_id)
         entry = await self.redis.xadd(self.keys.commands(shard), {"c": data})
         return entry.decode() if isinstance(entry, bytes) else str(entry)
@@ -278,6 +288,7 @@ class Client:
 
     async def find(self, run_id: str) -> RunSummary | None:
         checked_run_id(run_id)
+        await self.check_shards()
         raw = await self.redis.hget(self.keys.index(self.keys.shard_of(run_id)), run_id)
         return _summary_decoder.decode(raw) if raw is not None else None
 
@@ -294,6 +305,7 @@ class Client:
     async def list_runs(
         self, state: str | None = None, scenario: str | None = None
     ) -> list[RunSummary]:
+        await self.check_shards()
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in range(self.keys.shards):
                 pipe.hvals(self.keys.index(shard))

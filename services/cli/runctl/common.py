@@ -22,6 +22,7 @@ from runstream.contracts import commands as cmd
 from runstream.domain.scenarios import Registry, load_registry
 from runstream.ids import is_run_id
 from runstream.settings import Settings, load_settings
+from runstream.shards import ShardCountMismatch
 
 # Piped output is not cut to 80 columns: ids and states must stay whole for scripts.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -47,6 +48,7 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
 
     async def main() -> T:
         async with Client.connect(settings=settings) as client:
+            await client.check_shards()
             return await body(client)
 
     try:
@@ -60,6 +62,8 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
     except RunNotFound as exc:
         raise CliError(str(exc), errors.NOT_FOUND) from None
     except ResultNotFound as exc:
+        raise CliError(str(exc), errors.BAD_INPUT) from None
+    except ShardCountMismatch as exc:
         raise CliError(str(exc), errors.BAD_INPUT) from None
     except Exception as exc:
         mapped = cli_error(exc, settings.redis_url)

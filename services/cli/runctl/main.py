@@ -243,6 +243,7 @@ def start(
         checked(
             cmd.StartRun(
                 run_id=new_id(),
+                actor=actor,
                 scenario=scenario,
                 args=args,
                 name=name or "",
@@ -333,7 +334,8 @@ def list_runs(
 @app.command()
 def show(run_id: str, as_json: JsonOpt = False) -> None:
     """One run: its state, progress and effects."""
-    summary = _run(lambda c: c.get(_check_id(run_id)))
+    run_id = _check_id(run_id)  # before any I/O
+    summary = _run(lambda c: c.get(run_id))
     if as_json:
         _print_json(summary)
         return
@@ -537,7 +539,8 @@ def unpin(run_id: str, timeout: TimeoutOpt = 60.0, actor: ActorOpt = DEFAULT_ACT
 @app.command()
 def history(run_id: str, as_json: JsonOpt = False) -> None:
     """A run's events, oldest first."""
-    events = _run(lambda c: c.history(_check_id(run_id)))
+    run_id = _check_id(run_id)  # before any I/O
+    events = _run(lambda c: c.history(run_id))
     if as_json:
         _print_json(
             [{"id": i, "type": ev.event_type(e), **msgspec.to_builtins(e)} for i, e in events]

@@ -32,6 +32,7 @@ from runstream.keys import Keys
 from runstream.processes import READY_MARK
 from runstream.redis_url import secrets_of
 from runstream.settings import Settings
+from runstream.shards import ShardCountMismatch, ensure_shard_count
 from runstream_worker.executor import Executor
 from runstream_worker.handlers import CommandProcessor
 from runstream_worker.upkeep import heartbeat, upkeep
@@ -177,6 +178,8 @@ class Worker:
         delay = 0.2
         while not self.stopping.is_set():
             try:
+                # Raises ShardCountMismatch (the worker exits): never read the wrong streams.
+                await ensure_shard_count(self.client, self.keys)
                 await ensure_groups(self.client, self.keys)
                 await heartbeat(self.client, self.keys, self.settings, self.name)
                 await self.broker.start()
@@ -188,6 +191,10 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), timeout=delay)
                 delay = min(delay * 2, 5.0)
+            except ShardCountMismatch:
+                await self.executor.stop(0)
+                await self.client.aclose()
+                raise
         await self.executor.stop(0)
         await self.client.aclose()
         return False
