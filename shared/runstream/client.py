@@ -14,9 +14,9 @@ import asyncio
 import io
 import tarfile
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -36,12 +36,25 @@ from runstream.store.outputs import LogLine, ResultFile
 
 _summary_decoder = msgspec.json.Decoder(RunSummary)
 
-# What each command leads to: --wait returns when one of these events arrives.
+# The event that shows a command took effect as asked (start: the run succeeded).
+SUCCESS: dict[type[cmd.Command], str] = {
+    cmd.StartRun: "RunSucceeded",
+    cmd.StopRun: "RunStopped",
+    cmd.ContinueRun: "RunContinued",
+    cmd.CancelRun: "RunCancelled",
+    cmd.RevertRun: "RunReverted",
+    cmd.DeleteRun: "RunDeleted",
+    cmd.PinRun: "RunPinned",
+    cmd.TrackRun: "RunTracked",
+}
+# What each command leads to: --wait returns when one of these events arrives (the run
+# may also end otherwise first: it fails, or someone else stops or cancels it).
+_ENDS = frozenset({"RunSucceeded", "RunFailed", "RunCancelled", "RunStopped"})
 TARGETS: dict[type[cmd.Command], frozenset[str]] = {
-    cmd.StartRun: frozenset({"RunSucceeded", "RunFailed", "RunCancelled", "RunStopped"}),
-    cmd.StopRun: frozenset({"RunStopped"}),
+    cmd.StartRun: _ENDS,
+    cmd.StopRun: _ENDS,
     cmd.ContinueRun: frozenset({"RunContinued"}),
-    cmd.CancelRun: frozenset({"RunCancelled"}),
+    cmd.CancelRun: _ENDS,
     cmd.RevertRun: frozenset({"RunReverted"}),
     cmd.DeleteRun: frozenset({"RunDeleted"}),
     cmd.PinRun: frozenset({"RunPinned"}),
@@ -68,7 +81,15 @@ def checked_run_id(run_id: str) -> str:
 
 
 class WaitTimeout(TimeoutError):
-    pass
+    """The wait ran out; ``accepted``: a worker took the command, and it goes on."""
+
+    def __init__(self, message: str, accepted: bool = True) -> None:
+        super().__init__(message)
+        self.accepted = accepted
+
+
+class NoWorker(WaitTimeout):
+    """No worker handled the command, and none is running: it waits in its stream."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,19 @@ class Outcome:
     rejected: bool
     reason: str
     event: ev.Event | None
+    # The event that means it took effect as asked (set when waited for).
+    expected: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        """Accepted and, if waited for, took effect as asked: not a run that failed, or
+        that someone else stopped or cancelled first."""
+        if self.rejected:
+            return False
+        if self.event is None or not self.expected:
+            return True
+        kind = ev.event_type(self.event)
+        return kind == self.expected or kind not in _ENDS
 
 
 class Client:
@@ -218,17 +252,31 @@ class Client:
         return await self.execute(command, wait=False)
 
     async def execute(
-        self, command: cmd.Command, *, wait: bool = True, timeout: float = 60.0
+        self,
+        command: cmd.Command,
+        *,
+        wait: bool = True,
+        timeout: float = 60.0,
+        on_event: Callable[[ev.Event], None] | None = None,
     ) -> Outcome:
         """Publish and return once the command was accepted or rejected; with ``wait``,
-        once it took effect (the run reached the state the command leads to)."""
+        once it took effect (the run reached the state the command leads to, or ended
+        otherwise: ``Outcome.succeeded`` tells). ``on_event`` sees the run's events as
+        they arrive (progress)."""
         cmd.checked_bytes(command, self.settings.max_command_bytes)  # before any I/O
         since = await self.feed_position(command.run_id)
         await self.send(command)
         targets = TARGETS[type(command)] if wait else frozenset()
-        return await self.wait_for(
-            command.run_id, command.command_id, targets, since, timeout, min(timeout, 15.0)
+        outcome = await self.wait_for(
+            command.run_id,
+            command.command_id,
+            targets,
+            since,
+            timeout,
+            min(timeout, 15.0),
+            on_event=on_event,
         )
+        return replace(outcome, expected=SUCCESS[type(command)]) if wait else outcome
 
     async def wait_for(
         self,
@@ -238,9 +286,12 @@ class Client:
         since: str,
         timeout: float,
         accept_timeout: float | None = None,
+        on_event: Callable[[ev.Event], None] | None = None,
     ) -> Outcome:
         """Follow the shard feed from ``since`` until the command is rejected, or accepted
-        and then a target event for the run arrives (no targets: accepted is enough)."""
+        and then a target event for the run arrives (no targets: accepted is enough).
+        WaitTimeout says whether the command was accepted (it goes on); NoWorker, that no
+        worker took it and none is running."""
         feed = self.keys.feed(self.keys.shard_of(run_id))
         started = time.monotonic()
         deadline = started + timeout
@@ -248,12 +299,14 @@ class Client:
         while True:
             left = deadline - time.monotonic()
             if not accepted and accept_timeout and time.monotonic() - started > accept_timeout:
-                raise WaitTimeout(
-                    f"command {command_id} was published but no worker handled it within "
-                    f"{accept_timeout:g}s; is a worker running? ('make run' starts one)"
-                )
+                await self._not_handled(run_id, command_id, accept_timeout)
             if left <= 0:
-                raise WaitTimeout(f"no outcome for command {command_id} within {timeout:g}s")
+                if not accepted:
+                    await self._not_handled(run_id, command_id, timeout)
+                raise WaitTimeout(
+                    f"command {command_id} for run {run_id} was accepted and goes on, but had "
+                    f"not taken effect after {timeout:g}s"
+                )
             block = int(min(left, 1) * 1000)
             reply = replies.streams(await self.redis.xread({feed: since}, count=500, block=block))
             for _, entries in reply:
@@ -262,6 +315,8 @@ class Client:
                     if fields[b"r"].decode() != run_id:
                         continue
                     event = ev.decode_event(fields[b"e"])
+                    if on_event is not None:
+                        on_event(event)
                     if event.command_id == command_id:
                         if isinstance(event, ev.CommandRejected):
                             return Outcome(run_id, command_id, True, event.reason, event)
@@ -270,6 +325,26 @@ class Client:
                             return Outcome(run_id, command_id, False, "", event)
                     if accepted and ev.event_type(event) in targets:
                         return Outcome(run_id, command_id, False, "", event)
+
+    async def _not_handled(self, run_id: str, command_id: str, after: float) -> None:
+        if not await self.workers_alive():
+            raise NoWorker(
+                f"no worker is running: command {command_id} for run {run_id} waits in its "
+                "stream and is applied when one starts ('make run' starts one)",
+                accepted=False,
+            )
+        raise WaitTimeout(
+            f"command {command_id} for run {run_id} was published but no worker handled it "
+            f"within {after:g}s (workers are running: busy, or stuck?)",
+            accepted=False,
+        )
+
+    async def workers_alive(self) -> int:
+        """How many workers have a live heartbeat."""
+        count = 0
+        async for _ in self.redis.scan_iter(match=self.keys.worker_alive("*"), count=1000):
+            count += 1
+        return count
 
     async def wait(self, run_id: str, timeout: float = 60.0, poll: float = 0.2) -> RunSummary:
         """Until the run exists and is no longer queued, running or reverting."""

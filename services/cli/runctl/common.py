@@ -17,7 +17,7 @@ from rich.console import Console
 from runctl import errors
 from runctl.errors import CliError
 from runctl.redis_errors import cli_error
-from runstream.client import Client, ResultNotFound, RunNotFound, WaitTimeout
+from runstream.client import Client, NoWorker, ResultNotFound, RunNotFound, WaitTimeout
 from runstream.contracts import commands as cmd
 from runstream.domain.scenarios import Registry, load_registry
 from runstream.ids import is_run_id
@@ -55,6 +55,8 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except CliError:
         raise
+    except NoWorker as exc:  # before WaitTimeout, which it is
+        raise CliError(str(exc), errors.NO_WORKER) from None
     except WaitTimeout as exc:  # before OSError: it is a TimeoutError, an OSError
         raise CliError(str(exc), errors.TIMEOUT) from None
     except cmd.BadCommand as exc:

@@ -12,6 +12,7 @@ import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +37,7 @@ from runctl.common import (
     out,
 )
 from runctl.errors import CliError
+from runctl.progress import WaitProgress
 from runstream import revert
 from runstream.client import Client, Outcome
 from runstream.contracts import commands as cmd
@@ -88,10 +90,23 @@ STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 # --------------------------------------------------------------------------- plumbing
 def _finish(outcome: Outcome, what: str, run_id: str) -> None:
-    """Report a command's outcome; a rejection exits non-zero."""
+    """Report a command's outcome; a rejection (1), or a run that ended otherwise than
+    asked while we waited (6), exits non-zero."""
     if outcome.rejected:
         raise CliError(f"{what} {run_id} rejected: {outcome.reason}", errors.REJECTED)
     out.print(f"{what} {run_id}: {_event_line(outcome.event)}")
+    _check_succeeded(outcome, what)
+
+
+def _check_succeeded(outcome: Outcome, what: str) -> None:
+    if outcome.succeeded:
+        return
+    line = _event_line(outcome.event)
+    if what == "start":
+        message = f"run {outcome.run_id} did not succeed: {line}"
+    else:
+        message = f"{what} {outcome.run_id} did not take effect: the run ended {line} first"
+    raise CliError(message, errors.NOT_SUCCEEDED)
 
 
 def _event_line(event: ev.Event | None) -> str:
@@ -132,8 +147,14 @@ def _command(
     _check_command(make(run_id))
 
     async def body(client: Client) -> Outcome:
-        await client.get(run_id)  # a clear "does not exist" before publishing anything
-        return await client.execute(make(run_id), wait=wait, timeout=timeout)
+        summary = await client.get(run_id)  # a clear "does not exist" before publishing
+        with WaitProgress(err, summary) if wait else nullcontext() as progress:
+            return await client.execute(
+                make(run_id),
+                wait=wait,
+                timeout=timeout,
+                on_event=progress.on_event if progress else None,
+            )
 
     _finish(_run(body), what, run_id)
 
@@ -276,7 +297,13 @@ def start(
                 description=description or "",
             )
         checked(command)
-        outcome = await client.execute(command, wait=wait, timeout=timeout)
+        with WaitProgress(err) if wait else nullcontext() as progress:
+            outcome = await client.execute(
+                command,
+                wait=wait,
+                timeout=timeout,
+                on_event=progress.on_event if progress else None,
+            )
         found = await client.find(command.run_id)
         return command, outcome, found.state if found else "queued"
 
@@ -294,8 +321,7 @@ def start(
         )
     else:
         out.print(f"{command.run_id} {state if not wait else _event_line(outcome.event)}")
-    if isinstance(outcome.event, ev.RunFailed):
-        raise typer.Exit(errors.REJECTED)
+    _check_succeeded(outcome, "start")
 
 
 @app.command("list")
@@ -453,8 +479,14 @@ def revert_(
     _check_command(command)
 
     async def body(client: Client) -> tuple[Outcome, Any]:
-        await client.get(run_id)
-        outcome = await client.execute(command, wait=wait, timeout=timeout)
+        summary = await client.get(run_id)
+        with WaitProgress(err, summary) if wait else nullcontext() as progress:
+            outcome = await client.execute(
+                command,
+                wait=wait,
+                timeout=timeout,
+                on_event=progress.on_event if progress else None,
+            )
         return outcome, await client.find(run_id)
 
     outcome, summary = _run(body)
