@@ -52,7 +52,7 @@ from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.embedded import EmbeddedRedis
 from runstream.ids import new_id
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.processes import WorkerProcess, worker_env
 from runstream.redis_url import scrub
 from runstream.settings import Settings, load_settings
@@ -273,8 +273,8 @@ class FeedWatcher:
             for stream, entries in replies.streams(reply):
                 for entry_id, fields in entries:
                     positions[stream.decode()] = entry_id.decode()
-                    event = ev.decode_event(fields[b"e"])
-                    self._note(fields[b"r"].decode(), event, now, entry_ms(entry_id))
+                    event = ev.decode_event(fields[Fields.EVENT])
+                    self._note(fields[Fields.RUN].decode(), event, now, entry_ms(entry_id))
 
     def _note(self, run_id: str, event: ev.Event, now: float, at_ms: int) -> None:
         keys = [f"{run_id}:{ev.event_type(event)}"]
@@ -375,7 +375,7 @@ class Bench:
         payload = cmd.encode_command(cmd.DeleteRun(run_id=new_id(), actor="bench"))
         t0 = time.perf_counter()
         for _ in range(n):
-            await self.redis.xadd(scratch, {"c": payload})
+            await self.redis.xadd(scratch, {Fields.COMMAND: payload})
         rate = n / (time.perf_counter() - t0)
         await self.redis.delete(scratch)
         self.results.ceilings["xadd_per_s"] = rate
@@ -386,11 +386,11 @@ class Bench:
         """Latency of an XADD followed by an XREAD of what it added (p50, p99 in ms)."""
         scratch = f"{self.keys.prefix}:bench:scratch"
         payload = cmd.encode_command(cmd.StopRun(run_id=new_id(), actor="bench"))
-        last = await self.redis.xadd(scratch, {"c": payload})
+        last = await self.redis.xadd(scratch, {Fields.COMMAND: payload})
         samples: list[float] = []
         for _ in range(self.sizes.ceiling_ops):
             t = time.perf_counter()
-            await self.redis.xadd(scratch, {"c": payload})
+            await self.redis.xadd(scratch, {Fields.COMMAND: payload})
             reply = replies.streams(await self.redis.xread({scratch: last}, count=1))
             samples.append((time.perf_counter() - t) * 1000)
             last = reply[0][1][-1][0]
@@ -632,7 +632,7 @@ class Bench:
     async def memory(self, run_id: str, effects: int, used_delta: int) -> None:
         key = self.keys.events(run_id)
         stream_bytes = await self.redis.memory_usage(key, samples=0) or 0
-        raw = sum(len(f[b"e"]) for _, f in replies.entries(await self.redis.xrange(key)))
+        raw = sum(len(f[Fields.EVENT]) for _, f in replies.entries(await self.redis.xrange(key)))
         self.results.say(
             f"memory: events stream {stream_bytes:,} B ({stream_bytes / effects:.0f} B/effect; "
             f"its JSON payload alone {raw / effects:.0f} B/effect); used_memory grew "

@@ -94,7 +94,7 @@ class Tally:
 async def _tick(client: Client, args: argparse.Namespace, tally: Tally) -> None:
     """One second of load: start runs, delete (with revert) the ones that finished."""
     for _ in range(args.rate):
-        tally.held.add(await client.start("synthetic", {"items": 200, "edges_per_item": 2}))
+        tally.held.add(await client.start_nowait("synthetic", {"items": 200, "edges_per_item": 2}))
         tally.started += 1
     for run in await client.list_runs():
         if run.state in ("succeeded", "failed", "cancelled", "stopped"):

@@ -1,10 +1,10 @@
 """A small client for other services and for runctl: publish commands, wait, read runs.
 
-Usage::
+Usage (inside a coroutine)::
 
     from runstream.client import Client
     async with Client.connect("redis://127.0.0.1:6390/0") as client:
-        run_id = await client.start("synthetic", {"items": 10})
+        run_id = await client.start("synthetic", {"items": 10})  # accepted, or StartRejected
         outcome = await client.wait(run_id)   # until it succeeds, fails, stops...
 """
 
@@ -17,22 +17,27 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aredis
 
+from runstream import catalog, revert
+from runstream.catalog import PublishedScenario
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import ACTIVE, RunSummary
+from runstream.domain.run import ACTIVE, WAITING_BAND, RunSummary
 from runstream.ids import is_run_id, new_id
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
+from runstream.query import Query
 from runstream.redis_url import check_redis_url
 from runstream.settings import Settings, load_settings
 from runstream.shards import ensure_shard_count
-from runstream.store import outputs, replies
+from runstream.store import dlq, index, outputs, replies
 from runstream.store.events import EventStore, Tombstone
+from runstream.store.network import NetworkStore
 from runstream.store.outputs import LogLine, ResultFile
+from runstream.store.search import Searcher
 
 _summary_decoder = msgspec.json.Decoder(RunSummary)
 
@@ -92,6 +97,17 @@ class NoWorker(WaitTimeout):
     """No worker handled the command, and none is running: it waits in its stream."""
 
 
+class StartRejected(Exception):
+    """A worker refused to start the run; the message is its reason. ``bad_input``: the
+    scenario is unknown or the arguments are bad (else the run id was taken)."""
+
+    def __init__(self, run_id: str, reason: str, bad_input: bool = False) -> None:
+        super().__init__(reason)
+        self.run_id = run_id
+        self.reason = reason
+        self.bad_input = bad_input
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a command ended: ``rejected`` with a reason, or the event it led to."""
@@ -115,6 +131,11 @@ class Outcome:
         kind = ev.event_type(self.event)
         return kind == self.expected or kind not in _ENDS
 
+    @property
+    def bad_input(self) -> bool:
+        """Rejected for the command's own input (unknown scenario, bad arguments)."""
+        return isinstance(self.event, ev.CommandRejected) and self.event.bad_input
+
 
 class Client:
     def __init__(self, redis: aredis.Redis, settings: Settings) -> None:
@@ -122,6 +143,8 @@ class Client:
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.shards)
         self.store = EventStore(redis, self.keys, settings)
+        self.network = NetworkStore(redis, self.keys)
+        self.searcher = Searcher(redis, self.keys)
         self._shards_checked = False
 
     @classmethod
@@ -152,7 +175,7 @@ class Client:
         data = cmd.checked_bytes(command, self.settings.max_command_bytes)
         await self.check_shards()
         shard = self.keys.shard_of(command.run_id)
-        entry = await self.redis.xadd(self.keys.commands(shard), {"c": data})
+        entry = await self.redis.xadd(self.keys.commands(shard), {Fields.COMMAND: data})
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     async def feed_position(self, run_id: str) -> str:
@@ -170,20 +193,64 @@ class Client:
         description: str = "",
         actor: str = "client",
         run_id: str | None = None,
+        timeout: float = 15.0,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
     ) -> str:
-        """Publish a StartRun; returns the new run's id."""
-        run_id = checked_run_id(run_id) if run_id is not None else new_id()
-        await self.send(
-            cmd.StartRun(
-                run_id=run_id,
-                actor=actor,
-                scenario=scenario,
-                args=args or {},
-                name=name,
-                description=description,
-            )
+        """Start a run and return its id once a worker accepted it; StartRejected (with
+        the reason: unknown scenario, bad arguments...) if it was refused; WaitTimeout if
+        no worker answered within ``timeout`` seconds (the command stays published).
+        ``priority`` 1 (highest) to 9 orders the runs waiting for a slot; ``no_queue``:
+        start at once or be rejected."""
+        command = self._start_command(
+            scenario, args, name, description, actor, run_id, priority, no_queue
         )
-        return run_id
+        outcome = await self.execute(command, wait=False, timeout=timeout)
+        if outcome.rejected:
+            raise StartRejected(command.run_id, outcome.reason, outcome.bad_input)
+        return command.run_id
+
+    async def start_nowait(
+        self,
+        scenario: str,
+        args: dict[str, Any] | None = None,
+        *,
+        name: str = "",
+        description: str = "",
+        actor: str = "client",
+        run_id: str | None = None,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
+    ) -> str:
+        """Publish a start and return the run's id at once (fire and forget): whether it
+        was accepted shows on the feed, or as the run appearing (``find``, ``wait``)."""
+        command = self._start_command(
+            scenario, args, name, description, actor, run_id, priority, no_queue
+        )
+        await self.send(command)
+        return command.run_id
+
+    @staticmethod
+    def _start_command(
+        scenario: str,
+        args: dict[str, Any] | None,
+        name: str,
+        description: str,
+        actor: str,
+        run_id: str | None,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
+    ) -> cmd.StartRun:
+        return cmd.StartRun(
+            run_id=checked_run_id(run_id) if run_id is not None else new_id(),
+            actor=actor,
+            scenario=scenario,
+            args=args or {},
+            name=name,
+            description=description,
+            priority=priority,
+            no_queue=no_queue,
+        )
 
     async def rerun_command(
         self,
@@ -193,6 +260,8 @@ class Client:
         actor: str = "client",
         name: str | None = None,
         description: str | None = None,
+        priority: int = cmd.DEFAULT_PRIORITY,
+        no_queue: bool = False,
     ) -> cmd.StartRun:
         """A StartRun repeating an earlier run: its scenario, version (the worker rejects it
         if the scenario changed version since) and arguments, with ``overrides`` on top."""
@@ -209,15 +278,25 @@ class Client:
             args={**source.args, **(overrides or {})},
             name=source.name if name is None else name,
             description=source.description if description is None else description,
+            priority=priority,
+            no_queue=no_queue,
             source_run_id=source_run_id,
         )
 
     async def rerun(
-        self, source_run_id: str, overrides: dict[str, Any] | None = None, *, actor: str = "client"
+        self,
+        source_run_id: str,
+        overrides: dict[str, Any] | None = None,
+        *,
+        actor: str = "client",
+        timeout: float = 15.0,
     ) -> str:
-        """Start a run like an earlier one (see ``rerun_command``); returns its id."""
+        """Start a run like an earlier one (see ``rerun_command``); returns its id once a
+        worker accepted it (StartRejected with the reason if it was refused)."""
         command = await self.rerun_command(source_run_id, overrides, actor=actor)
-        await self.send(command)
+        outcome = await self.execute(command, wait=False, timeout=timeout)
+        if outcome.rejected:
+            raise StartRejected(command.run_id, outcome.reason)
         return command.run_id
 
     async def track(
@@ -312,9 +391,9 @@ class Client:
             for _, entries in reply:
                 for entry_id, fields in entries:
                     since = entry_id.decode()
-                    if fields[b"r"].decode() != run_id:
+                    if fields[Fields.RUN].decode() != run_id:
                         continue
-                    event = ev.decode_event(fields[b"e"])
+                    event = ev.decode_event(fields[Fields.EVENT])
                     if on_event is not None:
                         on_event(event)
                     if event.command_id == command_id:
@@ -368,6 +447,10 @@ class Client:
         return _summary_decoder.decode(raw) if raw is not None else None
 
     # ------------------------------------------------------------------ reading
+    async def scenarios(self) -> list[PublishedScenario]:
+        """The scenarios the workers published (empty: no worker has, yet)."""
+        return await catalog.read(self.redis, self.keys)
+
     async def get(self, run_id: str) -> RunSummary:
         found = await self.find(run_id)
         if found is None:
@@ -393,6 +476,31 @@ class Client:
         ]
         return sorted(runs, key=lambda r: (r.created_at, r.id))
 
+    async def search(self, q: Query | None = None) -> list[RunSummary]:
+        """A page of runs matching a query, in its order (``runstream.query.build`` makes
+        one from texts such as ``state=in:running,stopped``); the next page starts after
+        the last run's id: ``Query(..., marker=page[-1].id)``. Raises MarkerNotFound,
+        BadQuery (runstream.query) for a query that cannot be used."""
+        return await self.searcher.search(q or Query())
+
+    async def count(self, q: Query | None = None) -> int:
+        """How many runs match the query's filters."""
+        return await self.searcher.count(q or Query())
+
+    async def queue(self) -> list[RunSummary]:
+        """The runs waiting for a slot, in the order they will start: by priority (1
+        first), then oldest first."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(self.keys.shards):
+                pipe.zrangebyscore(self.keys.runnable(shard), WAITING_BAND, "+inf")
+            pages = cast(list[list[bytes]], await pipe.execute())
+        waiting = []
+        for raw in (raw for page in pages for raw in page):
+            summary = await self.find(raw.decode())
+            if summary is not None and summary.state == "queued" and not summary.started_at:
+                waiting.append(summary)
+        return sorted(waiting, key=lambda r: (r.priority, r.created_at, r.id))
+
     async def history(self, run_id: str) -> list[tuple[str, ev.Event]]:
         await self.get(run_id)
         return await self.store.history(run_id)
@@ -401,8 +509,8 @@ class Client:
         out: list[Tombstone] = []
         for shard in range(self.keys.shards):
             for _, fields in replies.entries(await self.redis.xrange(self.keys.audit(shard))):
-                out.append(msgspec.json.decode(fields[b"tombstone"], type=Tombstone))
-        return sorted(out, key=lambda t: t.deleted_at)
+                out.append(msgspec.json.decode(fields[Fields.TOMBSTONE], type=Tombstone))
+        return sorted(out, key=lambda t: (t.deleted_at, t.run_id))
 
     # ------------------------------------------------------------------ logs and results
     async def logs(
@@ -465,3 +573,43 @@ class Client:
                 info.mode = 0o644
                 archive.addfile(info, io.BytesIO(content))
         return buffer.getvalue()
+
+    # ------------------------------------------------------------------ revert plans
+    async def revert_plan(self, run_id: str, force: bool = False) -> revert.Plan:
+        """What ``revert`` would do now, changing nothing. Raises RunNotFound, or Rejected
+        when the service would refuse the revert (with its reason)."""
+        await self.get(run_id)
+        run = await self.store.load(run_id)
+        state = msgspec.structs.replace(run.state)  # as stored: the check below records
+        run.handle(cmd.RevertRun(run_id=run_id, force=force), 0.0)
+        return await revert.plan(self.store, self.network, state, force)
+
+    # ------------------------------------------------------------------ the network
+    async def network_export(self) -> dict[str, Any]:
+        """The whole network, in a stable order."""
+        return await self.network.export()
+
+    async def network_stats(self) -> dict[str, int]:
+        return await self.network.stats()
+
+    async def outbox(self, count: int = 100) -> list[dict[str, str]]:
+        """Notifications runs have sent (irreversible effects), newest first."""
+        return await self.network.outbox(count)
+
+    # ------------------------------------------------------------------ upkeep by hand
+    async def dead_letters(self) -> list[dlq.DeadLetter]:
+        return await dlq.list_letters(self.redis, self.keys)
+
+    async def dead_letter(self, letter_id: str) -> dlq.DeadLetter | None:
+        return await dlq.find(self.redis, self.keys, letter_id)
+
+    async def retry_dead_letter(self, letter: dlq.DeadLetter) -> str:
+        """Publish the letter's command again; its new entry id. Raises dlq.NotRetryable."""
+        return await dlq.retry(self.redis, self.keys, letter)
+
+    async def drop_dead_letter(self, letter: dlq.DeadLetter) -> None:
+        await dlq.drop(self.redis, self.keys, letter)
+
+    async def rebuild_index(self) -> index.Rebuilt:
+        """Rebuild the run index and query read models from the runs' events."""
+        return await index.rebuild(self.redis, self.keys, self.store)

@@ -12,6 +12,34 @@ from __future__ import annotations
 import zlib
 
 
+class Fields:
+    """The field names of runstream's stream entries and hashes, next to the keys they live
+    in, as redis-py returns them (bytes; writing with them works the same). The Lua scripts
+    in ``runstream/lua`` write the same names; keep them in step."""
+
+    # Keys.commands: one command, as JSON (runstream.contracts.commands).
+    COMMAND = b"c"
+    # Keys.events and Keys.feed: one event, as JSON (runstream.contracts.events).
+    EVENT = b"e"
+    # Keys.feed: the run the event belongs to, and the run's version after it.
+    RUN = b"r"
+    VERSION = b"v"
+    # Keys.meta (a hash): the run's version (VERSION), and the events-stream id the
+    # snapshot covers.
+    SNAPSHOT_ID = b"snap_id"
+    # Keys.dlq: a dead letter. The command's payload (a prefix of it) is under COMMAND.
+    SOURCE_ID = b"source_id"
+    REASON = b"reason"
+    AT = b"at"
+    SIZE = b"size"
+    SHA256 = b"sha256"
+    TRUNCATED = b"truncated"
+    # Keys.audit: a deleted run's id and tombstone JSON; Keys.outbox: a notification.
+    RUN_ID = b"run_id"
+    TOMBSTONE = b"tombstone"
+    MESSAGE = b"message"
+
+
 class Keys:
     def __init__(self, prefix: str, shards: int) -> None:
         self.prefix = prefix
@@ -54,6 +82,15 @@ class Keys:
     def index(self, shard: int) -> str:
         """Read model: hash run_id -> run summary JSON."""
         return f"{self._shard(shard)}:runs"
+
+    def query_index(self, shard: int) -> str:
+        """Base of a shard's query index (lua/index_update.lua): ``<base>:z:<field>``
+        sorted sets, ``<base>:s:<field>=<value>`` sets, ``<base>:p`` postings per run."""
+        return f"{self._shard(shard)}:ix"
+
+    def query_index_pattern(self, shard: int) -> str:
+        """SCAN pattern of every key of a shard's query index (dropped by a rebuild)."""
+        return f"{self._shard(shard)}:ix:*"
 
     def runnable(self, shard: int) -> str:
         """Sorted set of runs that need an executor (queued, running, reverting)."""
@@ -138,6 +175,11 @@ class Keys:
         return f"{self._net}:outbox"
 
     # --- deployment-wide ---------------------------------------------------------
+    @property
+    def scenarios(self) -> str:
+        """Hash scenario name -> what the workers published of it (see runstream.catalog)."""
+        return f"{self.prefix}:scenarios"
+
     def worker_alive(self, name: str) -> str:
         """A worker's heartbeat: consumers whose worker has none may be removed."""
         return f"{self.prefix}:workers:{name}"

@@ -18,6 +18,7 @@ from runstream.client import Client
 from runstream.contracts import events as ev
 from runstream.domain.run import RunState, apply, summarize
 from runstream.domain.scenarios import Context
+from runstream.keys import Fields
 from runstream.scenarios.synthetic import SCENARIO as SYNTHETIC
 from runstream.scenarios.synthetic import SyntheticParams
 from runstream.store import replies
@@ -139,7 +140,11 @@ async def collect(client: Client) -> Data:
         for entry_id, f in replies.entries(await redis.xrange(keys.feed(shard))):
             feed.append(
                 FeedEvent(
-                    text(entry_id), shard, f[b"r"].decode(), int(f[b"v"]), ev.decode_event(f[b"e"])
+                    text(entry_id),
+                    shard,
+                    f[Fields.RUN].decode(),
+                    int(f[Fields.VERSION]),
+                    ev.decode_event(f[Fields.EVENT]),
                 )
             )
         for entry_id, f in replies.entries(await redis.xrange(keys.dlq(shard))):
@@ -147,7 +152,7 @@ async def collect(client: Client) -> Data:
         for run_id, raw in (await redis.hgetall(keys.tombs(shard))).items():
             tombs[text(run_id)] = json.loads(raw)
         for _, f in replies.entries(await redis.xrange(keys.audit(shard))):
-            audit_runs.append(f[b"run_id"].decode())
+            audit_runs.append(f[Fields.RUN_ID].decode())
     index = {r.id: r for r in await client.list_runs()}
     histories: dict[str, list[tuple[str, ev.Event]]] = {}
     loaded: dict[str, RunState] = {}
@@ -302,12 +307,12 @@ def check_dead_letters(ledger: Ledger, data: Data, found: Findings) -> None:
     """
     by_source: dict[tuple[int, str], list[tuple[str, dict[bytes, bytes]]]] = defaultdict(list)
     for shard, letter_id, f in data.dlq:
-        by_source[shard, f.get(b"source_id", b"").decode()].append((letter_id, f))
+        by_source[shard, f.get(Fields.SOURCE_ID, b"").decode()].append((letter_id, f))
     garbage_entries = {(g.stream_shard, e): g for g in ledger.garbage for e in g.entries}
     valid_entries = {(s.shard, e): s for s in ledger.sent.values() for e in s.entries}
 
     def reason(f: dict[bytes, bytes]) -> str:
-        return f.get(b"reason", b"").decode(errors="replace")
+        return f.get(Fields.REASON, b"").decode(errors="replace")
 
     for (shard, source), letters in by_source.items():
         where = f"shard {shard} entry {source}"
@@ -322,8 +327,8 @@ def check_dead_letters(ledger: Ledger, data: Data, found: Findings) -> None:
             )
         elif (shard, source) in garbage_entries:
             g = garbage_entries[shard, source]
-            payload = letters[0][1].get(b"c", b"")
-            if g.nonce not in payload and g.fields.get("c") != payload:
+            payload = letters[0][1].get(Fields.COMMAND, b"")
+            if g.nonce not in payload and g.fields.get(Fields.COMMAND) != payload:
                 found.dlq.append(f"dead letter for {where} ({g.kind}) lost its payload")
             if len(letters) > 1:
                 found.dlq.append(
@@ -332,7 +337,7 @@ def check_dead_letters(ledger: Ledger, data: Data, found: Findings) -> None:
                 )
         else:
             # An entry we did not see accepted: a retried XADD whose first try landed.
-            payload = letters[0][1].get(b"c", b"")
+            payload = letters[0][1].get(Fields.COMMAND, b"")
             g2 = next((g for g in ledger.garbage if g.nonce in payload), None)
             if g2 is None or not g2.failed_xadds:
                 found.dlq.append(f"dead letter for unknown {where}: {reason(letters[0][1])[:200]}")

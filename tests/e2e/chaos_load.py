@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from runstream.contracts import commands as cmd
 from runstream.ids import new_id
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 
 from .chaos_fleet import MAX_COMMAND_BYTES, ChaosConfig, Timeline
 
@@ -43,7 +43,7 @@ class Sent:
 class Garbage:
     kind: str
     stream_shard: int
-    fields: dict[str, bytes]
+    fields: dict[bytes, bytes]
     nonce: bytes
     entries: list[str] = field(default_factory=list)
     failed_xadds: int = 0
@@ -75,7 +75,7 @@ class Publisher:
         self.timeline = timeline
 
     async def xadd(
-        self, shard: int, fields: dict[str, bytes], deadline_s: float = 60
+        self, shard: int, fields: dict[bytes, bytes], deadline_s: float = 60
     ) -> tuple[str, int]:
         deadline = time.monotonic() + deadline_s
         failures = 0
@@ -100,7 +100,7 @@ class Publisher:
         shard = self.keys.shard_of(command.run_id)
         sent = Sent(command, data, shard, note=note)
         self.ledger.sent[command.command_id] = sent
-        entry, failures = await self.xadd(shard, {"c": data})
+        entry, failures = await self.xadd(shard, {Fields.COMMAND: data})
         sent.entries.append(entry)
         sent.failed_xadds += failures
         return sent
@@ -108,7 +108,7 @@ class Publisher:
     async def republish(self, sent: Sent) -> None:
         """The very same message again (same bytes, same command_id)."""
         self.ledger.duplicates += 1
-        entry, failures = await self.xadd(sent.shard, {"c": sent.data})
+        entry, failures = await self.xadd(sent.shard, {Fields.COMMAND: sent.data})
         sent.entries.append(entry)
         sent.failed_xadds += failures
 
@@ -138,7 +138,7 @@ def make_garbage(kind: str, rng: random.Random, keys: Keys, some_run: str | None
     if kind == "random_bytes":
         # Not UTF-8, not JSON; the nonce keeps each payload unique.
         data = b"\xff\xfe" + os.urandom(rng.randint(1, 200)) + nonce
-        fields = {"c": data}
+        fields = {Fields.COMMAND: data}
     elif kind == "json_wrong_shape":
         shapes: list[Any] = [
             [1, 2, 3, nonce.decode()],
@@ -148,33 +148,33 @@ def make_garbage(kind: str, rng: random.Random, keys: Keys, some_run: str | None
             {"type": "StopRun", "run_id": new_id(), "command_id": "bad id " + nonce.decode()},
             nonce.decode(),
         ]
-        fields = {"c": json.dumps(rng.choice(shapes)).encode()}
+        fields = {Fields.COMMAND: json.dumps(rng.choice(shapes)).encode()}
     elif kind == "unknown_field":
         run_id = some_run or new_id()
         cid = "garbage-" + nonce.decode()
         body = json.loads(cmd.encode_command(cmd.StopRun(run_id=run_id, command_id=cid)))
         body["surprise"] = nonce.decode()
-        fields = {"c": json.dumps(body).encode()}
+        fields = {Fields.COMMAND: json.dumps(body).encode()}
         shard = keys.shard_of(run_id)
     elif kind == "no_c_field":
-        fields = {"x": b"no command here", "nonce": nonce}
+        fields = {b"x": b"no command here", b"nonce": nonce}
     elif kind == "oversized":
         run_id = some_run or new_id()
         cid = "garbage-" + nonce.decode()
         body = json.loads(cmd.encode_command(cmd.StopRun(run_id=run_id, command_id=cid)))
         body["reason"] = "x" * 5000
-        fields = {"c": json.dumps(body).encode()}
-        assert len(fields["c"]) > MAX_COMMAND_BYTES
+        fields = {Fields.COMMAND: json.dumps(body).encode()}
+        assert len(fields[Fields.COMMAND]) > MAX_COMMAND_BYTES
         shard = keys.shard_of(run_id)
     elif kind == "deeply_nested":
         depth = 1900
-        fields = {"c": b"[" * depth + b'"' + nonce + b'"' + b"]" * depth}
-        assert len(fields["c"]) <= MAX_COMMAND_BYTES
+        fields = {Fields.COMMAND: b"[" * depth + b'"' + nonce + b'"' + b"]" * depth}
+        assert len(fields[Fields.COMMAND]) <= MAX_COMMAND_BYTES
     elif kind == "wrong_shard":
         # A valid command on the other shard's stream: must be parked, never applied.
         run_id = some_run or new_id()
         cid = "garbage-" + nonce.decode()
-        fields = {"c": cmd.encode_command(cmd.StopRun(run_id=run_id, command_id=cid))}
+        fields = {Fields.COMMAND: cmd.encode_command(cmd.StopRun(run_id=run_id, command_id=cid))}
         shard = (keys.shard_of(run_id) + 1) % keys.shards
     else:
         raise ValueError(kind)

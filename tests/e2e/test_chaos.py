@@ -1,6 +1,7 @@
-"""Chaos: kill workers and crash Redis while commands (duplicates and garbage included)
-pour in; then, from Redis data alone, check nothing was lost, nothing doubled, every run
-is what its history says, and the network is exactly what the runs recorded.
+"""Chaos: kill workers, pause lease holders past their lease and crash Redis while commands
+(duplicates and garbage included) pour in; then, from Redis data alone, check nothing was lost,
+nothing doubled, every run is what its history says, and the network is exactly what the runs
+recorded.
 
 ``pytest -m chaos`` (about 35 s); ``CHAOS_SECONDS=120`` makes the chaos phase longer,
 ``CHAOS_SEED=N`` replays a load (the chaos timing itself is not reproducible).
@@ -46,6 +47,7 @@ from .chaos_fleet import (
     keep_evidence,
 )
 from .chaos_load import Ledger, Load, Publisher
+from .chaos_pause import Pauser
 
 CONFIG = ChaosConfig.from_env()
 LOG_EVENTS = (
@@ -124,10 +126,20 @@ async def _scenario(
         publisher = Publisher(redis, client.keys, ledger, timeline)
         load = Load(CONFIG, random.Random(CONFIG.seed), publisher, ledger, client.keys)
         chaos = Chaos(random.Random(CONFIG.seed + 1), fleet, server, timeline, client)
+        # Lease holders paused past their lease (1.5 s) and resumed (issue 12).
+        pauser = Pauser(
+            random.Random(CONFIG.seed + 2),
+            redis,
+            client.keys,
+            lambda: {w.name: w.proc for w in fleet.alive()},
+            pause_s=(1.6, 2.6),
+            gap_s=(0.3, 1.5),
+            note=timeline.note,
+        )
 
         # ---- chaos: load and havoc at once
         stop_at = time.monotonic() + CONFIG.seconds
-        await asyncio.gather(load.drive(stop_at), chaos.run(stop_at))
+        await asyncio.gather(load.drive(stop_at), chaos.run(stop_at), pauser.run(stop_at))
         timeline.note("chaos over")
 
         # ---- quiesce: 3 workers, every duplicate out, then wait for rest
@@ -185,6 +197,7 @@ async def _scenario(
                 "dead letters": len(data.dlq),
                 "rejections on feed": rejected,
                 "workers killed": fleet.kills,
+                "lease holders paused": f"{pauser.pauses} ({pauser.runs_paused} runs)",
                 "of them holding a run's lease": chaos.busy_kills,
                 "workers started": len(fleet.procs),
                 "unexpected worker exits": len(fleet.unexpected),

@@ -23,7 +23,7 @@ import redis.asyncio as aredis
 from runstream import processes
 from runstream.contracts import events as ev
 from runstream.ids import new_id
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.processes import WorkerProcess, worker_env
 from runstream.settings import Settings
 from runstream.store import replies
@@ -127,14 +127,15 @@ async def feed_events(r: aredis.Redis, keys: Keys, run_id: str) -> list[tuple[in
     """The run's events as its shard's feed carries them: (version, event)."""
     out = []
     for _, fields in replies.entries(await r.xrange(keys.feed(keys.shard_of(run_id)))):
-        if fields[b"r"].decode() == run_id:
-            out.append((int(fields[b"v"]), ev.decode_event(fields[b"e"])))
+        if fields[Fields.RUN].decode() == run_id:
+            out.append((int(fields[Fields.VERSION]), ev.decode_event(fields[Fields.EVENT])))
     return out
 
 
 async def history(r: aredis.Redis, keys: Keys, run_id: str) -> list[ev.Event]:
     return [
-        ev.decode_event(f[b"e"]) for _, f in replies.entries(await r.xrange(keys.events(run_id)))
+        ev.decode_event(f[Fields.EVENT])
+        for _, f in replies.entries(await r.xrange(keys.events(run_id)))
     ]
 
 

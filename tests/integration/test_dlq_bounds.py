@@ -11,7 +11,7 @@ import msgspec
 import redis.asyncio as aredis
 
 from runstream.contracts import commands as cmd
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
 from runstream.store import dlq, replies
 from runstream_worker.app import ensure_groups
@@ -35,7 +35,7 @@ def test_a_5mb_garbage_message_costs_under_10kb_and_cannot_be_retried(
         garbage = b"\xff" + os.urandom(5 * 1024 * 1024)
         async with connect(s) as r:
             await ensure_groups(r, keys)
-            entry_id = replies.text(await r.xadd(stream, {"c": garbage}))
+            entry_id = replies.text(await r.xadd(stream, {Fields.COMMAND: garbage}))
             async with worker_running(s):
                 letters = await until(lambda: _letters(r, keys, 1), "the garbage parked")
                 assert await pending_count(r, stream, keys.group) == 0
@@ -46,7 +46,7 @@ def test_a_5mb_garbage_message_costs_under_10kb_and_cannot_be_retried(
             assert letter.size == len(garbage)
             assert letter.sha256 == hashlib.sha256(garbage).hexdigest()
             raw = replies.entries(await r.xrange(keys.dlq(0)))
-            assert raw[0][1][b"c"] == garbage[: s.dlq_keep_bytes]
+            assert raw[0][1][Fields.COMMAND] == garbage[: s.dlq_keep_bytes]
             assert (await r.memory_usage(keys.dlq(0), samples=0) or 0) < 10_000
 
             refused = await runctl_async(s, "dlq", "retry", letter.id)
@@ -70,15 +70,15 @@ def test_a_small_letter_is_kept_whole_and_retried(settings: Settings) -> None:
         payload = cmd.encode_command(cmd.StopRun(run_id=run_id))
         async with connect(s) as r:
             await ensure_groups(r, keys)
-            await dlq.park(r, keys, s, 0, "1-1", {b"c": payload}, "testing")
+            await dlq.park(r, keys, s, 0, "1-1", {Fields.COMMAND: payload}, "testing")
             (letter,) = await dlq.list_letters(r, keys)
             assert not letter.truncated
             assert letter.payload.encode() == payload and letter.size == len(payload)
             await dlq.retry(r, keys, letter)
             assert await r.xlen(keys.dlq(0)) == 0
-            assert [f[b"c"] for _, f in replies.entries(await r.xrange(keys.commands(0)))] == [
-                payload
-            ]
+            assert [
+                f[Fields.COMMAND] for _, f in replies.entries(await r.xrange(keys.commands(0)))
+            ] == [payload]
 
     asyncio.run(body())
 
@@ -93,12 +93,16 @@ def test_the_dead_letter_stream_is_capped_by_count_and_age(settings: Settings) -
             # Letters older than the age cap (ids are milliseconds since the epoch).
             await r.xadd(stream, {"reason": "ancient", "c": b"x"}, id="1000-0")
             await r.xadd(stream, {"reason": "ancient", "c": b"y"}, id="2000-0")
-            await dlq.park(r, keys, s, 0, "1-1", {b"c": b"garbage 0"}, "bad")
+            await dlq.park(r, keys, s, 0, "1-1", {Fields.COMMAND: b"garbage 0"}, "bad")
             # Trimmed in the same transaction as the add.
-            assert [f[b"reason"] for _, f in replies.entries(await r.xrange(stream))] == [b"bad"]
+            assert [f[Fields.REASON] for _, f in replies.entries(await r.xrange(stream))] == [
+                b"bad"
+            ]
             for i in range(1, 9):
-                await dlq.park(r, keys, s, 0, f"1-{i + 1}", {b"c": b"garbage %d" % i}, "bad")
-            kept = [f[b"c"] for _, f in replies.entries(await r.xrange(stream))]
+                await dlq.park(
+                    r, keys, s, 0, f"1-{i + 1}", {Fields.COMMAND: b"garbage %d" % i}, "bad"
+                )
+            kept = [f[Fields.COMMAND] for _, f in replies.entries(await r.xrange(stream))]
             assert kept == [b"garbage %d" % i for i in range(4, 9)]
 
             # Upkeep ages letters out even when no new one arrives.

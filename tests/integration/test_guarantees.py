@@ -15,13 +15,14 @@ import msgspec
 import pytest
 import redis.asyncio as aredis
 
+from runstream import catalog
 from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import Run, RunState, apply
 from runstream.domain.scenarios import load_registry
 from runstream.ids import new_id
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
 from runstream.store import replies
 from runstream.store.events import EventStore
@@ -76,7 +77,7 @@ def test_a_command_read_by_a_dead_consumer_is_claimed_and_applied(settings: Sett
             await ensure_groups(r, keys)
             run_id = run_id_on(keys, 0)
             stream = keys.commands(0)
-            await client.start("synthetic", {"items": 3}, run_id=run_id)
+            await client.start_nowait("synthetic", {"items": 3}, run_id=run_id)
             # "dead-1" reads the command, then dies before acking it.
             got = replies.streams(await r.xreadgroup(keys.group, "dead-1", {stream: ">"}, count=10))
             assert len(got[0][1]) == 1
@@ -237,9 +238,9 @@ async def _network_of(r: aredis.Redis, keys: Keys, run_id: str) -> dict[str, tup
 
 async def _outbox_of(r: aredis.Redis, keys: Keys, run_id: str) -> list[str]:
     return [
-        f[b"message"].decode()
+        f[Fields.MESSAGE].decode()
         for _, f in replies.entries(await r.xrange(keys.outbox))
-        if f[b"run_id"] == run_id.encode()
+        if f[Fields.RUN_ID] == run_id.encode()
     ]
 
 
@@ -389,14 +390,14 @@ def test_commands_survive_a_redis_restart_from_its_append_only_file(
             worker.proc.send_signal(signal.SIGSTOP)
             try:
                 async with Client.connect(settings=s) as client:
-                    before = await client.start("synthetic", {"items": 2})
+                    before = await client.start_nowait("synthetic", {"items": 2})
                 server.kill()
                 server.restart()
             finally:
                 worker.proc.send_signal(signal.SIGCONT)
 
             async with Client.connect(settings=s) as client:
-                after = await client.start("synthetic", {"items": 2})
+                after = await client.start_nowait("synthetic", {"items": 2})
                 for run_id in (before, after):
                     summary = await client.wait(run_id, timeout=25, poll=0.1)
                     assert summary.state == "succeeded", logs_of(pool)
@@ -420,16 +421,23 @@ def test_undecodable_and_oversized_messages_are_dead_lettered_and_block_nothing(
         assert len(oversized) > 2000
         # Any: redis-py's xadd wants dict[FieldT, EncodableT], which dict[bytes, bytes] is not.
         poison: list[tuple[dict[Any, Any], str]] = [
-            ({b"c": b"\xff\xfe{not json"}, "malformed command"),
+            ({Fields.COMMAND: b"\xff\xfe{not json"}, "malformed command"),
             ({b"x": b"1", b"y": b"\xff"}, "no 'c' field"),
             (
-                {b"c": json.dumps({"type": "StopRun", "run_id": on_0, "bogus": 1}).encode()},
+                {
+                    Fields.COMMAND: json.dumps(
+                        {"type": "StopRun", "run_id": on_0, "bogus": 1}
+                    ).encode()
+                },
                 "unknown field `bogus`",
             ),
-            ({b"c": json.dumps({"type": "Explode", "run_id": on_0}).encode()}, "Explode"),
-            ({b"c": json.dumps({"type": "StopRun"}).encode()}, "run_id"),
-            ({b"c": oversized}, f"command is {len(oversized)} bytes, over the limit of 2000"),
-            ({b"c": cmd.encode_command(cmd.StopRun(run_id=on_1))}, "belongs to shard 1"),
+            ({Fields.COMMAND: json.dumps({"type": "Explode", "run_id": on_0}).encode()}, "Explode"),
+            ({Fields.COMMAND: json.dumps({"type": "StopRun"}).encode()}, "run_id"),
+            (
+                {Fields.COMMAND: oversized},
+                f"command is {len(oversized)} bytes, over the limit of 2000",
+            ),
+            ({Fields.COMMAND: cmd.encode_command(cmd.StopRun(run_id=on_1))}, "belongs to shard 1"),
         ]
         async with connect(s) as r, Client.connect(settings=s) as client:
             await ensure_groups(r, keys)
@@ -437,22 +445,24 @@ def test_undecodable_and_oversized_messages_are_dead_lettered_and_block_nothing(
             for fields, _ in poison:
                 sent.append(replies.text(await r.xadd(stream, fields)))
             good = cmd.StartRun(run_id=on_0, scenario="synthetic", args={"items": 2})
-            await r.xadd(stream, {"c": cmd.encode_command(good)})
+            await r.xadd(stream, {Fields.COMMAND: cmd.encode_command(good)})
             async with worker_running(s):
                 summary = await client.wait(on_0, timeout=15, poll=0.05)
                 assert summary.state == "succeeded"
                 letters = await until(
                     lambda: _dlq_entries(r, keys, 0, len(poison)), "all poison dead-lettered"
                 )
-            by_source = {f[b"source_id"].decode(): f for _, f in letters}
+            by_source = {f[Fields.SOURCE_ID].decode(): f for _, f in letters}
             assert set(by_source) == set(sent)
             for (fields, reason), entry_id in zip(poison, sent, strict=True):
                 letter = by_source[entry_id]
-                assert reason in letter[b"reason"].decode(), (reason, letter)
+                assert reason in letter[Fields.REASON].decode(), (reason, letter)
                 if b"c" in fields:
-                    assert letter[b"c"] == fields[b"c"]  # the original payload, byte for byte
+                    assert (
+                        letter[Fields.COMMAND] == fields[Fields.COMMAND]
+                    )  # the original payload, byte for byte
                 else:
-                    kept = json.loads(letter[b"c"])
+                    kept = json.loads(letter[Fields.COMMAND])
                     assert kept["x"] == "1" and "y" in kept
             assert await pending_count(r, stream, keys.group) == 0
             assert await client.find(on_1) is None
@@ -480,7 +490,9 @@ def test_a_command_that_keeps_failing_is_dead_lettered_then_retried_or_dropped(
             await r.set(keys.meta(run_id), "not a hash")
             async with worker_running(s):
                 start = cmd.StartRun(run_id=run_id, scenario="synthetic", args={"items": 2})
-                entry_id = replies.text(await r.xadd(stream, {"c": cmd.encode_command(start)}))
+                entry_id = replies.text(
+                    await r.xadd(stream, {Fields.COMMAND: cmd.encode_command(start)})
+                )
                 letters = await until(
                     lambda: _dlq_entries(r, keys, 0, 1),
                     "the failing command in the DLQ",
@@ -488,8 +500,8 @@ def test_a_command_that_keeps_failing_is_dead_lettered_then_retried_or_dropped(
                 )
                 assert len(letters) == 1
                 letter_id, letter = letters[0][0].decode(), letters[0][1]
-                assert letter[b"source_id"].decode() == entry_id
-                assert letter[b"reason"].decode() == f"handling failed {s.max_deliveries} times"
+                assert letter[Fields.SOURCE_ID].decode() == entry_id
+                assert letter[Fields.REASON].decode() == f"handling failed {s.max_deliveries} times"
                 assert await pending_count(r, stream, keys.group) == 0
 
                 listed = await runctl_async(s, "dlq", "list", "--json")
@@ -509,7 +521,7 @@ def test_a_command_that_keeps_failing_is_dead_lettered_then_retried_or_dropped(
                 assert await r.xlen(keys.dlq(0)) == 0
 
                 # Drop: a garbage message is parked, then removed for good.
-                await r.xadd(stream, {"c": b"garbage"})
+                await r.xadd(stream, {Fields.COMMAND: b"garbage"})
                 letters = await until(lambda: _dlq_entries(r, keys, 0, 1), "garbage parked")
                 garbage_id = letters[0][0].decode()
                 dropped = await runctl_async(s, "dlq", "drop", garbage_id)
@@ -538,7 +550,11 @@ def test_upkeep_trims_only_what_every_group_has_acknowledged(settings: Settings)
             ids = []
             for _ in range(30):
                 command = cmd.StopRun(run_id=run_id_on(keys, 0))  # rejected: no such run
-                ids.append(replies.text(await r.xadd(stream, {"c": cmd.encode_command(command)})))
+                ids.append(
+                    replies.text(
+                        await r.xadd(stream, {Fields.COMMAND: cmd.encode_command(command)})
+                    )
+                )
 
             async def all_acked() -> bool:
                 group = next(g for g in await r.xinfo_groups(stream) if g["name"] == b"workers")
@@ -566,9 +582,9 @@ def test_upkeep_trims_only_what_every_group_has_acknowledged(settings: Settings)
 
             # An entry pending in "workers" (its reader died) and one not yet delivered
             # are both kept.
-            pending_id = replies.text(await r.xadd(stream, {"c": b"{}"}))
+            pending_id = replies.text(await r.xadd(stream, {Fields.COMMAND: b"{}"}))
             await r.xreadgroup(keys.group, "dead-1", {stream: ">"}, count=1)
-            undelivered_id = replies.text(await r.xadd(stream, {"c": b"{}"}))
+            undelivered_id = replies.text(await r.xadd(stream, {Fields.COMMAND: b"{}"}))
             await upkeep(r, keys, s)
             assert [i.decode() for i, _ in replies.entries(await r.xrange(stream))] == [
                 pending_id,
@@ -638,7 +654,7 @@ def test_upkeep_does_not_fail_while_commands_are_being_acknowledged(settings: Se
 
             async def churn() -> None:
                 while not stop.is_set():
-                    entry = await churner.xadd(stream, {"c": b"{}"})
+                    entry = await churner.xadd(stream, {Fields.COMMAND: b"{}"})
                     await churner.xreadgroup(keys.group, "busy-1", {stream: ">"}, count=10)
                     await churner.xack(stream, keys.group, entry)
 
@@ -669,7 +685,7 @@ def test_upkeep_removes_idle_consumers_without_pending_entries_only(settings: Se
             await r.xgroup_createconsumer(stream, keys.group, "gone-1")
             await r.xgroup_createconsumer(stream, keys.group, "me")
             await heartbeat(r, keys, s, "me")  # a live worker: never removed
-            await r.xadd(stream, {"c": b"{}"})
+            await r.xadd(stream, {Fields.COMMAND: b"{}"})
             await r.xreadgroup(keys.group, "holder-1", {stream: ">"}, count=1)
 
             async def consumers() -> dict[str, dict[str, Any]]:
@@ -706,14 +722,14 @@ def test_loading_a_long_run_starts_from_its_snapshot(settings: Settings) -> None
             store = EventStore(r, keys, s)
             everything = replies.entries(await r.xrange(keys.events(run_id)))
             assert len(everything) > 2 * s.snapshot_every
-            snap_id = await r.hget(keys.meta(run_id), "snap_id")
+            snap_id = await r.hget(keys.meta(run_id), Fields.SNAPSHOT_ID)
             assert isinstance(snap_id, bytes) and await r.exists(keys.snapshot(run_id))
             tail = replies.entries(await r.xrange(keys.events(run_id), b"(" + snap_id, "+"))
             assert len(tail) < s.snapshot_every
 
             full = RunState(run_id=run_id)
             for _, fields in everything:
-                apply(full, ev.decode_event(fields[b"e"]))
+                apply(full, ev.decode_event(fields[Fields.EVENT]))
             loaded = await store.load(run_id)
             assert msgspec.to_builtins(loaded.state) == msgspec.to_builtins(full)
 
@@ -823,13 +839,19 @@ def test_sigterm_during_a_long_item_still_exits_within_the_grace(
 
 
 # =========================================================================== runctl exit codes
-def test_runctl_start_that_is_never_accepted_exits_5_timed_out(settings: Settings) -> None:
-    """No worker is running: the command is published but never accepted, so the wait
-    times out; that is exit 5 ("timed out"), not 4 ("Redis unreachable")."""
+def test_runctl_start_that_is_never_accepted_exits_8_no_worker(settings: Settings) -> None:
+    """No worker is running (one published its scenarios, then went away): the command is
+    published but never accepted; that is exit 8 ("no worker is running", the shared
+    convention), not 4 ("Redis unreachable"). (No worker ever published: 8 too, see
+    test_catalog; a worker that runs but never takes it: 5, see test_runctl_waits.)"""
 
     async def body() -> None:
+        async with connect(settings) as r:
+            keys = Keys(settings.prefix, settings.shards)
+            await catalog.publish(r, keys, load_registry(), "gone-worker")
         result = await runctl_async(settings, "start", "synthetic", "--timeout", "1")
-        assert result.code == 5, result
+        assert result.code == 8, result
+        assert "no worker is running" in result.stderr, result
         assert "cannot reach Redis" not in result.stderr, result
 
     asyncio.run(body())

@@ -9,7 +9,7 @@ import json
 import redis.asyncio as aredis
 
 from runstream.client import Client
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
 from runstream.store import replies
 from runstream_worker.app import ensure_groups
@@ -30,17 +30,19 @@ def test_ids_with_a_trailing_newline_are_dead_lettered_not_run(settings: Setting
         ]
         async with connect(s) as r, Client.connect(settings=s) as client:
             await ensure_groups(r, keys)
-            await client.start("synthetic", {"items": 3}, run_id=run_id)
-            sent = [replies.text(await r.xadd(stream, {"c": payload})) for payload in spoiled]
+            await client.start_nowait("synthetic", {"items": 3}, run_id=run_id)
+            sent = [
+                replies.text(await r.xadd(stream, {Fields.COMMAND: payload})) for payload in spoiled
+            ]
             async with worker_running(s):
                 assert (await client.wait(run_id, timeout=15, poll=0.05)).state == "succeeded"
                 letters = await until(
                     lambda: _letters(r, keys, len(spoiled)), "both messages dead-lettered"
                 )
-            by_source = {f[b"source_id"].decode(): f for _, f in letters}
+            by_source = {f[Fields.SOURCE_ID].decode(): f for _, f in letters}
             assert set(by_source) == set(sent)
-            assert "$.run_id" in by_source[sent[0]][b"reason"].decode()
-            assert "$.command_id" in by_source[sent[1]][b"reason"].decode()
+            assert "$.run_id" in by_source[sent[0]][Fields.REASON].decode()
+            assert "$.command_id" in by_source[sent[1]][Fields.REASON].decode()
             # Only the well-formed run exists: nothing was indexed, stored or left runnable
             # under the spoiled ids.
             assert [row.id for row in await client.list_runs()] == [run_id]

@@ -4,6 +4,7 @@ runs at all; and on a terminal, a progress bar while it waits."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -12,6 +13,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import redis
+import redis.asyncio as aredis
+
+from runstream import catalog
+from runstream.domain.scenarios import load_registry
+from runstream.keys import Keys
 from runstream.settings import Settings
 
 from .support import RUNCTL_CMD, CliResult, fast, logs_of, runctl, service_env, worker_pool
@@ -79,9 +86,25 @@ def test_wait_exit_codes(tmp_path: Path, settings: Settings) -> None:
         assert runctl(s, "cancel", running[0]).code == 0
 
 
-def test_no_worker_is_exit_8(settings: Settings) -> None:
+def test_no_worker_is_exit_8_and_a_worker_that_never_takes_it_is_5(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    keys = Keys(settings.prefix, settings.shards)
+
+    async def publish() -> None:  # a worker published its scenarios, then went away
+        client = aredis.Redis.from_url(settings.redis_url)
+        try:
+            await catalog.publish(client, keys, load_registry(), "gone")
+        finally:
+            await client.aclose()
+
+    asyncio.run(publish())
     line = one_line(runctl(settings, "start", "synthetic", "--timeout", "1"), NO_WORKER)
     assert "no worker is running" in line, line
+    # A worker's heartbeat, but nothing reads the stream: published, not handled, 5.
+    redis_client.set(keys.worker_alive("stuck"), "1", ex=60)
+    line = one_line(runctl(settings, "start", "synthetic", "--timeout", "1"), TIMEOUT)
+    assert "no worker handled it" in line, line
 
 
 def test_wait_shows_a_progress_bar_on_a_terminal(tmp_path: Path, settings: Settings) -> None:

@@ -14,7 +14,7 @@ from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.ids import new_id
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
 from runstream.store import replies
 
@@ -70,7 +70,7 @@ def test_start_runs_to_success_with_the_right_counts(settings: Settings) -> None
             nodes = [v for v in values if replies.text(v).startswith(f"n:{run_id}:")]
             assert len(nodes) == 50
             notes = replies.entries(await client.redis.xrange(client.keys.outbox))
-            assert sum(1 for _, f in notes if f[b"run_id"] == run_id.encode()) == 5
+            assert sum(1 for _, f in notes if f[Fields.RUN_ID] == run_id.encode()) == 5
 
     asyncio.run(body())
 
@@ -126,14 +126,14 @@ def test_a_redelivered_command_is_applied_once(settings: Settings) -> None:
         stream = keys.commands(keys.shard_of(run_id))
         async with worker_running(s), Client.connect(settings=s) as client:
             r = client.redis
-            await r.xadd(stream, {"c": data})
-            await r.xadd(stream, {"c": data})
+            await r.xadd(stream, {Fields.COMMAND: data})
+            await r.xadd(stream, {Fields.COMMAND: data})
             summary = await client.wait(run_id, timeout=15, poll=0.05)
             assert summary.state == "succeeded"
             version = summary.version
 
             # And once more after it finished: acknowledged, nothing recorded.
-            again = replies.text(await r.xadd(stream, {"c": data}))
+            again = replies.text(await r.xadd(stream, {Fields.COMMAND: data}))
 
             async def acked() -> bool:
                 groups = await r.xinfo_groups(stream)
@@ -228,7 +228,7 @@ def test_commands_published_before_any_worker_existed_are_delivered(settings: Se
             # One run per shard, published while no group and no worker exist.
             run_ids = [run_id_on(keys, shard) for shard in range(s.shards)]
             for run_id in run_ids:
-                await client.start("synthetic", {"items": 3}, run_id=run_id)
+                await client.start_nowait("synthetic", {"items": 3}, run_id=run_id)
             for shard in range(s.shards):
                 assert await client.redis.xinfo_groups(keys.commands(shard)) == []
             async with worker_running(s):
@@ -264,7 +264,7 @@ def test_a_redelivered_rejected_command_is_reported_once(settings: Settings, mak
             r = client.redis
             first = await client.execute(command, wait=False, timeout=10)
             assert first.rejected
-            last = replies.text(await r.xadd(stream, {"c": data}))
+            last = replies.text(await r.xadd(stream, {Fields.COMMAND: data}))
 
             async def acked() -> bool:
                 groups = await r.xinfo_groups(stream)
@@ -277,5 +277,20 @@ def test_a_redelivered_rejected_command_is_reported_once(settings: Settings, mak
             fed = [e for _, e in await feed_events(r, keys, run_id)]
             assert len(_events_of(fed, command.command_id)) == 1, fed
             await _run_keys_absent(client, run_id)
+
+    asyncio.run(body())
+
+
+def test_the_worker_hands_one_store_network_and_key_layout_to_its_parts(
+    settings: Settings,
+) -> None:
+    async def body() -> None:
+        async with worker_running(fast(settings)) as worker:
+            assert worker.processor.store is worker.store
+            assert worker.executor.store is worker.store
+            assert worker.executor.network is worker.network
+            assert worker.store.redis is worker.client and worker.network.redis is worker.client
+            assert worker.store.keys is worker.keys and worker.network.keys is worker.keys
+            assert worker.executor.keys is worker.keys and worker.processor.keys is worker.keys
 
     asyncio.run(body())

@@ -739,3 +739,16 @@ def test_state_round_trips_through_a_msgpack_snapshot() -> None:
     for event in run.new_events[-2:]:
         apply(restored, event)
     assert restored == run.state
+
+
+def test_runs_stand_in_line_started_first_then_by_priority_then_age() -> None:
+    def state(**fields: Any) -> RunState:
+        return RunState(run_id="01ARZ3NDEKTSV4RRFFQ69G5FAV", **fields)
+
+    started = state(state="running", priority=9, created_at=300.0, started_at=400.0)
+    urgent_old = state(state="queued", priority=1, created_at=100.0)
+    urgent_new = state(state="queued", priority=1, created_at=200.0)
+    normal_old = state(state="queued", priority=5, created_at=50.0)
+    continued_before_start = state(state="queued", priority=9, created_at=10.0)
+    line = [started, urgent_old, urgent_new, normal_old, continued_before_start]
+    assert sorted(line, key=lambda s: s.runnable_score) == line

@@ -45,6 +45,7 @@ EDGES = {
     ("running", "failed"),
     ("running", "cancelled"),
     ("stopped", "running"),
+    ("stopped", "queued"),  # continued before it ever started: waits its turn again
     ("stopped", "cancelled"),
     *((done, "reverting") for done in ("stopped", "succeeded", "failed", "cancelled")),
     ("reverting", "reverted"),

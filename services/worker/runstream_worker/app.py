@@ -18,6 +18,7 @@ import socket
 import time
 from typing import Any
 
+import redis
 import redis.asyncio as aredis
 import structlog
 from faststream.middlewares import AckPolicy
@@ -26,13 +27,15 @@ from faststream.redis.annotations import RedisStreamMessage
 from faststream.redis.message import RedisBatchStreamMessage
 from redis.exceptions import RedisError, ResponseError
 
-from runstream import logs
+from runstream import catalog, logs
 from runstream.domain.scenarios import load_registry
 from runstream.keys import Keys
 from runstream.processes import READY_MARK
 from runstream.redis_url import secrets_of
 from runstream.settings import Settings
 from runstream.shards import ShardCountMismatch, ensure_shard_count
+from runstream.store.events import EventStore
+from runstream.store.network import NetworkStore
 from runstream_worker.executor import Executor
 from runstream_worker.handlers import CommandProcessor
 from runstream_worker.upkeep import heartbeat, upkeep
@@ -90,14 +93,25 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         logs.configure(settings.log_format, secrets=secrets_of(settings.redis_url))
         self.settings = settings
-        self.keys = Keys(settings.prefix, settings.shards)
         self.name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = load_registry(settings.scenario_modules)
+        # The composition root: one client, key layout, event store and network store,
+        # handed to the command processor, the executor and the upkeep; none builds its own.
         self.client = aredis.Redis.from_url(
             settings.connection_url(), max_connections=settings.max_connections
         )
-        self.executor = Executor(self.client, settings, self.registry, self.name)
-        self.processor = CommandProcessor(self.client, settings, self.registry, self.executor.wake)
+        self.keys = Keys(settings.prefix, settings.shards)
+        self.store = EventStore(self.client, self.keys, settings)
+        self.network = NetworkStore(self.client, self.keys)
+        # Scenario steps read the network from their threads: a blocking client, with
+        # timeouts so a hung connection can't hold a run for ever.
+        self.step_reads = redis.Redis.from_url(
+            settings.connection_url(), socket_timeout=10, socket_connect_timeout=10
+        )
+        self.executor = Executor(
+            self.store, self.network, self.step_reads, settings, self.registry, self.name
+        )
+        self.processor = CommandProcessor(self.store, settings, self.registry, self.executor)
         # Per-message logs at DEBUG: faststream's default INFO line per message costs throughput.
         self.broker = RedisBroker(
             settings.connection_url(),
@@ -182,6 +196,7 @@ class Worker:
                 await ensure_shard_count(self.client, self.keys)
                 await ensure_groups(self.client, self.keys)
                 await heartbeat(self.client, self.keys, self.settings, self.name)
+                await catalog.publish(self.client, self.keys, self.registry, self.name)
                 await self.broker.start()
                 return True
             except (RedisError, OSError) as exc:
@@ -193,16 +208,18 @@ class Worker:
                 delay = min(delay * 2, 5.0)
             except ShardCountMismatch:
                 await self.executor.stop(0)
-                await self.client.aclose()
+                await self._close()
                 raise
         await self.executor.stop(0)
-        await self.client.aclose()
+        await self._close()
         return False
 
     async def _upkeep(self) -> None:
         """Housekeeping never takes the worker down: a failure is logged and retried later."""
         try:
             await heartbeat(self.client, self.keys, self.settings, self.name)
+            # Again and again: a catalog wiped (or a Redis restored from before) comes back.
+            await catalog.publish(self.client, self.keys, self.registry, self.name)
             await upkeep(self.client, self.keys, self.settings)
         except (RedisError, OSError) as exc:
             log.warning("upkeep_failed", error=str(exc))
@@ -229,9 +246,22 @@ class Worker:
         """Stop reading; let handlers in flight finish (graceful_timeout) and the executor
         finish or checkpoint its chunks and hand back its leases; then close."""
         log.info("worker_stopping", worker=self.name)
-        # Both at once, so the whole shutdown fits in one grace period.
-        await asyncio.gather(self.broker.stop(), self.executor.stop(self.settings.shutdown_grace_s))
+        # Both at once, so the whole shutdown fits in one grace period (with time left to
+        # close and exit); waited for with a bound, never awaited outright: a task that
+        # swallowed its cancellation (redis-py can, on Python 3.11) must not keep the
+        # process from exiting.
+        budget = max(0.5, self.settings.shutdown_grace_s - 0.5)
+        stopping = asyncio.gather(self.broker.stop(), self.executor.stop(budget))
+        _done, late = await asyncio.wait({stopping}, timeout=budget)
+        if late:
+            stopping.add_done_callback(lambda f: f.cancelled() or f.exception())
+            log.warning("shutdown_incomplete", worker=self.name)
+        closing = asyncio.ensure_future(self._close())
+        await asyncio.wait({closing}, timeout=0.3)
+        log.info("worker_stopped", worker=self.name)
+
+    async def _close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self.client.delete(self.keys.worker_alive(self.name))
+        self.step_reads.close()
         await self.client.aclose()
-        log.info("worker_stopped", worker=self.name)

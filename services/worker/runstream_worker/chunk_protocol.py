@@ -24,6 +24,7 @@ from runstream.store import outputs
 from runstream.store.network import NetworkStore
 from runstream_worker.chunk import ChunkResult
 from runstream_worker.effects import record_effects
+from runstream_worker.lease import LostLease
 
 log = structlog.get_logger("runstream.chunk")
 
@@ -37,6 +38,7 @@ class Append(Protocol):
 
 Load = Callable[[str], Awaitable[Run]]
 HistoryBefore = Callable[[str, str, int], Awaitable[list[tuple[str, ev.Event]]]]
+RenewLease = Callable[[str], Awaitable[bool]]
 
 
 def chunk_token(run_id: str, chunk: int) -> str:
@@ -60,6 +62,9 @@ class ChunkProtocol:
     load: Load
     # The run's events from an entry id backwards ("+": the newest): EventStore.chunks_before.
     history_before: HistoryBefore
+    # Leases.renew: only the run's lease holder may resolve its pending chunk (None: the
+    # caller holds it for certain, as in tests that drive the protocol alone).
+    renew_lease: RenewLease | None = None
 
     async def record(self, run: Run, result: ChunkResult) -> tuple[Run, bool]:
         """Record one computed chunk through both phases. Returns the run to go on with,
@@ -131,7 +136,9 @@ class ChunkProtocol:
             run.void_chunk(time.time(), f"{element} changed while the chunk was being applied")
             return await self._save(run), True
         if outcome == "voided":
-            return await self.load(run_id), False
+            # Only a later lease holder resolves (voids) our pending chunk: the run is
+            # no longer ours.
+            raise LostLease(run_id)
         finish(run, prepared.result)
         if not await self.append(run, outputs.of_chunk(event)):
             return await self.load(run_id), False  # the pending chunk is resolved next
@@ -144,6 +151,11 @@ class ChunkProtocol:
         assert run.state.pending is not None
         chunk = run.state.pending.chunk
         token = chunk_token(run.state.run_id, chunk)
+        # Resolving marks an unapplied chunk void for good: only the lease holder may. A
+        # worker resumed after a pause may hold a stale view in which the chunk is still
+        # pending, though the new holder has confirmed it (and forgotten its marker).
+        if self.renew_lease is not None and not await self.renew_lease(run.state.run_id):
+            raise LostLease(run.state.run_id)
         outcome = await self.network.resolve_chunk(token)
         output = None
         if outcome == "applied":
@@ -151,9 +163,10 @@ class ChunkProtocol:
             run.confirm_chunk(time.time())
         else:
             run.void_chunk(time.time(), "its worker stopped before it reached the network")
-        log.info("chunk_resolved", chunk=chunk, outcome=outcome)
         if not await self.append(run, output):
             return await self.load(run.state.run_id)
+        # Logged once recorded: an outcome that did not make it into the history is none.
+        log.info("chunk_resolved", chunk=chunk, outcome=outcome)
         if outcome == "applied":
             await self.network.forget_chunk(token)  # as after a chunk confirmed in one go
         return run

@@ -10,25 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import redis
-import redis.asyncio as aredis
 import structlog
 
 from runstream.domain.run import Run
 from runstream.domain.scenarios import BadArguments, Registry, ResultLimits
-from runstream.keys import Keys
 from runstream.settings import Settings
 from runstream.store import outputs
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
 from runstream_worker.chunk_protocol import ChunkProtocol
-from runstream_worker.lease import Leases
+from runstream_worker.lease import Leases, LostLease
 from runstream_worker.revert_step import take_revert_step
 
 log = structlog.get_logger("runstream.executor")
@@ -36,10 +35,11 @@ T = TypeVar("T")
 
 # A chunk whose network elements keep changing under it between read and write.
 MAX_CHUNK_CONFLICTS = 5
-
-
-class LostLease(Exception):
-    pass
+# At shutdown, how long the runs in hand get to record their chunk before they are
+# cancelled: a chunk stops at the next item once shutdown starts, so this is plenty.
+SHUTDOWN_WAIT_S = 1.0
+# How long cancelled runs get to end after that (they may not: see lease.py).
+CANCEL_WAIT_S = 0.5
 
 
 def in_daemon_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
@@ -72,28 +72,40 @@ def in_daemon_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
 class Executor:
     def __init__(
         self,
-        redis_client: aredis.Redis,
+        store: EventStore,
+        network: NetworkStore,
+        step_reads: redis.Redis,
         settings: Settings,
         registry: Registry,
         worker: str,
     ) -> None:
+        """``step_reads``: a blocking client for the network reads of scenario steps, which
+        run in threads (its owner closes it)."""
         self.settings = settings
-        self.keys = Keys(settings.prefix, settings.shards)
-        self.store = EventStore(redis_client, self.keys, settings)
-        self.network = NetworkStore(redis_client, self.keys)
-        self.redis = redis_client
+        self.store = store
+        self.network = network
+        self.redis = store.redis
+        self.keys = store.keys
         self.registry = registry
         self.worker = worker
-        self.leases = Leases(redis_client, self.keys, worker, settings.lease_ms)
+        self.leases = Leases(self.redis, self.keys, worker, settings.lease_ms)
         self.chunks = ChunkProtocol(
-            self.network, self._append, self.store.load, self.store.chunks_before
+            self.network,
+            self._append,
+            self.store.load,
+            self.store.chunks_before,
+            renew_lease=self.leases.renew,
         )
-        # A step's reads; bounded, so a hung connection can't hold a run for ever.
-        self._sync = redis.Redis.from_url(
-            settings.connection_url(), socket_timeout=10, socket_connect_timeout=10
-        )
+        self._sync = step_reads
+        # Runs driven here, one slot each (at most max_parallel_runs, but for --no-queue).
         self._active: dict[str, asyncio.Task[None]] = {}
-        self._slots = asyncio.Semaphore(settings.max_parallel_runs)
+        # The last scan left runs waiting for a slot: a woken run queues behind them.
+        self._backlog = False
+        # Set when a slot frees or a run must wait: the scanner looks again at once.
+        self._poke = asyncio.Event()
+        self._scan_interval = min(1.0, settings.lease_ms / 4000)
+        # Runs another worker held the lease of at the last try: run id -> when to retry.
+        self._elsewhere: dict[str, float] = {}
         self._stopping = False
         # Seen by chunks in their threads: stop at the next item boundary.
         self._shutdown = threading.Event()
@@ -103,69 +115,132 @@ class Executor:
     def start(self) -> None:
         self._scanner = asyncio.create_task(self._scan_forever())
 
-    async def stop(self, grace: float) -> None:
-        """Take no new runs; let the chunks in hand finish and give their leases back."""
+    async def stop(self, budget: float) -> None:
+        """Take no new runs; let the chunks in hand finish (about a second at most) and give
+        their leases back, all within ``budget`` seconds. Never waits on a task for longer:
+        one that does not end when cancelled is left behind, its lease released here."""
         self._stopping = True
         self._shutdown.set()
         if self._scanner:
             self._scanner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scanner
-        tasks = list(self._active.values())
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            await asyncio.wait({self._scanner}, timeout=CANCEL_WAIT_S)
+        active = dict(self._active)
+        if active:
+            # Within the grace, with time left to cancel the rest and release their leases.
+            wait_s = max(0.1, min(SHUTDOWN_WAIT_S, budget - CANCEL_WAIT_S - 0.2))
+            _done, pending = await asyncio.wait(active.values(), timeout=wait_s)
             for task in pending:
                 task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._sync.close()
+            if pending:
+                await asyncio.wait(pending, timeout=CANCEL_WAIT_S)
+            for run_id, task in active.items():
+                if not task.done():
+                    log.warning("run_left_behind", run_id=run_id)
+                    with contextlib.suppress(redis.RedisError, OSError):
+                        await self.leases.release(run_id)
 
-    def wake(self, run_id: str) -> None:
-        """A run has work (queued, continued, reverting): drive it here if we can."""
-        if self._stopping or run_id in self._active:
+    @property
+    def free_slots(self) -> int:
+        return self.settings.max_parallel_runs - sum(
+            1 for task in self._active.values() if not task.done()
+        )
+
+    def _driving(self, run_id: str) -> bool:
+        current = self._active.get(run_id)
+        return current is not None and not current.done()
+
+    def wake(self, run_id: str, *, at_once: bool = False) -> None:
+        """A run has work (queued, continued, reverting): drive it here now if a slot is
+        free and no run waits before it; else the scanner starts runs in their order.
+        ``at_once`` (a --no-queue start): drive it now, slot or not. A run whose task here
+        has ended (or was left behind after losing the lease) is driven again."""
+        if self._stopping or self._driving(run_id):
             return
-        task = asyncio.create_task(self._drive(run_id))
+        if at_once or (self.free_slots > 0 and not self._backlog):
+            self._spawn(run_id, leased=False)
+        else:
+            self._poke.set()
+
+    def _spawn(self, run_id: str, *, leased: bool) -> None:
+        task = asyncio.create_task(self._drive(run_id, leased))
         self._active[run_id] = task
-        task.add_done_callback(lambda _t: self._active.pop(run_id, None))
+        task.add_done_callback(functools.partial(self._forget, run_id))
+
+    def _forget(self, run_id: str, task: asyncio.Task[None]) -> None:
+        # Only its own entry: a later task for the run may have replaced it.
+        if self._active.get(run_id) is task:
+            del self._active[run_id]
 
     async def _scan_forever(self) -> None:
-        """Pick up runs that no one drives: a dead worker's, or ones woken elsewhere."""
+        """Start runs no one drives, in their order (see RunState.runnable_score): a dead
+        worker's first, then waiting runs by priority and age, while slots are free."""
         while not self._stopping:
             try:
-                for shard in range(self.keys.shards):
-                    # Members only (no scores), as bytes: the client doesn't decode replies.
-                    members = cast(
-                        list[bytes], await self.redis.zrange(self.keys.runnable(shard), 0, 999)
-                    )
-                    for raw in members:
-                        self.wake(raw.decode())
+                await self._scan()
             except (redis.RedisError, OSError) as exc:
                 log.warning("scan_failed", error=str(exc))
-            await asyncio.sleep(min(1.0, self.settings.lease_ms / 4000))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), timeout=self._scan_interval)
+            self._poke.clear()
+
+    async def _scan(self) -> None:
+        """Read the head of each shard's line (more of it while every run read is driven
+        somewhere) and start runs from it in order while slots are free."""
+        now = time.monotonic()
+        self._elsewhere = {r: t for r, t in self._elsewhere.items() if t > now}
+        size = max(64, 4 * self.settings.max_parallel_runs)
+        while not self._stopping:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for shard in range(self.keys.shards):
+                    pipe.zrange(self.keys.runnable(shard), 0, size - 1, withscores=True)
+                pages = cast(list[list[tuple[bytes, float]]], await pipe.execute())
+            line = sorted((score, raw.decode()) for page in pages for raw, score in page)
+            self._backlog = await self._start_in_order(line)
+            if self._backlog or all(len(page) < size for page in pages):
+                return
+            size *= 4
+
+    async def _start_in_order(self, line: list[tuple[float, str]]) -> bool:
+        """Start the runs of ``line`` no one drives, in order, while slots are free; True if
+        some had to be left waiting."""
+        for _score, run_id in line:
+            if self._stopping or self._driving(run_id) or run_id in self._elsewhere:
+                continue
+            if self.free_slots <= 0:
+                return True
+            if await self.leases.acquire(run_id):
+                self._spawn(run_id, leased=True)
+            else:
+                # Driven by another worker: not asked again until the next periodic scan.
+                self._elsewhere[run_id] = time.monotonic() + self._scan_interval
+        return False
 
     # ------------------------------------------------------------------ one run
-    async def _drive(self, run_id: str) -> None:
-        async with self._slots:
-            try:
-                if self._stopping or not await self.leases.acquire(run_id):
-                    return
-            except (redis.RedisError, OSError) as exc:
-                log.warning("lease_unavailable", run_id=run_id, error=str(exc))
+    async def _drive(self, run_id: str, leased: bool) -> None:
+        try:
+            if not leased and (self._stopping or not await self.leases.acquire(run_id)):
                 return
-            structlog.contextvars.bind_contextvars(run_id=run_id)
-            try:
-                await self._drive_held(run_id)
-            except LostLease:
-                log.warning("lease_lost")
-            except (redis.RedisError, OSError, NetworkUnavailable) as exc:
-                log.warning("drive_interrupted", error=str(exc))
-            except Exception:
-                log.exception("drive_crashed")
-            finally:
-                with contextlib.suppress(redis.RedisError, OSError):
-                    await self.leases.release(run_id)
-                structlog.contextvars.unbind_contextvars("run_id")
+        except (redis.RedisError, OSError) as exc:
+            log.warning("lease_unavailable", run_id=run_id, error=str(exc))
+            return
+        structlog.contextvars.bind_contextvars(run_id=run_id)
+        try:
+            # Renewed in the background; lost, the drive is cancelled and the slot freed.
+            await self.leases.hold_while(run_id, self._drive_held(run_id))
+        except LostLease:
+            log.warning("lease_lost")
+        except (redis.RedisError, OSError, NetworkUnavailable) as exc:
+            log.warning("drive_interrupted", error=str(exc))
+        except Exception:
+            log.exception("drive_crashed")
+        finally:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self.leases.release(run_id)
+            structlog.contextvars.unbind_contextvars("run_id")
+            task = asyncio.current_task()
+            if task is not None:
+                self._forget(run_id, task)
+            self._poke.set()  # a slot is free: the next run in line may start
 
     async def _drive_held(self, run_id: str) -> None:
         run = await self.store.load(run_id)
@@ -214,23 +289,22 @@ class Executor:
             run.fail(now, str(exc))
             return await self._save(run), False
         run.begin(now, self.worker)
-        async with self.leases.kept(s.run_id):
-            result: ChunkResult = await in_daemon_thread(
-                run_chunk,
-                scenario,
-                params,
-                s.run_id,
-                s.items_processed,
-                self.settings.chunk_items,
-                self.settings.chunk_seconds,
-                self._read_element,
-                self._shutdown.is_set,
-                ResultLimits(
-                    file_bytes=self.settings.max_result_bytes,
-                    run_bytes=self.settings.max_run_result_bytes,
-                    kept=s.result_sizes,
-                ),
-            )
+        result: ChunkResult = await in_daemon_thread(
+            run_chunk,
+            scenario,
+            params,
+            s.run_id,
+            s.items_processed,
+            self.settings.chunk_items,
+            self.settings.chunk_seconds,
+            self._read_element,
+            self._shutdown.is_set,
+            ResultLimits(
+                file_bytes=self.settings.max_result_bytes,
+                run_bytes=self.settings.max_run_result_bytes,
+                kept=s.result_sizes,
+            ),
+        )
         return await self.chunks.record(run, result)
 
     def _read_element(self, element: str) -> tuple[str, str]:

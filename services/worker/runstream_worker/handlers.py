@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import redis
-import redis.asyncio as aredis
 import structlog
 
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import Rejected, Run
 from runstream.domain.scenarios import BadArguments, Registry
-from runstream.keys import Keys
+from runstream.keys import Fields
 from runstream.settings import Settings
 from runstream.store import dlq, outputs
 from runstream.store.events import Ack, EventStore
@@ -67,20 +66,29 @@ class Handlers:
             raise RuntimeError(f"no handler registered for {', '.join(missing)}")
 
 
+class RunSlots(Protocol):
+    """The executor's run slots, as command handling sees them."""
+
+    @property
+    def free_slots(self) -> int: ...
+
+    def wake(self, run_id: str, *, at_once: bool = False) -> None: ...
+
+
 class CommandProcessor:
     def __init__(
         self,
-        redis_client: aredis.Redis,
+        store: EventStore,
         settings: Settings,
         registry: Registry,
-        on_active: Callable[[str], None],
+        slots: RunSlots,
     ) -> None:
-        self.redis = redis_client
+        self.store = store
+        self.redis = store.redis
+        self.keys = store.keys
         self.settings = settings
-        self.keys = Keys(settings.prefix, settings.shards)
-        self.store = EventStore(redis_client, self.keys, settings)
         self.registry = registry
-        self.on_active = on_active
+        self.slots = slots
         self._parallel = asyncio.Semaphore(settings.max_parallel_commands)
         self.handlers = Handlers()
         self.handlers.register(cmd.StartRun, self._start)
@@ -95,6 +103,11 @@ class CommandProcessor:
 
     # ------------------------------------------------------------------ handlers
     async def _start(self, run: Run, command: cmd.StartRun, now: float) -> None:
+        if command.no_queue and self.slots.free_slots <= 0:
+            raise Rejected(
+                f"no free run slot: the worker runs {self.settings.max_parallel_runs} runs at "
+                "once (RUNSTREAM_MAX_PARALLEL_RUNS); start it without --no-queue to wait queued"
+            )
         scenario = self.registry.get(command.scenario)
         if command.scenario_version and command.scenario_version != scenario.version:
             raise BadArguments(
@@ -169,7 +182,7 @@ class CommandProcessor:
     async def _decode(
         self, shard: int, entry_id: str, fields: dict[bytes, bytes]
     ) -> cmd.Command | None:
-        raw = fields.get(b"c")
+        raw = fields.get(Fields.COMMAND)
         try:
             if raw is None:
                 raise cmd.BadCommand("message has no 'c' field holding the command")
@@ -231,7 +244,9 @@ class CommandProcessor:
             except (Rejected, BadArguments) as exc:
                 run.take_events()
                 if not run.exists:
-                    await self._reject_without_run(command, str(exc), now, ack)
+                    await self._reject_without_run(
+                        command, str(exc), now, ack, bad_input=isinstance(exc, BadArguments)
+                    )
                     return run
                 rejected = str(exc)
                 run.reject(command, rejected, now)
@@ -250,7 +265,8 @@ class CommandProcessor:
                 else:
                     log.info("command_applied", command=kind, state=run.state.state)
                 if run.state.needs_executor:
-                    self.on_active(command.run_id)
+                    at_once = isinstance(command, cmd.StartRun) and command.no_queue
+                    self.slots.wake(command.run_id, at_once=at_once)
                 return run
             if result.status == "dup":
                 log.info("command_duplicate", command=kind)
@@ -264,7 +280,13 @@ class CommandProcessor:
         raise RuntimeError(f"run {command.run_id} kept changing; {kind} not applied")
 
     async def _reject_without_run(
-        self, command: cmd.Command, reason: str, now: float, ack: Ack | None
+        self,
+        command: cmd.Command,
+        reason: str,
+        now: float,
+        ack: Ack | None,
+        *,
+        bad_input: bool = False,
     ) -> None:
         """A rejection for a run that has no history (never created, or deleted): it goes
         on the feed for the caller to see; nothing is stored."""
@@ -274,6 +296,7 @@ class CommandProcessor:
             command_type=cmd.command_type(command),
             reason=reason,
             actor=command.actor,
+            bad_input=bad_input,
         )
         await self.store.reject_unknown(command.run_id, event, ack)
         log.info("command_rejected", command=event.command_type, reason=reason)

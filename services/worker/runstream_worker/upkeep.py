@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 from runstream import lua
 from runstream.contracts import commands as cmd
 from runstream.domain.run import RunSummary
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
 from runstream.store import dlq
 
@@ -118,7 +118,7 @@ async def expire_runs(redis: aredis.Redis, keys: Keys, settings: Settings) -> in
                 actor="retention",
                 mode="keep_effects",
             )
-            await redis.xadd(keys.commands(shard), {"c": cmd.encode_command(command)})
+            await redis.xadd(keys.commands(shard), {Fields.COMMAND: cmd.encode_command(command)})
             sent += 1
     return sent
 

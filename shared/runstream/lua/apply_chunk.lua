@@ -2,6 +2,8 @@
 -- Each effect applies only over the stamp its step read (before_stamp); a voided chunk is
 -- refused, an applied one is not applied twice. Notifications go to the outbox.
 -- Returns {'ok'} | {'applied'} | {'voided'} | {'conflict', element}.
+-- The chunk's marker lives ttl seconds. Outbox fields as in runstream.keys.Fields: 'run_id',
+-- 'message'.
 local values, stamps, chunk_mark, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local run, first, ttl, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 -- ARGV[5..]: n triples (element, before_stamp, after), then the count of notes and the notes

@@ -1,5 +1,6 @@
 -- Load a run in one round trip: its snapshot and the events after it (up to max_events).
--- Returns {'deleted'} or {'ok', snapshot or false, events}.
+-- Returns {'deleted'} or {'ok', snapshot or false, events}. The meta hash's 'snap_id' is
+-- runstream.keys.Fields.SNAPSHOT_ID.
 local meta, snapshot_key, tombs, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local run_id, max_events = ARGV[1], ARGV[2]
 

@@ -18,7 +18,7 @@ import redis.asyncio as aredis
 from redis.typing import EncodableT, FieldT
 
 from runstream.contracts.commands import BadCommand, decode_command
-from runstream.keys import Keys
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
 from runstream.store import replies
 
@@ -62,7 +62,7 @@ async def park(
 ) -> None:
     """Move one command message to the shard's dead-letter stream and ack it, atomically;
     the stream is trimmed to its caps in the same transaction."""
-    payload = fields.get(b"c")
+    payload = fields.get(Fields.COMMAND)
     if payload is None:
         payload = msgspec.json.encode(
             {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
@@ -70,13 +70,13 @@ async def park(
     kept = payload[: settings.dlq_keep_bytes]
     now = time.time()
     letter: dict[FieldT, EncodableT] = {
-        "source_id": entry_id,
-        "reason": reason[:MAX_REASON_CHARS],
-        "at": f"{now:.3f}",
-        "c": kept,
-        "size": str(len(payload)),
-        "sha256": hashlib.sha256(payload).hexdigest(),
-        "truncated": "1" if len(kept) < len(payload) else "0",
+        Fields.SOURCE_ID: entry_id,
+        Fields.REASON: reason[:MAX_REASON_CHARS],
+        Fields.AT: f"{now:.3f}",
+        Fields.COMMAND: kept,
+        Fields.SIZE: str(len(payload)),
+        Fields.SHA256: hashlib.sha256(payload).hexdigest(),
+        Fields.TRUNCATED: "1" if len(kept) < len(payload) else "0",
     }
     stream = keys.dlq(shard)
     min_id = _min_id(settings, now)
@@ -100,18 +100,18 @@ async def trim(redis: aredis.Redis, keys: Keys, settings: Settings, shard: int) 
 
 
 def _letter(shard: int, entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
-    payload = fields.get(b"c", b"")
+    payload = fields.get(Fields.COMMAND, b"")
     return DeadLetter(
         id=entry_id.decode(),
         shard=shard,
-        source_id=fields.get(b"source_id", b"").decode(),
-        reason=fields.get(b"reason", b"").decode(errors="replace"),
-        at=float(fields.get(b"at", b"0")),
+        source_id=fields.get(Fields.SOURCE_ID, b"").decode(),
+        reason=fields.get(Fields.REASON, b"").decode(errors="replace"),
+        at=float(fields.get(Fields.AT, b"0")),
         payload=payload.decode(errors="replace"),
         # Letters parked before sizes were recorded kept their whole payload.
-        size=int(fields.get(b"size", len(payload))),
-        sha256=fields.get(b"sha256", b"").decode() or hashlib.sha256(payload).hexdigest(),
-        truncated=fields.get(b"truncated", b"0") == b"1",
+        size=int(fields.get(Fields.SIZE, len(payload))),
+        sha256=fields.get(Fields.SHA256, b"").decode() or hashlib.sha256(payload).hexdigest(),
+        truncated=fields.get(Fields.TRUNCATED, b"0") == b"1",
     )
 
 
@@ -140,8 +140,8 @@ async def retry(redis: aredis.Redis, keys: Keys, letter: DeadLetter) -> str:
     if not found:
         raise LookupError(f"no dead-lettered message {letter.id}")
     fields = found[0][1]
-    payload = fields.get(b"c", b"")
-    if fields.get(b"truncated") == b"1":
+    payload = fields.get(Fields.COMMAND, b"")
+    if fields.get(Fields.TRUNCATED) == b"1":
         raise NotRetryable(
             f"dead letter {letter.id} cannot be retried: only the first {len(payload)} of its "
             f"{int(fields.get(b'size', b'0'))} bytes were kept (sha256 "
@@ -151,7 +151,7 @@ async def retry(redis: aredis.Redis, keys: Keys, letter: DeadLetter) -> str:
     with contextlib.suppress(BadCommand):
         shard = keys.shard_of(decode_command(payload).run_id)
     # Two steps, not one transaction: the two streams may be in different cluster slots.
-    new_id = await redis.xadd(keys.commands(shard), {"c": payload})
+    new_id = await redis.xadd(keys.commands(shard), {Fields.COMMAND: payload})
     await redis.xdel(keys.dlq(letter.shard), letter.id)
     return new_id.decode() if isinstance(new_id, bytes) else str(new_id)
 
