@@ -46,6 +46,11 @@ class Keys:
         self.shards = shards
         self._net = f"{prefix}:{{{prefix}:net}}"
 
+    # --- the deployment -------------------------------------------------------------
+    def config_shards(self) -> str:
+        """The shard count the deployment started with (runstream.shards)."""
+        return f"{self.prefix}:config:shards"
+
     # --- shards -------------------------------------------------------------------
     def shard_of(self, run_id: str) -> int:
         return zlib.crc32(run_id.encode()) % self.shards

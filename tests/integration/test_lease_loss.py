@@ -81,9 +81,9 @@ def test_hold_while_gives_up_on_work_that_swallows_its_cancellation(settings: Se
             await r.set(keys.lease(run_id), "someone-else", px=60_000)
             started = time.monotonic()
             with pytest.raises(LostLease):
-                await leases.hold_while(run_id, stubborn())
+                await leases.hold_while(run_id, stubborn(), released)
             took = time.monotonic() - started
-            released.set()  # the test's own loop must be able to end
+            assert released.is_set()  # what the work left behind sees, and stops on
             assert cancelled.is_set()
             assert took < s.lease_ms / 3000 + CANCEL_WAIT_S + 0.5, took
 

@@ -226,7 +226,8 @@ class Executor:
         structlog.contextvars.bind_contextvars(run_id=run_id)
         try:
             # Renewed in the background; lost, the drive is cancelled and the slot freed.
-            await self.leases.hold_while(run_id, self._drive_held(run_id))
+            released = asyncio.Event()
+            await self.leases.hold_while(run_id, self._drive_held(run_id, released), released)
         except LostLease:
             log.warning("lease_lost")
         except (redis.RedisError, OSError, NetworkUnavailable) as exc:
@@ -242,10 +243,13 @@ class Executor:
                 self._forget(run_id, task)
             self._poke.set()  # a slot is free: the next run in line may start
 
-    async def _drive_held(self, run_id: str) -> None:
+    async def _drive_held(self, run_id: str, released: asyncio.Event) -> None:
         run = await self.store.load(run_id)
         conflicts = 0
-        while not self._stopping:
+        # ``released``: the lease hold ended while this went on (it swallowed its
+        # cancellation); this worker may hold the lease again for a new drive, whose
+        # appends this one's would pass: stop before the next step.
+        while not self._stopping and not released.is_set():
             s = run.state
             if s.pending is not None:
                 run = await self._resolve_pending(run)
