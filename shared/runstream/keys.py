@@ -191,3 +191,9 @@ class Keys:
         """A command the API sent (JSON: the command, a fingerprint of the request it came
         from), kept a while so a retry with its Idempotency-Key and a poll find it."""
         return f"{self.prefix}:api:command:{command_id}"
+
+    @property
+    def api_tokens(self) -> str:
+        """Hash token id -> its record (runstream.tokens.TokenRecord JSON: the sha256 of
+        the token, never the token)."""
+        return f"{self.prefix}:api:tokens"

@@ -3,6 +3,7 @@ processes, on the test's Redis and key prefix; requests go through httpx."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
@@ -11,22 +12,47 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis.asyncio as aredis
 
 from runstream import processes
 from runstream.embedded import free_port
+from runstream.keys import Keys
 from runstream.processes import WorkerProcess
 from runstream.settings import Settings
+from runstream.tokens import Role, TokenStore
 
 from .support import WorkerPool, fast, service_env, worker_pool
+
+
+async def _create_token(settings: Settings, subject: str, role: Role, project: str) -> str:
+    client = aredis.Redis.from_url(settings.redis_url)
+    try:
+        store = TokenStore(client, Keys(settings.prefix, settings.shards))
+        text, _ = await store.create(subject, role, project)
+        return text
+    finally:
+        await client.aclose()
+
+
+def create_token(settings: Settings, subject: str, role: Role, project: str = "*") -> str:
+    return asyncio.run(_create_token(settings, subject, role, project))
 
 
 @dataclass
 class ApiService:
     url: str
+    # Sends an admin token of subject "tester".
     http: httpx.Client
     proc: WorkerProcess
     workers: WorkerPool
     settings: Settings
+
+    def client_as(self, subject: str, role: Role, project: str = "*") -> httpx.Client:
+        """A client with a new token of ``role`` for ``project`` ("*": all)."""
+        token = create_token(self.settings, subject, role, project)
+        return httpx.Client(
+            base_url=self.url, timeout=60.0, headers={"Authorization": f"Bearer {token}"}
+        )
 
     def wait_state(self, run_id: str, *states: str, timeout: float = 30.0) -> dict[str, Any]:
         """Poll GET /runs/{id} until the run is in one of ``states``."""
@@ -61,7 +87,9 @@ def api_service(
             processes.wait_http(proc, f"{url}/health")
             for worker in pool.procs:
                 worker.wait_ready()
-            with httpx.Client(base_url=url, timeout=60.0) as http:
+            token = create_token(snappy, "tester", "admin")
+            headers = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=url, timeout=60.0, headers=headers) as http:
                 yield ApiService(url, http, proc, pool, snappy)
         finally:
             processes.stop_all([proc], grace=5)

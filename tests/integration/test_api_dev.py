@@ -3,6 +3,7 @@ banner, and stops it with everything else."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -37,11 +38,14 @@ def test_runctl_dev_serves_the_api_and_stops_it(tmp_path: Path, settings: Settin
             time.sleep(0.1)
         banner = out.read_text()
         assert api in banner and f"{api}/schema" in banner, banner
+        token = re.search(r"rst_dev_[A-Za-z0-9_-]+", banner)
+        assert token is not None, banner
         started = httpx.post(
             f"{api}/runs",
             params={"wait": "true"},
             json={"scenario": "synthetic", "args": {"items": 3}},
             timeout=60,
+            headers={"Authorization": f"Bearer {token[0]}"},
         )
         assert started.status_code == 200, started.text
         assert started.json()["run"]["state"] == "succeeded"

@@ -41,7 +41,7 @@ def test_a_started_run_is_polled_to_its_end_and_listed(api: ApiService) -> None:
     assert response.headers["content-location"] == f"/runs/{run_id}"
     run = api.wait_state(run_id, "succeeded")
     assert run["items_processed"] == 30
-    assert run["actor"] == "api"
+    assert run["actor"] == "tester"  # the token's subject
     poll = api.http.get(f"/commands/{command_id}")
     assert poll.status_code == 200
     assert poll.json()["status"] in ("accepted", "done")

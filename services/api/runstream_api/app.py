@@ -14,6 +14,8 @@ from litestar.di import Provide
 from runstream.client import Client
 from runstream.domain.scenarios import load_registry
 from runstream.settings import Settings, load_settings
+from runstream.tokens import TokenStore
+from runstream_api.auth import provide_caller
 from runstream_api.context import ApiContext, provide_api
 from runstream_api.docs import assets_router, openapi_config
 from runstream_api.errors import EXCEPTION_HANDLERS
@@ -49,7 +51,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with Client.connect(settings=settings) as client:
-            app.state.api = ApiContext(client=client, registry=registry, settings=settings)
+            tokens = TokenStore(client.redis, client.keys)
+            app.state.api = ApiContext(client, registry, settings, tokens)
             structlog.get_logger("runstream_api").info("api_started")
             yield
 
@@ -61,7 +64,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CommandsController,
             assets_router(),
         ],
-        dependencies={"api": Provide(provide_api, sync_to_thread=False)},
+        dependencies={
+            "api": Provide(provide_api, sync_to_thread=False),
+            "caller": Provide(provide_caller),
+        },
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(_version()),
         request_max_body_size=MAX_BODY_BYTES,

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from runstream.client import Client
 from runstream.domain.scenarios import Registry
 from runstream.settings import Settings
+from runstream.tokens import TokenStore
 
 
 @dataclass
@@ -17,6 +18,7 @@ class ApiContext:
     client: Client
     registry: Registry
     settings: Settings
+    tokens: TokenStore
 
 
 def provide_api(state: State) -> ApiContext:

@@ -9,6 +9,7 @@ same key with a different request is refused.
 from __future__ import annotations
 
 import hashlib
+from typing import Literal
 
 import msgspec
 
@@ -81,11 +82,14 @@ async def claim(
     return cmd.decode_command(first.command), True
 
 
+Until = Literal["pending", "accepted", "done"]
+
+
 async def submit(
-    client: Client, command: cmd.Command, *, retry: bool, wait: bool, timeout: float
+    client: Client, command: cmd.Command, *, retry: bool, until: Until, timeout: float
 ) -> CommandStatus:
-    """Publish ``command`` and report where it stands: at once (``pending``) without
-    ``wait``, else once it took effect or was rejected, or ``timeout`` passed."""
+    """Publish ``command`` and report where it stands: at once (``pending``), once a worker
+    accepted (or rejected) it, or once it took effect (``done``); at most ``timeout`` s."""
     tracker = Tracker(command)
     since = await client.feed_position(command.run_id)
     if retry:
@@ -95,8 +99,8 @@ async def submit(
         # A retry sends it again: if the first send was lost it goes now, else the
         # workers drop it as a duplicate (same command_id).
         await client.send(command)
-    if wait and not tracker.settled:
-        await outcomes.follow(client, tracker, since, timeout, until="done")
+    if until != "pending" and not tracker.settled:
+        await outcomes.follow(client, tracker, since, timeout, until=until)
     return tracker.result(await client.find(command.run_id))
 
 

@@ -116,7 +116,7 @@ async def from_history(client: Client, tracker: Tracker) -> None:
 
 async def follow(
     client: Client, tracker: Tracker, since: str, timeout: float, until: Status
-) -> None:
+) -> None:  # until: "accepted" or "done"
     """Read the run's shard feed from ``since`` until the tracker reaches ``until``
     (accepted: accepted or rejected; done: done or rejected) or ``timeout`` passes."""
     run_id = tracker.command.run_id

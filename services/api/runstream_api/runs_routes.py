@@ -9,6 +9,7 @@ rejected, 202 if it had not taken effect within ``timeout`` seconds (it goes on)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -26,13 +27,24 @@ from runstream.ids import RUN_ID_PATTERN, new_id
 from runstream.keys import Fields
 from runstream.store import replies
 from runstream.store.network import NetworkStore
+from runstream.tokens import ALL_PROJECTS, Role, TokenRecord
 from runstream_api import dispatch
+from runstream_api.auth import project_of, require, require_run, visible_project
 from runstream_api.bodies import DeleteBody, ReasonBody, RevertBody, StartBody
 from runstream_api.context import ApiContext
 from runstream_api.errors import ApiError, bad_input, gone, not_found, rejected
 from runstream_api.outcomes import CommandStatus
 
 MAX_PAGE = 500
+# The role each command needs (viewer: reading only).
+ROLE_FOR: dict[type[cmd.Command], Role] = {
+    cmd.StartRun: "operator",
+    cmd.StopRun: "operator",
+    cmd.ContinueRun: "operator",
+    cmd.CancelRun: "operator",
+    cmd.RevertRun: "admin",
+    cmd.DeleteRun: "admin",
+}
 MAX_WAIT_S = 300.0
 
 RunIdParam = Annotated[str, Parameter(pattern=RUN_ID_PATTERN, description="A run id (26 chars)")]
@@ -103,37 +115,41 @@ async def publish(
     cmd.checked_bytes(command, api.settings.max_command_bytes)
     print_ = dispatch.fingerprint(request.method, request.url.path, await request.body())
     command, retry = await dispatch.claim(client, key, print_, command)
-    status = await dispatch.submit(client, command, retry=retry, wait=wait, timeout=timeout)
+    until: dispatch.Until = "done" if wait else "pending"
+    status = await dispatch.submit(client, command, retry=retry, until=until, timeout=timeout)
     return answer(status)
 
 
 async def run_command(
     api: ApiContext,
     request: Request[Any, Any, Any],
+    caller: TokenRecord,
     run_id: str,
     key: str | None,
     wait: bool,
     timeout: float,
-    make: Any,
+    make: Callable[[str], cmd.Command],
 ) -> Response[CommandStatus]:
-    """A command for an existing run: 404/410 before anything is sent (a retry of a
-    delete that took effect answers as the delete did)."""
+    """A command for an existing run, by a caller with the role it needs: 404/410 before
+    anything is sent (a retry of a delete that took effect answers as the delete did).
+    ``make(command_id)`` builds it; its actor is the caller's subject."""
     if key is not None:
         dispatch.check_key(key)
-    command_id = dispatch.command_id_for(actor_of(request), key)
-    command: cmd.Command = make(command_id)
+    command_id = dispatch.command_id_for(caller.subject, key)
+    command = make(command_id)
+    needed = ROLE_FOR[type(command)]
     try:
-        await existing(api.client, run_id)
-    except ApiError:
-        if key is not None and (sent := await dispatch.sent_command(api.client, command_id)):
-            return answer(await dispatch.status_of(api.client, sent))
+        run = await existing(api.client, run_id)
+    except ApiError as exc:
+        tomb = exc.problem.tombstone
+        if tomb is not None and key is not None:
+            sent = await dispatch.sent_command(api.client, command_id)
+            if sent is not None:
+                require(caller, needed, project_of(api, tomb.scenario))
+                return answer(await dispatch.status_of(api.client, sent))
         raise
+    require_run(api, caller, needed, run)
     return await publish(api, request, command, key, wait, timeout)
-
-
-def actor_of(request: Request[Any, Any, Any]) -> str:
-    # Until tokens: who asks is "api" (a token's subject will be the actor).
-    return "api"
 
 
 class RunsController(Controller):
@@ -144,6 +160,7 @@ class RunsController(Controller):
     async def list_runs(
         self,
         api: ApiContext,
+        caller: TokenRecord,
         run_state: Annotated[
             str | None, Parameter(query="state", description="Only runs in this state.")
         ] = None,
@@ -156,7 +173,10 @@ class RunsController(Controller):
     ) -> RunPage:
         if run_state is not None and run_state not in STATES:
             raise bad_input(f"bad state {run_state!r}: one of {', '.join(STATES)}", field="state")
+        require(caller, "viewer", visible_project(caller))
         runs = await api.client.list_runs(state=run_state, scenario=scenario)
+        if caller.project != ALL_PROJECTS:
+            runs = [r for r in runs if project_of(api, r.scenario) == caller.project]
         if marker is not None:
             at = next((i for i, r in enumerate(runs) if r.id == marker), None)
             if at is None:
@@ -175,6 +195,7 @@ class RunsController(Controller):
     async def start(
         self,
         api: ApiContext,
+        caller: TokenRecord,
         request: Request[Any, Any, Any],
         data: StartBody,
         idempotency_key: KeyHeader = None,
@@ -183,10 +204,10 @@ class RunsController(Controller):
     ) -> Response[CommandStatus]:
         if idempotency_key is not None:
             dispatch.check_key(idempotency_key)
-        actor = actor_of(request)
+        actor = caller.subject
         command_id = dispatch.command_id_for(actor, idempotency_key)
         if data.source_run_id is not None:
-            await existing(api.client, data.source_run_id)
+            require_run(api, caller, "viewer", await existing(api.client, data.source_run_id))
             command = await api.client.rerun_command(
                 data.source_run_id,
                 data.args,
@@ -214,21 +235,26 @@ class RunsController(Controller):
                 description=data.description or "",
             )
         try:
-            api.registry.get(command.scenario).validate(command.args)
+            scenario = api.registry.get(command.scenario)
+            scenario.validate(command.args)
         except BadArguments as exc:
             raise bad_input(str(exc), field="args", status=422) from None
+        require(caller, "operator", scenario.project)
         response = await publish(api, request, command, idempotency_key, wait, timeout)
         response.headers["Content-Location"] = f"/runs/{response.content.run_id}"
         return response
 
     @get("/{run_id:str}", summary="One run")
-    async def get_run(self, api: ApiContext, run_id: RunIdParam) -> RunSummary:
-        return await existing(api.client, run_id)
+    async def get_run(self, api: ApiContext, caller: TokenRecord, run_id: RunIdParam) -> RunSummary:
+        run = await existing(api.client, run_id)
+        require_run(api, caller, "viewer", run)
+        return run
 
     @get("/{run_id:str}/history", summary="The run's events, oldest first")
     async def history(
         self,
         api: ApiContext,
+        caller: TokenRecord,
         run_id: RunIdParam,
         after: Annotated[
             str | None, Parameter(pattern=r"^\d+-\d+\Z", description="An event id.")
@@ -236,7 +262,7 @@ class RunsController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100,
     ) -> HistoryPage:
         client = api.client
-        await existing(client, run_id)
+        require_run(api, caller, "viewer", await existing(client, run_id))
         start = f"({after}" if after else "-"
         raw = await client.redis.xrange(client.keys.events(run_id), start, "+", count=limit + 1)
         entries = [
@@ -251,6 +277,7 @@ class RunsController(Controller):
     async def stop(
         self,
         api: ApiContext,
+        caller: TokenRecord,
         request: Request[Any, Any, Any],
         run_id: RunIdParam,
         data: ReasonBody | None = None,
@@ -262,12 +289,13 @@ class RunsController(Controller):
         return await run_command(
             api,
             request,
+            caller,
             run_id,
             idempotency_key,
             wait,
             timeout,
             lambda c: cmd.StopRun(
-                run_id=run_id, command_id=c, actor=actor_of(request), reason=body.reason
+                run_id=run_id, command_id=c, actor=caller.subject, reason=body.reason
             ),
         )
 
@@ -275,6 +303,7 @@ class RunsController(Controller):
     async def continue_(
         self,
         api: ApiContext,
+        caller: TokenRecord,
         request: Request[Any, Any, Any],
         run_id: RunIdParam,
         idempotency_key: KeyHeader = None,
@@ -284,17 +313,19 @@ class RunsController(Controller):
         return await run_command(
             api,
             request,
+            caller,
             run_id,
             idempotency_key,
             wait,
             timeout,
-            lambda c: cmd.ContinueRun(run_id=run_id, command_id=c, actor=actor_of(request)),
+            lambda c: cmd.ContinueRun(run_id=run_id, command_id=c, actor=caller.subject),
         )
 
     @post("/{run_id:str}/cancel", summary="End a run for good", status_code=200)
     async def cancel(
         self,
         api: ApiContext,
+        caller: TokenRecord,
         request: Request[Any, Any, Any],
         run_id: RunIdParam,
         data: ReasonBody | None = None,
@@ -306,12 +337,13 @@ class RunsController(Controller):
         return await run_command(
             api,
             request,
+            caller,
             run_id,
             idempotency_key,
             wait,
             timeout,
             lambda c: cmd.CancelRun(
-                run_id=run_id, command_id=c, actor=actor_of(request), reason=body.reason
+                run_id=run_id, command_id=c, actor=caller.subject, reason=body.reason
             ),
         )
 
@@ -319,6 +351,7 @@ class RunsController(Controller):
     async def revert_(
         self,
         api: ApiContext,
+        caller: TokenRecord,
         request: Request[Any, Any, Any],
         run_id: RunIdParam,
         data: RevertBody | None = None,
@@ -329,16 +362,19 @@ class RunsController(Controller):
     ) -> Response[CommandStatus] | Response[revert.Plan]:
         body = data or RevertBody()
         if dry_run:
+            # A dry run changes nothing: reading the run is enough.
+            require_run(api, caller, "viewer", await existing(api.client, run_id))
             return Response(await revert_plan(api.client, run_id, body.force))
         return await run_command(
             api,
             request,
+            caller,
             run_id,
             idempotency_key,
             wait,
             timeout,
             lambda c: cmd.RevertRun(
-                run_id=run_id, command_id=c, actor=actor_of(request), force=body.force
+                run_id=run_id, command_id=c, actor=caller.subject, force=body.force
             ),
         )
 
@@ -350,6 +386,7 @@ class RunsController(Controller):
     async def delete(
         self,
         api: ApiContext,
+        caller: TokenRecord,
         request: Request[Any, Any, Any],
         run_id: RunIdParam,
         data: DeleteBody | None = None,
@@ -361,12 +398,13 @@ class RunsController(Controller):
         return await run_command(
             api,
             request,
+            caller,
             run_id,
             idempotency_key,
             wait,
             timeout,
             lambda c: cmd.DeleteRun(
-                run_id=run_id, command_id=c, actor=actor_of(request), mode=body.mode
+                run_id=run_id, command_id=c, actor=caller.subject, mode=body.mode
             ),
         )
 
@@ -391,9 +429,15 @@ class CommandsController(Controller):
     async def command_status(
         self,
         api: ApiContext,
+        caller: TokenRecord,
         command_id: Annotated[str, Parameter(pattern=r"^[A-Za-z0-9._:-]{1,64}\Z")],
     ) -> CommandStatus:
         sent = await dispatch.sent_command(api.client, command_id)
         if sent is None:
             raise not_found(f"no command {command_id} was sent through this API (or it expired)")
-        return await dispatch.status_of(api.client, sent)
+        status = await dispatch.status_of(api.client, sent)
+        if status.run is not None:
+            require_run(api, caller, "viewer", status.run)
+        else:
+            require(caller, "viewer", visible_project(caller))
+        return status

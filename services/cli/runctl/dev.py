@@ -7,6 +7,7 @@ that die are restarted with a backoff; Ctrl-C or SIGTERM stops workers first, Re
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 import msgspec
+import redis.asyncio as aredis
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
@@ -25,6 +27,7 @@ from rich.table import Table
 
 from runstream import processes
 from runstream.embedded import EmbeddedRedis
+from runstream.keys import Keys
 from runstream.processes import (
     API_COMMAND,
     API_READY_MARK,
@@ -33,7 +36,8 @@ from runstream.processes import (
     worker_env,
 )
 from runstream.redis_url import redacted_url
-from runstream.settings import DEFAULT_REDIS_URL, EMBEDDED_PORT, load_settings
+from runstream.settings import DEFAULT_REDIS_URL, EMBEDDED_PORT, Settings, load_settings
+from runstream.tokens import TokenStore
 
 DEFAULT_DATA_DIR = Path(".runstream/data")
 STOP_GRACE_S = 10.0
@@ -89,6 +93,7 @@ class _DevStack:
         self.console = console
         self.workers = [_Worker(name=f"worker-{i}") for i in range(1, workers + 1)]
         self.api_port = api_port
+        self.api_token = ""
         if api_port is not None:
             api_env = {
                 **worker_env,
@@ -200,6 +205,7 @@ class _DevStack:
             api = f"http://127.0.0.1:{self.api_port}"
             table.add_row("API", api)
             table.add_row("API docs", f"{api}/schema (OpenAPI 3.1: {api}/schema/openapi.json)")
+            table.add_row("API token", f"{self.api_token} (admin; a new one each start)")
         table.add_row("stop", "Ctrl-C")
         self.console.print(Panel(table, title="runstream dev", expand=False))
         # runctl's default REDIS_URL is the default embedded port; other ports need it set.
@@ -228,6 +234,16 @@ class _DevStack:
         self.redis.stop()
         self.console.print("stopped")
         return 0
+
+
+async def _dev_token(settings: Settings, url: str) -> str:
+    client = aredis.Redis.from_url(url)
+    try:
+        store = TokenStore(client, Keys(settings.prefix, settings.shards))
+        token, _ = await store.create("dev", "admin", token_id="dev")
+        return token
+    finally:
+        await client.aclose()
 
 
 def run_dev(
@@ -267,6 +283,9 @@ def run_dev(
         except RuntimeError as exc:
             console.print(f"[red]could not start redis-server:[/] {escape(str(exc))}")
             return 1
+        if api_port is not None:
+            # Friction-free: an admin token of subject "dev", replaced at each start.
+            stack.api_token = asyncio.run(_dev_token(settings, redis.url))
         try:
             return stack.run()
         finally:

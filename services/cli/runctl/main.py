@@ -22,7 +22,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from runctl import bulk, errors, logs_cmd, queue_cmd, results_cmd, runs, track_cmd
+from runctl import bulk, errors, logs_cmd, queue_cmd, results_cmd, runs, token_cmd, track_cmd
 from runctl.common import (
     DEFAULT_ACTOR,
     ActorOpt,
@@ -797,7 +797,7 @@ def rebuild_index() -> None:
 
 
 # Commands kept in modules of their own.
-for _module in (runs, logs_cmd, results_cmd, track_cmd, queue_cmd):
+for _module in (runs, logs_cmd, results_cmd, track_cmd, queue_cmd, token_cmd):
     _module.register(app)
 
 
