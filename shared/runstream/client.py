@@ -22,7 +22,7 @@ from typing import Any, cast
 import msgspec
 import redis.asyncio as aredis
 
-from runstream import catalog
+from runstream import catalog, revert
 from runstream.catalog import PublishedScenario
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
@@ -32,8 +32,9 @@ from runstream.keys import Fields, Keys
 from runstream.query import Query
 from runstream.redis_url import check_redis_url
 from runstream.settings import Settings, load_settings
-from runstream.store import outputs, replies
+from runstream.store import dlq, index, outputs, replies
 from runstream.store.events import EventStore, Tombstone
+from runstream.store.network import NetworkStore
 from runstream.store.outputs import LogLine, ResultFile
 from runstream.store.search import Searcher
 
@@ -107,6 +108,7 @@ class Client:
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.shards)
         self.store = EventStore(redis, self.keys, settings)
+        self.network = NetworkStore(redis, self.keys)
         self.searcher = Searcher(redis, self.keys)
 
     @classmethod
@@ -484,3 +486,43 @@ class Client:
                 info.mode = 0o644
                 archive.addfile(info, io.BytesIO(content))
         return buffer.getvalue()
+
+    # ------------------------------------------------------------------ revert plans
+    async def revert_plan(self, run_id: str, force: bool = False) -> revert.Plan:
+        """What ``revert`` would do now, changing nothing. Raises RunNotFound, or Rejected
+        when the service would refuse the revert (with its reason)."""
+        await self.get(run_id)
+        run = await self.store.load(run_id)
+        state = msgspec.structs.replace(run.state)  # as stored: the check below records
+        run.handle(cmd.RevertRun(run_id=run_id, force=force), 0.0)
+        return await revert.plan(self.store, self.network, state, force)
+
+    # ------------------------------------------------------------------ the network
+    async def network_export(self) -> dict[str, Any]:
+        """The whole network, in a stable order."""
+        return await self.network.export()
+
+    async def network_stats(self) -> dict[str, int]:
+        return await self.network.stats()
+
+    async def outbox(self, count: int = 100) -> list[dict[str, str]]:
+        """Notifications runs have sent (irreversible effects), newest first."""
+        return await self.network.outbox(count)
+
+    # ------------------------------------------------------------------ upkeep by hand
+    async def dead_letters(self) -> list[dlq.DeadLetter]:
+        return await dlq.list_letters(self.redis, self.keys)
+
+    async def dead_letter(self, letter_id: str) -> dlq.DeadLetter | None:
+        return await dlq.find(self.redis, self.keys, letter_id)
+
+    async def retry_dead_letter(self, letter: dlq.DeadLetter) -> str:
+        """Publish the letter's command again; its new entry id. Raises dlq.NotRetryable."""
+        return await dlq.retry(self.redis, self.keys, letter)
+
+    async def drop_dead_letter(self, letter: dlq.DeadLetter) -> None:
+        await dlq.drop(self.redis, self.keys, letter)
+
+    async def rebuild_index(self) -> index.Rebuilt:
+        """Rebuild the run index and query read models from the runs' events."""
+        return await index.rebuild(self.redis, self.keys, self.store)

@@ -13,7 +13,7 @@ import functools
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +21,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from runctl import errors, logs_cmd, queue_cmd, results_cmd, runs, track_cmd
+from runctl import bulk, errors, logs_cmd, queue_cmd, results_cmd, runs, track_cmd
 from runctl.common import (
     DEFAULT_ACTOR,
     ActorOpt,
@@ -42,11 +42,10 @@ from runstream.catalog import PublishedScenario
 from runstream.client import Client, Outcome
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import Rejected, Run
+from runstream.domain.run import Rejected
 from runstream.ids import new_id
 from runstream.settings import EMBEDDED_PORT
-from runstream.store import dlq, index
-from runstream.store.network import NetworkStore
+from runstream.store import dlq
 
 
 class _Typer(typer.Typer):
@@ -127,7 +126,12 @@ def _event_line(event: ev.Event | None) -> str:
 
 
 def _command(
-    make: Callable[[str], cmd.Command], run_id: str, wait: bool, timeout: float, what: str
+    make: Callable[[str], cmd.Command],
+    run_id: str,
+    wait: bool,
+    timeout: float,
+    what: str,
+    as_json: bool = False,
 ) -> None:
     run_id = _check_id(run_id)
     _check_command(make(run_id))
@@ -136,7 +140,13 @@ def _command(
         await client.get(run_id)  # a clear "does not exist" before publishing anything
         return await client.execute(make(run_id), wait=wait, timeout=timeout)
 
-    _finish(_run(body), what, run_id)
+    outcome = _run(body)
+    if as_json:
+        _print_json({"id": run_id, "rejected": outcome.rejected, "reason": outcome.reason})
+        if outcome.rejected:
+            raise typer.Exit(errors.REJECTED)
+        return
+    _finish(outcome, what, run_id)
 
 
 # --------------------------------------------------------------------------- commands
@@ -339,51 +349,136 @@ def start(
         raise typer.Exit(errors.REJECTED)
 
 
+RunIdArg = Annotated[
+    str | None, typer.Argument(help="The run (or --where FILTER for every match).")
+]
+BulkDryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="With --where: the count and first matches only.")
+]
+
+
+def _single_or_bulk(
+    what: str,
+    run_id: str | None,
+    where: list[str] | None,
+    dry_run: bool,
+    make: Callable[[str, str], cmd.Command],
+    *,
+    yes: bool,
+    wait: bool,
+    timeout: float,
+    as_json: bool = False,
+) -> str | None:
+    """With --where, apply the command to every match and return None; else the run id."""
+    if where:
+        if run_id is not None:
+            raise CliError(f"{what}: give a RUN_ID or --where, not both", errors.BAD_INPUT)
+        bulk.run_bulk(
+            what, where, make, dry_run=dry_run, yes=yes, wait=wait, timeout=timeout, as_json=as_json
+        )
+        return None
+    if run_id is None:
+        raise CliError(f"{what}: give a RUN_ID, or --where FILTER for many", errors.BAD_INPUT)
+    if dry_run and what != "revert":
+        raise CliError(f"{what}: --dry-run goes with --where", errors.BAD_INPUT)
+    return run_id
+
+
 @app.command()
 def stop(
-    run_id: str,
+    run_id: RunIdArg = None,
     reason: Annotated[str, typer.Option(help="Why (kept in the run's history).")] = "",
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 60.0,
     actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    dry_run: BulkDryRunOpt = False,
+    yes: bulk.YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Halt a run at the next item boundary; 'continue' resumes it."""
-    _command(
-        lambda r: cmd.StopRun(run_id=r, actor=actor, reason=reason), run_id, wait, timeout, "stop"
+
+    def make(r: str, b: str = "") -> cmd.Command:
+        return cmd.StopRun(run_id=r, actor=actor, reason=reason, bulk_id=b)
+
+    one = _single_or_bulk(
+        "stop", run_id, where, dry_run, make, yes=yes, wait=wait, timeout=timeout, as_json=as_json
     )
+    if one is not None:
+        _command(make, one, wait, timeout, "stop", as_json)
 
 
 @app.command("continue")
 def continue_(
-    run_id: str, wait: WaitOpt = False, timeout: TimeoutOpt = 60.0, actor: ActorOpt = DEFAULT_ACTOR
+    run_id: RunIdArg = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    dry_run: BulkDryRunOpt = False,
+    yes: bulk.YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Resume a stopped run from its checkpoint."""
-    _command(lambda r: cmd.ContinueRun(run_id=r, actor=actor), run_id, wait, timeout, "continue")
+
+    def make(r: str, b: str = "") -> cmd.Command:
+        return cmd.ContinueRun(run_id=r, actor=actor, bulk_id=b)
+
+    one = _single_or_bulk(
+        "continue",
+        run_id,
+        where,
+        dry_run,
+        make,
+        yes=yes,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
+    )
+    if one is not None:
+        _command(make, one, wait, timeout, "continue", as_json)
 
 
 @app.command()
 def cancel(
-    run_id: str,
+    run_id: RunIdArg = None,
     reason: Annotated[str, typer.Option(help="Why (kept in the run's history).")] = "",
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 60.0,
     actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    dry_run: BulkDryRunOpt = False,
+    yes: bulk.YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """End a run for good (it keeps its effects; revert takes them back)."""
-    _command(
-        lambda r: cmd.CancelRun(run_id=r, actor=actor, reason=reason),
-        run_id,
-        wait,
-        timeout,
+
+    def make(r: str, b: str = "") -> cmd.Command:
+        return cmd.CancelRun(run_id=r, actor=actor, reason=reason, bulk_id=b)
+
+    one = _single_or_bulk(
         "cancel",
+        run_id,
+        where,
+        dry_run,
+        make,
+        yes=yes,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
     )
+    if one is not None:
+        _command(make, one, wait, timeout, "cancel", as_json)
 
 
 @app.command("revert")
 def revert_(
-    run_id: str,
+    run_id: RunIdArg = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show the plan; change nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Show the plan; change nothing (with --where: the matches)."
+        ),
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Also overwrite elements changed by others since.")
@@ -392,9 +487,24 @@ def revert_(
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
     actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    yes: bulk.YesOpt = False,
 ) -> None:
     """Take back a run's network changes, newest first; conflicts are skipped and reported."""
-    run_id = _check_id(run_id)
+    one = _single_or_bulk(
+        "revert",
+        run_id,
+        where,
+        dry_run,
+        lambda r, b: cmd.RevertRun(run_id=r, actor=actor, force=force, bulk_id=b),
+        yes=yes,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
+    )
+    if one is None:
+        return
+    run_id = _check_id(one)
     if dry_run:
         _revert_plan(run_id, force, as_json)
         return
@@ -419,15 +529,10 @@ def revert_(
 
 def _revert_plan(run_id: str, force: bool, as_json: bool) -> None:
     async def body(client: Client) -> revert.Plan:
-        await client.get(run_id)
-        run: Run = await client.store.load(run_id)
-        state = msgspec.structs.replace(run.state)  # as stored: the check below records
         try:
-            run.handle(cmd.RevertRun(run_id=run_id, force=force), 0.0)
+            return await client.revert_plan(run_id, force)
         except Rejected as exc:
             raise CliError(f"revert {run_id} would be rejected: {exc}", errors.REJECTED) from None
-        network = NetworkStore(client.redis, client.keys)
-        return await revert.plan(client.store, network, state, force)
 
     plan = _run(body)
     if as_json:
@@ -451,7 +556,7 @@ def _revert_plan(run_id: str, force: bool, as_json: bool) -> None:
 
 @app.command()
 def delete(
-    run_id: str,
+    run_id: RunIdArg = None,
     with_revert: Annotated[
         bool, typer.Option("--revert", help="Revert the run's effects, then delete it.")
     ] = False,
@@ -461,14 +566,32 @@ def delete(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    dry_run: BulkDryRunOpt = False,
+    yes: bulk.YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove a run and its state for good (a tombstone keeps its id in the audit stream)."""
     if with_revert and keep_effects:
         raise CliError("--revert and --keep-effects exclude each other", errors.BAD_INPUT)
     mode: cmd.DeleteMode = "revert" if with_revert else "keep_effects" if keep_effects else "plain"
-    _command(
-        lambda r: cmd.DeleteRun(run_id=r, actor=actor, mode=mode), run_id, wait, timeout, "delete"
+
+    def make(r: str, b: str = "") -> cmd.Command:
+        return cmd.DeleteRun(run_id=r, actor=actor, mode=mode, bulk_id=b)
+
+    one = _single_or_bulk(
+        "delete",
+        run_id,
+        where,
+        dry_run,
+        make,
+        yes=yes,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
     )
+    if one is not None:
+        _command(make, one, wait, timeout, "delete", as_json)
 
 
 @app.command()
@@ -528,14 +651,14 @@ def _describe(event: ev.Event) -> str:
 @network_app.command("export")
 def network_export() -> None:
     """The whole network as JSON, in a stable order."""
-    data = _run(lambda c: NetworkStore(c.redis, c.keys).export())
+    data = _run(lambda c: c.network_export())
     _print_json(data)
 
 
 @network_app.command("stats")
 def network_stats(as_json: JsonOpt = False) -> None:
     """Counts of nodes, edges and notifications sent."""
-    stats = _run(lambda c: NetworkStore(c.redis, c.keys).stats())
+    stats = _run(lambda c: c.network_stats())
     if as_json:
         _print_json(stats)
         return
@@ -549,7 +672,7 @@ def outbox(
     as_json: JsonOpt = False,
 ) -> None:
     """Notifications runs have sent (irreversible effects), newest first."""
-    notes = _run(lambda c: NetworkStore(c.redis, c.keys).outbox(count))
+    notes = _run(lambda c: c.outbox(count))
     if as_json:
         _print_json(notes)
         return
@@ -562,7 +685,7 @@ def outbox(
 @dlq_app.command("list")
 def dlq_list(as_json: JsonOpt = False) -> None:
     """Dead-lettered messages with the reason each was parked."""
-    letters = _run(lambda c: dlq.list_letters(c.redis, c.keys))
+    letters = _run(lambda c: c.dead_letters())
     if as_json:
         _print_json(letters)
         return
@@ -584,21 +707,17 @@ def _check_letter_id(letter_id: str) -> str:
     return letter_id
 
 
-def _letter(client: Client, letter_id: str) -> Awaitable[dlq.DeadLetter | None]:
-    return dlq.find(client.redis, client.keys, letter_id)
-
-
 @dlq_app.command("retry")
 def dlq_retry(letter_id: str) -> None:
     """Publish a dead-lettered message again (duplicates of applied commands change nothing)."""
     _check_letter_id(letter_id)
 
     async def body(client: Client) -> str:
-        letter = await _letter(client, letter_id)
+        letter = await client.dead_letter(letter_id)
         if letter is None:
             raise CliError(f"no dead-lettered message {letter_id}", errors.NOT_FOUND)
         try:
-            return await dlq.retry(client.redis, client.keys, letter)
+            return await client.retry_dead_letter(letter)
         except dlq.NotRetryable as exc:
             raise CliError(str(exc), errors.REJECTED) from None
 
@@ -611,10 +730,10 @@ def dlq_drop(letter_id: str) -> None:
     _check_letter_id(letter_id)
 
     async def body(client: Client) -> None:
-        letter = await _letter(client, letter_id)
+        letter = await client.dead_letter(letter_id)
         if letter is None:
             raise CliError(f"no dead-lettered message {letter_id}", errors.NOT_FOUND)
-        await dlq.drop(client.redis, client.keys, letter)
+        await client.drop_dead_letter(letter)
 
     _run(body)
     out.print(f"{letter_id}: dropped")
@@ -624,7 +743,7 @@ def dlq_drop(letter_id: str) -> None:
 def rebuild_index() -> None:
     """Rebuild the run index and query read models (list, show) from the runs' events."""
     started = time.monotonic()
-    done = _run(lambda c: index.rebuild(c.redis, c.keys, c.store))
+    done = _run(lambda c: c.rebuild_index())
     took = time.monotonic() - started
     out.print(
         f"read models rebuilt from events: {done.runs} runs, {done.events} events in {took:.1f}s"

@@ -70,6 +70,11 @@ class NetworkView:
         self.changes: list[tuple[str, str]] = []
         self.reads: dict[str, tuple[str, str]] = {}
 
+    def rollback(self, keep: int) -> None:
+        """Forget every change after the first ``keep`` (a failed item's writes)."""
+        del self.changes[keep:]
+        self._overlay = dict(self.changes)
+
     @staticmethod
     def _check_id(node_id: str) -> str:
         if not isinstance(node_id, str) or not node_id or "|" in node_id:
