@@ -22,16 +22,20 @@ from typing import Any, cast
 import msgspec
 import redis.asyncio as aredis
 
+from runstream import catalog
+from runstream.catalog import PublishedScenario
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import ACTIVE, WAITING_BAND, RunSummary
 from runstream.ids import is_run_id, new_id
 from runstream.keys import Fields, Keys
+from runstream.query import Query
 from runstream.redis_url import check_redis_url
 from runstream.settings import Settings, load_settings
 from runstream.store import outputs, replies
 from runstream.store.events import EventStore, Tombstone
 from runstream.store.outputs import LogLine, ResultFile
+from runstream.store.search import Searcher
 
 _summary_decoder = msgspec.json.Decoder(RunSummary)
 
@@ -71,12 +75,14 @@ class WaitTimeout(TimeoutError):
 
 
 class StartRejected(Exception):
-    """A worker refused to start the run; the message is its reason."""
+    """A worker refused to start the run; the message is its reason. ``bad_input``: the
+    scenario is unknown or the arguments are bad (else the run id was taken)."""
 
-    def __init__(self, run_id: str, reason: str) -> None:
+    def __init__(self, run_id: str, reason: str, bad_input: bool = False) -> None:
         super().__init__(reason)
         self.run_id = run_id
         self.reason = reason
+        self.bad_input = bad_input
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,11 @@ class Outcome:
     reason: str
     event: ev.Event | None
 
+    @property
+    def bad_input(self) -> bool:
+        """Rejected for the command's own input (unknown scenario, bad arguments)."""
+        return isinstance(self.event, ev.CommandRejected) and self.event.bad_input
+
 
 class Client:
     def __init__(self, redis: aredis.Redis, settings: Settings) -> None:
@@ -96,6 +107,7 @@ class Client:
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.shards)
         self.store = EventStore(redis, self.keys, settings)
+        self.searcher = Searcher(redis, self.keys)
 
     @classmethod
     @asynccontextmanager
@@ -149,7 +161,7 @@ class Client:
         )
         outcome = await self.execute(command, wait=False, timeout=timeout)
         if outcome.rejected:
-            raise StartRejected(command.run_id, outcome.reason)
+            raise StartRejected(command.run_id, outcome.reason, outcome.bad_input)
         return command.run_id
 
     async def start_nowait(
@@ -347,6 +359,10 @@ class Client:
         return _summary_decoder.decode(raw) if raw is not None else None
 
     # ------------------------------------------------------------------ reading
+    async def scenarios(self) -> list[PublishedScenario]:
+        """The scenarios the workers published (empty: no worker has, yet)."""
+        return await catalog.read(self.redis, self.keys)
+
     async def get(self, run_id: str) -> RunSummary:
         found = await self.find(run_id)
         if found is None:
@@ -371,6 +387,17 @@ class Client:
         ]
         return sorted(runs, key=lambda r: (r.created_at, r.id))
 
+    async def search(self, q: Query | None = None) -> list[RunSummary]:
+        """A page of runs matching a query, in its order (``runstream.query.build`` makes
+        one from texts such as ``state=in:running,stopped``); the next page starts after
+        the last run's id: ``Query(..., marker=page[-1].id)``. Raises MarkerNotFound,
+        BadQuery (runstream.query) for a query that cannot be used."""
+        return await self.searcher.search(q or Query())
+
+    async def count(self, q: Query | None = None) -> int:
+        """How many runs match the query's filters."""
+        return await self.searcher.count(q or Query())
+
     async def queue(self) -> list[RunSummary]:
         """The runs waiting for a slot, in the order they will start: by priority (1
         first), then oldest first."""
@@ -394,7 +421,7 @@ class Client:
         for shard in range(self.keys.shards):
             for _, fields in replies.entries(await self.redis.xrange(self.keys.audit(shard))):
                 out.append(msgspec.json.decode(fields[Fields.TOMBSTONE], type=Tombstone))
-        return sorted(out, key=lambda t: t.deleted_at)
+        return sorted(out, key=lambda t: (t.deleted_at, t.run_id))
 
     # ------------------------------------------------------------------ logs and results
     async def logs(

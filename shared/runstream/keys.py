@@ -78,6 +78,15 @@ class Keys:
         """Read model: hash run_id -> run summary JSON."""
         return f"{self._shard(shard)}:runs"
 
+    def query_index(self, shard: int) -> str:
+        """Base of a shard's query index (lua/index_update.lua): ``<base>:z:<field>``
+        sorted sets, ``<base>:s:<field>=<value>`` sets, ``<base>:p`` postings per run."""
+        return f"{self._shard(shard)}:ix"
+
+    def query_index_pattern(self, shard: int) -> str:
+        """SCAN pattern of every key of a shard's query index (dropped by a rebuild)."""
+        return f"{self._shard(shard)}:ix:*"
+
     def runnable(self, shard: int) -> str:
         """Sorted set of runs that need an executor (queued, running, reverting)."""
         return f"{self._shard(shard)}:runnable"
@@ -161,6 +170,11 @@ class Keys:
         return f"{self._net}:outbox"
 
     # --- deployment-wide ---------------------------------------------------------
+    @property
+    def scenarios(self) -> str:
+        """Hash scenario name -> what the workers published of it (see runstream.catalog)."""
+        return f"{self.prefix}:scenarios"
+
     def worker_alive(self, name: str) -> str:
         """A worker's heartbeat: consumers whose worker has none may be removed."""
         return f"{self.prefix}:workers:{name}"

@@ -117,12 +117,15 @@ def assert_unchanged_by_rejection(
 ) -> None:
     """A rejected command leaves the run as it was; the rejection is in its history."""
     after = show(runctl, run_id)
-    # ``version`` counts the run's events, and the rejection is one of them.
-    volatile = ("version", "updated_at")
+    # ``version`` counts the run's events, and the rejection is one of them; show lists
+    # it last among the commands.
+    volatile = ("version", "updated_at", "commands")
     assert {k: v for k, v in after.items() if k not in volatile} == {
         k: v for k, v in before.items() if k not in volatile
     }
     assert after["version"] == before["version"] + 1
+    assert after["commands"][:-1] == before["commands"]
+    assert after["commands"][-1]["rejected"] and after["commands"][-1]["command"] == command_type
     last = history(runctl, run_id)[-1]
     assert (last["type"], last["command_type"]) == ("CommandRejected", command_type)
 
@@ -240,9 +243,6 @@ MISSING = new_id()
 @pytest.mark.parametrize(
     ("argv", "code", "expected"),
     [
-        (("start", "nope"), 2, ("unknown scenario 'nope'", *KNOWN_SCENARIOS)),
-        (("start", "synthetic", "--arg", "items=abc"), 2, ("bad arguments", "items")),
-        (("start", "synthetic", "--arg", "bogus=1"), 2, ("bad arguments", "bogus")),
         (("start", "synthetic", "--arg", "items"), 2, ("bad --arg 'items'", "KEY=VALUE")),
         (("show", "not-a-run-id"), 2, ("malformed run id",)),
         (("stop", "01ARZ3NDEKTSV4RRFFQ69G5FAI"), 2, ("malformed run id",)),  # I: not Crockford
@@ -252,9 +252,6 @@ MISSING = new_id()
         (("delete", MISSING, "--revert"), 3, ("does not exist",)),
     ],
     ids=[
-        "unknown-scenario",
-        "arg-not-an-int",
-        "arg-unknown",
         "arg-without-equals",
         "malformed-id",
         "malformed-id-letter",
@@ -276,6 +273,29 @@ def test_bad_input_is_refused_before_anything_is_published(
     for text in expected:
         assert text in line
     assert prefix_keys(redis_client, settings) == []  # no command, no run, no network
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (("start", "nope"), ("unknown scenario 'nope'", *KNOWN_SCENARIOS)),
+        (("start", "synthetic", "--arg", "items=abc"), ("bad arguments", "items")),
+        (("start", "synthetic", "--arg", "bogus=1"), ("bad arguments", "bogus")),
+    ],
+    ids=["unknown-scenario", "arg-not-an-int", "arg-unknown"],
+)
+def test_a_start_the_workers_cannot_run_is_bad_input_and_creates_no_run(
+    runctl: Runctl,
+    start_workers: StartWorkers,
+    argv: tuple[str, ...],
+    expected: tuple[str, ...],
+) -> None:
+    """Scenarios are the workers' (they publish them; they validate the arguments)."""
+    start_workers(1)
+    line = one_line_error(runctl(*argv, check=2))
+    for text in expected:
+        assert text in line
+    assert runctl("list", "--json").json() == []
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import msgspec
 import pytest
 import redis.asyncio as aredis
 
+from runstream import catalog
 from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
@@ -839,10 +840,14 @@ def test_sigterm_during_a_long_item_still_exits_within_the_grace(
 
 # =========================================================================== runctl exit codes
 def test_runctl_start_that_is_never_accepted_exits_5_timed_out(settings: Settings) -> None:
-    """No worker is running: the command is published but never accepted, so the wait
-    times out; that is exit 5 ("timed out"), not 4 ("Redis unreachable")."""
+    """No worker is running (one published its scenarios, then went away): the command is
+    published but never accepted, so the wait times out; that is exit 5 ("timed out"), not
+    4 ("Redis unreachable"). (No worker ever published: exit 8, see test_catalog.)"""
 
     async def body() -> None:
+        async with connect(settings) as r:
+            keys = Keys(settings.prefix, settings.shards)
+            await catalog.publish(r, keys, load_registry(), "gone-worker")
         result = await runctl_async(settings, "start", "synthetic", "--timeout", "1")
         assert result.code == 5, result
         assert "cannot reach Redis" not in result.stderr, result

@@ -34,7 +34,7 @@ def test_a_dropped_index_is_rebuilt_from_events_with_the_same_result(settings: S
                 await client.redis.delete(client.keys.index(shard))
             assert await client.list_runs() == []
 
-            assert await index.rebuild(client.redis, client.keys, client.store) == 3
+            assert (await index.rebuild(client.redis, client.keys, client.store)).runs == 3
             assert await client.list_runs() == before
 
     asyncio.run(body())

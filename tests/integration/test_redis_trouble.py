@@ -182,7 +182,7 @@ def test_redis_refusing_a_command_is_one_line_and_exit_7(
         url = f"redis://127.0.0.1:{server.port}/0"
         s = fast(at(settings, url))
         with worker_pool(s, tmp_path) as pool:
-            pool.start("w-oom")
+            pool.start("w-oom").wait_ready()
             started = runctl(s, "start", "synthetic", "--arg", "items=3", "--wait", "--json")
             assert started.code == 0, f"{started}\n{logs_of(pool)}"
             run_id = json.loads(started.stdout)["id"]
@@ -235,7 +235,7 @@ def test_rediss_works_with_a_self_signed_certificate(tmp_path: Path, settings: S
         s = fast(at(settings, url))
         with worker_pool(s, tmp_path) as pool:
             # The CA as a setting for the worker, as a URL parameter for runctl.
-            pool.start("w-tls", RUNSTREAM_TLS_CA=str(certs.ca))
+            pool.start("w-tls", RUNSTREAM_TLS_CA=str(certs.ca)).wait_ready()
             with_ca = at(s, f"{url}?ssl_ca_certs={quote(str(certs.ca))}")
             started = runctl(with_ca, "start", "synthetic", "--arg", "items=5", "--wait", "--json")
             assert started.code == 0, f"{started}\n{logs_of(pool)}"

@@ -33,6 +33,7 @@ def test_worker_log_is_json_and_a_rejection_is_logged_once(
     s = fast(settings)
     with worker_pool(s, tmp_path) as pool:
         worker = pool.start("w-logs")
+        worker.wait_ready()  # it has published its scenarios: runctl start checks them
         started = runctl(s, "start", "synthetic", "--arg", "items=3", "--wait", "--json")
         assert started.code == 0, f"{started}\n{logs_of(pool)}"
         run_id = json.loads(started.stdout)["id"]

@@ -19,7 +19,6 @@ from runctl.errors import CliError
 from runctl.redis_errors import cli_error
 from runstream.client import Client, ResultNotFound, RunNotFound, WaitTimeout
 from runstream.contracts import commands as cmd
-from runstream.domain.scenarios import Registry, load_registry
 from runstream.ids import is_run_id
 from runstream.settings import Settings, load_settings
 
@@ -66,17 +65,6 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
         if mapped is None:
             raise
         raise mapped from None
-
-
-def _registry() -> Registry:
-    modules = _settings().scenario_modules
-    try:
-        return load_registry(modules)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise CliError(
-            f"cannot load the scenarios in RUNSTREAM_SCENARIO_MODULES={','.join(modules)}: {exc}",
-            errors.BAD_INPUT,
-        ) from None
 
 
 def _check_id(run_id: str) -> str:

@@ -10,6 +10,7 @@ UNREACHABLE = 4  # Redis cannot be reached, or what answers is not Redis
 TIMEOUT = 5  # --wait gave up; the command was accepted and goes on
 NOT_SUCCEEDED = 6  # --wait: the run failed, or someone else stopped or cancelled it
 REDIS_REFUSED = 7  # Redis refused a command (OOM, READONLY, NOPERM ...)
+NO_WORKER = 8  # no worker is running / no worker has published its scenarios
 
 
 class CliError(Exception):

@@ -3,7 +3,8 @@
 Connection comes from REDIS_URL (default: the embedded server ``runctl dev`` starts).
 Exit status: 0 done, 1 rejected, 2 bad input, 3 no such run, 4 Redis unreachable or not
 Redis, 5 timed out (the command goes on), 6 the run did not succeed (--wait), 7 Redis
-refused the command; each failure prints one line on stderr naming what was wrong.
+refused the command, 8 no worker has published its scenarios; each failure prints one
+line on stderr naming what was wrong.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +21,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from runctl import errors, logs_cmd, queue_cmd, results_cmd, track_cmd
+from runctl import bulk, errors, logs_cmd, queue_cmd, results_cmd, runs, track_cmd
 from runctl.common import (
     DEFAULT_ACTOR,
     ActorOpt,
@@ -29,7 +31,6 @@ from runctl.common import (
     _check_command,
     _check_id,
     _print_json,
-    _registry,
     _run,
     _when,
     err,
@@ -37,11 +38,11 @@ from runctl.common import (
 )
 from runctl.errors import CliError
 from runstream import revert
+from runstream.catalog import PublishedScenario
 from runstream.client import Client, Outcome
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import STATES, Rejected, Run, RunSummary
-from runstream.domain.scenarios import BadArguments
+from runstream.domain.run import Rejected, Run
 from runstream.ids import new_id
 from runstream.settings import EMBEDDED_PORT
 from runstream.store import dlq, index
@@ -126,7 +127,12 @@ def _event_line(event: ev.Event | None) -> str:
 
 
 def _command(
-    make: Callable[[str], cmd.Command], run_id: str, wait: bool, timeout: float, what: str
+    make: Callable[[str], cmd.Command],
+    run_id: str,
+    wait: bool,
+    timeout: float,
+    what: str,
+    as_json: bool = False,
 ) -> None:
     run_id = _check_id(run_id)
     _check_command(make(run_id))
@@ -135,7 +141,13 @@ def _command(
         await client.get(run_id)  # a clear "does not exist" before publishing anything
         return await client.execute(make(run_id), wait=wait, timeout=timeout)
 
-    _finish(_run(body), what, run_id)
+    outcome = _run(body)
+    if as_json:
+        _print_json({"id": run_id, "rejected": outcome.rejected, "reason": outcome.reason})
+        if outcome.rejected:
+            raise typer.Exit(errors.REJECTED)
+        return
+    _finish(outcome, what, run_id)
 
 
 # --------------------------------------------------------------------------- commands
@@ -158,20 +170,37 @@ def dev(
 
 @app.command()
 def scenarios(as_json: JsonOpt = False) -> None:
-    """The scenarios runs can be started from, with their parameters."""
-    registry = _registry()
-    described = [s.describe() for s in registry]
+    """The scenarios runs can be started from (as the workers published them)."""
+    published = _run(_published_scenarios)
     if as_json:
-        _print_json(described)
+        _print_json(published)
         return
     table = Table("scenario", "version", "parameters", "description")
-    for s in described:
-        props = s["parameters"].get("$defs", {})
+    for s in published:
+        props = s.parameters.get("$defs", {})
         first: dict[str, Any] = next(iter(props.values()), {}) if props else {}
         fields = first.get("properties", {})
         params = ", ".join(f"{k}={v.get('default', '?')}" for k, v in fields.items())
-        table.add_row(s["name"], s["version"], params, s["description"])
+        table.add_row(s.name, s.version, params, s.description)
     out.print(table)
+
+
+async def _published_scenarios(client: Client) -> list[PublishedScenario]:
+    published = await client.scenarios()
+    if not published:
+        raise CliError(
+            "no worker has published its scenarios: is a worker running? "
+            "('make run' or 'runctl dev' starts one)",
+            errors.NO_WORKER,
+        )
+    return published
+
+
+async def _check_scenario(client: Client, name: str) -> None:
+    """The workers run this scenario (they validate its arguments when the run starts)."""
+    known = [s.name for s in await _published_scenarios(client)]
+    if name not in known:
+        raise CliError(f"unknown scenario {name!r} (known: {', '.join(known)})", errors.BAD_INPUT)
 
 
 def _parse_args(pairs: list[str], args_file: Path | None) -> dict[str, Any]:
@@ -208,6 +237,9 @@ def start(
     ] = None,
     name: Annotated[str | None, typer.Option(help="A name for the run.")] = None,
     description: Annotated[str | None, typer.Option(help="What the run is for.")] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="A label KEY=VALUE (repeatable).")
+    ] = None,
     from_run: Annotated[
         str | None,
         typer.Option(
@@ -230,18 +262,19 @@ def start(
     """Start a run of SCENARIO (or again, like run --from). With --wait, return when it
     succeeds, fails or stops."""
     args = _parse_args(arg or [], args_file)
+    labels: dict[str, str] = {}
+    for pair in label or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise CliError(f"bad --label {pair!r}: expected KEY=VALUE", errors.BAD_INPUT)
+        labels[key] = value
     if from_run is None and scenario is None:
         raise CliError("give a SCENARIO, or --from RUN_ID to re-run", errors.BAD_INPUT)
     source_id = _check_id(from_run) if from_run is not None else None
-    registry = _registry()
 
     def checked(command: cmd.StartRun) -> cmd.StartRun:
-        # Checked here, before anything is sent: runctl reads the same scenario settings
-        # (RUNSTREAM_SCENARIO_MODULES) as the workers.
-        try:
-            registry.get(command.scenario).validate(command.args)
-        except BadArguments as exc:
-            raise CliError(str(exc), errors.BAD_INPUT) from None
+        # A malformed command is refused before any I/O; the scenario and its arguments
+        # are the workers' to judge (see _check_scenario, and the rejection's bad_input).
         _check_command(command)
         return command
 
@@ -255,6 +288,7 @@ def start(
                 name=name or "",
                 description=description or "",
                 priority=priority,
+                labels=labels,
             )
         )
 
@@ -285,15 +319,22 @@ def start(
                 description=description or "",
                 priority=priority,
                 no_queue=no_queue,
+                labels=labels,
             )
+        if labels:
+            command = msgspec.structs.replace(command, labels=labels)
         checked(command)
+        await _check_scenario(client, command.scenario)
         outcome = await client.execute(command, wait=wait, timeout=timeout)
         found = await client.find(command.run_id)
         return command, outcome, found.state if found else "queued"
 
     command, outcome, state = _run(body)
     if outcome.rejected:
-        raise CliError(f"start rejected: {outcome.reason}", errors.REJECTED)
+        raise CliError(
+            f"start rejected: {outcome.reason}",
+            errors.BAD_INPUT if outcome.bad_input else errors.REJECTED,
+        )
     if as_json:
         _print_json(
             {
@@ -309,143 +350,136 @@ def start(
         raise typer.Exit(errors.REJECTED)
 
 
-@app.command("list")
-def list_runs(
-    state: Annotated[
-        str | None, typer.Option(help=f"Only runs in this state: {', '.join(STATES)}.")
-    ] = None,
-    scenario: Annotated[str | None, typer.Option(help="Only runs of this scenario.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Runs, oldest first."""
-    if state is not None and state not in STATES:
-        raise CliError(f"unknown state {state!r}; one of: {', '.join(STATES)}", errors.BAD_INPUT)
-    runs = _run(lambda c: c.list_runs(state=state, scenario=scenario))
-    if as_json:
-        _print_json(runs)
-        return
-    table = Table("id", "scenario", "state", "items", "effects", "reverted", "created", "name")
-    table.columns[0].no_wrap = True
-    for r in runs:
-        total = f"/{r.items_total}" if r.items_total is not None else ""
-        e = r.effects
-        table.add_row(
-            r.id,
-            r.scenario,
-            r.state,
-            f"{r.items_processed}{total}",
-            str(e["applied"]),
-            str(e["compensated"]),
-            _when(r.created_at)[5:],
-            r.name,
+RunIdArg = Annotated[
+    str | None, typer.Argument(help="The run (or --where FILTER for every match).")
+]
+BulkDryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="With --where: the count and first matches only.")
+]
+
+
+def _single_or_bulk(
+    what: str,
+    run_id: str | None,
+    where: list[str] | None,
+    dry_run: bool,
+    make: Callable[[str, str], cmd.Command],
+    *,
+    yes: bool,
+    wait: bool,
+    timeout: float,
+    as_json: bool = False,
+) -> str | None:
+    """With --where, apply the command to every match and return None; else the run id."""
+    if where:
+        if run_id is not None:
+            raise CliError(f"{what}: give a RUN_ID or --where, not both", errors.BAD_INPUT)
+        bulk.run_bulk(
+            what, where, make, dry_run=dry_run, yes=yes, wait=wait, timeout=timeout, as_json=as_json
         )
-    out.print(table)
-
-
-@app.command()
-def show(run_id: str, as_json: JsonOpt = False) -> None:
-    """One run: its state, progress and effects."""
-    summary = _run(lambda c: c.get(_check_id(run_id)))
-    if as_json:
-        _print_json(summary)
-        return
-    e = summary.effects
-    total = f" of {summary.items_total}" if summary.items_total is not None else ""
-    lines = [
-        ("id", summary.id),
-        ("scenario", f"{summary.scenario} (version {summary.scenario_version})"),
-        ("state", summary.state + (f" ({summary.reason})" if summary.reason else "")),
-        ("name", summary.name or "-"),
-        ("items", f"{summary.items_processed}{total}"),
-        (
-            "effects",
-            f"{e['applied']} applied, {e['compensated']} compensated, {e['skipped']} skipped, "
-            f"{e['irreversible']} irreversible",
-        ),
-        ("left", _effects_left(summary)),
-        ("created", _when(summary.created_at)),
-        ("updated", _when(summary.updated_at)),
-        ("started by", summary.actor),
-        ("pinned", "yes" if summary.pinned else "no"),
-        ("priority", str(summary.priority)),
-        ("input", f"{summary.input_bytes} bytes"),
-        ("output", f"{summary.output_bytes} bytes"),
-    ]
-    if summary.source_run_id:
-        lines.append(("re-run of", summary.source_run_id))
-    if summary.tracked:
-        duration = summary.tracked_duration_ms
-        lines.append(
-            (
-                "tracked",
-                "yes: executed elsewhere, recorded with track"
-                + (f" (took {duration} ms)" if duration is not None else ""),
-            )
-        )
-    if summary.error:
-        lines.append(("error", summary.error))
-    for key, value in lines:
-        out.print(f"{key:>11}  {value}")
-
-
-def _effects_left(summary: RunSummary) -> str:
-    """What of the run is still on the network, and what can be done about it."""
-    left = summary.effects_left
-    if left == 0:
-        return "0 effects on the network"
-    if summary.state == "reverted":
-        return (
-            f"{left} effects its revert skipped as conflicts "
-            "(revert again to retry them, --force to overwrite)"
-        )
-    return f"{left} effects on the network"
+        return None
+    if run_id is None:
+        raise CliError(f"{what}: give a RUN_ID, or --where FILTER for many", errors.BAD_INPUT)
+    if dry_run and what != "revert":
+        raise CliError(f"{what}: --dry-run goes with --where", errors.BAD_INPUT)
+    return run_id
 
 
 @app.command()
 def stop(
-    run_id: str,
+    run_id: RunIdArg = None,
     reason: Annotated[str, typer.Option(help="Why (kept in the run's history).")] = "",
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 60.0,
     actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    dry_run: BulkDryRunOpt = False,
+    yes: bulk.YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Halt a run at the next item boundary; 'continue' resumes it."""
-    _command(
-        lambda r: cmd.StopRun(run_id=r, actor=actor, reason=reason), run_id, wait, timeout, "stop"
+
+    def make(r: str, b: str = "") -> cmd.Command:
+        return cmd.StopRun(run_id=r, actor=actor, reason=reason, bulk_id=b)
+
+    one = _single_or_bulk(
+        "stop", run_id, where, dry_run, make, yes=yes, wait=wait, timeout=timeout, as_json=as_json
     )
+    if one is not None:
+        _command(make, one, wait, timeout, "stop", as_json)
 
 
 @app.command("continue")
 def continue_(
-    run_id: str, wait: WaitOpt = False, timeout: TimeoutOpt = 60.0, actor: ActorOpt = DEFAULT_ACTOR
+    run_id: RunIdArg = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    dry_run: BulkDryRunOpt = False,
+    yes: bulk.YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Resume a stopped run from its checkpoint."""
-    _command(lambda r: cmd.ContinueRun(run_id=r, actor=actor), run_id, wait, timeout, "continue")
+
+    def make(r: str, b: str = "") -> cmd.Command:
+        return cmd.ContinueRun(run_id=r, actor=actor, bulk_id=b)
+
+    one = _single_or_bulk(
+        "continue",
+        run_id,
+        where,
+        dry_run,
+        make,
+        yes=yes,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
+    )
+    if one is not None:
+        _command(make, one, wait, timeout, "continue", as_json)
 
 
 @app.command()
 def cancel(
-    run_id: str,
+    run_id: RunIdArg = None,
     reason: Annotated[str, typer.Option(help="Why (kept in the run's history).")] = "",
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 60.0,
     actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    dry_run: BulkDryRunOpt = False,
+    yes: bulk.YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """End a run for good (it keeps its effects; revert takes them back)."""
-    _command(
-        lambda r: cmd.CancelRun(run_id=r, actor=actor, reason=reason),
-        run_id,
-        wait,
-        timeout,
+
+    def make(r: str, b: str = "") -> cmd.Command:
+        return cmd.CancelRun(run_id=r, actor=actor, reason=reason, bulk_id=b)
+
+    one = _single_or_bulk(
         "cancel",
+        run_id,
+        where,
+        dry_run,
+        make,
+        yes=yes,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
     )
+    if one is not None:
+        _command(make, one, wait, timeout, "cancel", as_json)
 
 
 @app.command("revert")
 def revert_(
-    run_id: str,
+    run_id: RunIdArg = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show the plan; change nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Show the plan; change nothing (with --where: the matches)."
+        ),
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Also overwrite elements changed by others since.")
@@ -454,9 +488,24 @@ def revert_(
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
     actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    yes: bulk.YesOpt = False,
 ) -> None:
     """Take back a run's network changes, newest first; conflicts are skipped and reported."""
-    run_id = _check_id(run_id)
+    one = _single_or_bulk(
+        "revert",
+        run_id,
+        where,
+        dry_run,
+        lambda r, b: cmd.RevertRun(run_id=r, actor=actor, force=force, bulk_id=b),
+        yes=yes,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
+    )
+    if one is None:
+        return
+    run_id = _check_id(one)
     if dry_run:
         _revert_plan(run_id, force, as_json)
         return
@@ -513,7 +562,7 @@ def _revert_plan(run_id: str, force: bool, as_json: bool) -> None:
 
 @app.command()
 def delete(
-    run_id: str,
+    run_id: RunIdArg = None,
     with_revert: Annotated[
         bool, typer.Option("--revert", help="Revert the run's effects, then delete it.")
     ] = False,
@@ -523,14 +572,32 @@ def delete(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     actor: ActorOpt = DEFAULT_ACTOR,
+    where: bulk.WhereOpt = None,
+    dry_run: BulkDryRunOpt = False,
+    yes: bulk.YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove a run and its state for good (a tombstone keeps its id in the audit stream)."""
     if with_revert and keep_effects:
         raise CliError("--revert and --keep-effects exclude each other", errors.BAD_INPUT)
     mode: cmd.DeleteMode = "revert" if with_revert else "keep_effects" if keep_effects else "plain"
-    _command(
-        lambda r: cmd.DeleteRun(run_id=r, actor=actor, mode=mode), run_id, wait, timeout, "delete"
+
+    def make(r: str, b: str = "") -> cmd.Command:
+        return cmd.DeleteRun(run_id=r, actor=actor, mode=mode, bulk_id=b)
+
+    one = _single_or_bulk(
+        "delete",
+        run_id,
+        where,
+        dry_run,
+        make,
+        yes=yes,
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
     )
+    if one is not None:
+        _command(make, one, wait, timeout, "delete", as_json)
 
 
 @app.command()
@@ -684,13 +751,17 @@ def dlq_drop(letter_id: str) -> None:
 
 @app.command("rebuild-index")
 def rebuild_index() -> None:
-    """Rebuild the run index (what list and show read) from the runs' events."""
-    count = _run(lambda c: index.rebuild(c.redis, c.keys, c.store))
-    out.print(f"run index rebuilt from events: {count} runs")
+    """Rebuild the run index and query read models (list, show) from the runs' events."""
+    started = time.monotonic()
+    done = _run(lambda c: index.rebuild(c.redis, c.keys, c.store))
+    took = time.monotonic() - started
+    out.print(
+        f"read models rebuilt from events: {done.runs} runs, {done.events} events in {took:.1f}s"
+    )
 
 
 # Commands kept in modules of their own.
-for _module in (logs_cmd, results_cmd, track_cmd, queue_cmd):
+for _module in (runs, logs_cmd, results_cmd, track_cmd, queue_cmd):
     _module.register(app)
 
 

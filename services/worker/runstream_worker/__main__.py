@@ -11,7 +11,7 @@ from runstream.settings import load_settings
 from runstream_worker.app import Worker
 
 # After the worker stopped: how long leftover tasks get to end once cancelled.
-LEFTOVER_WAIT_S = 0.3
+LEFTOVER_WAIT_S = 0.2
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from faststream.redis.annotations import RedisStreamMessage
 from faststream.redis.message import RedisBatchStreamMessage
 from redis.exceptions import RedisError, ResponseError
 
-from runstream import logs
+from runstream import catalog, logs
 from runstream.domain.scenarios import load_registry
 from runstream.keys import Keys
 from runstream.processes import READY_MARK
@@ -179,6 +179,7 @@ class Worker:
             try:
                 await ensure_groups(self.client, self.keys)
                 await heartbeat(self.client, self.keys, self.settings, self.name)
+                await catalog.publish(self.client, self.keys, self.registry, self.name)
                 await self.broker.start()
                 return True
             except (RedisError, OSError) as exc:
@@ -196,6 +197,8 @@ class Worker:
         """Housekeeping never takes the worker down: a failure is logged and retried later."""
         try:
             await heartbeat(self.client, self.keys, self.settings, self.name)
+            # Again and again: a catalog wiped (or a Redis restored from before) comes back.
+            await catalog.publish(self.client, self.keys, self.registry, self.name)
             await upkeep(self.client, self.keys, self.settings)
         except (RedisError, OSError) as exc:
             log.warning("upkeep_failed", error=str(exc))
@@ -222,12 +225,13 @@ class Worker:
         """Stop reading; let handlers in flight finish (graceful_timeout) and the executor
         finish or checkpoint its chunks and hand back its leases; then close."""
         log.info("worker_stopping", worker=self.name)
-        grace = self.settings.shutdown_grace_s
-        # Both at once, so the whole shutdown fits in one grace period; waited for with a
-        # bound, never awaited outright: a task that swallowed its cancellation (redis-py
-        # can, on Python 3.11) must not keep the process from exiting.
-        stopping = asyncio.gather(self.broker.stop(), self.executor.stop(grace))
-        _done, late = await asyncio.wait({stopping}, timeout=max(0.5, grace - 0.2))
+        # Both at once, so the whole shutdown fits in one grace period (with time left to
+        # close and exit); waited for with a bound, never awaited outright: a task that
+        # swallowed its cancellation (redis-py can, on Python 3.11) must not keep the
+        # process from exiting.
+        budget = max(0.5, self.settings.shutdown_grace_s - 0.5)
+        stopping = asyncio.gather(self.broker.stop(), self.executor.stop(budget))
+        _done, late = await asyncio.wait({stopping}, timeout=budget)
         if late:
             stopping.add_done_callback(lambda f: f.cancelled() or f.exception())
             log.warning("shutdown_incomplete", worker=self.name)

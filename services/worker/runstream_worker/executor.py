@@ -116,10 +116,10 @@ class Executor:
     def start(self) -> None:
         self._scanner = asyncio.create_task(self._scan_forever())
 
-    async def stop(self, grace: float) -> None:
+    async def stop(self, budget: float) -> None:
         """Take no new runs; let the chunks in hand finish (about a second at most) and give
-        their leases back. Never waits on a task for longer than that: one that does not
-        end when cancelled is left behind, and its lease released here instead."""
+        their leases back, all within ``budget`` seconds. Never waits on a task for longer:
+        one that does not end when cancelled is left behind, its lease released here."""
         self._stopping = True
         self._shutdown.set()
         if self._scanner:
@@ -128,7 +128,7 @@ class Executor:
         active = dict(self._active)
         if active:
             # Within the grace, with time left to cancel the rest and release their leases.
-            wait_s = max(0.1, min(SHUTDOWN_WAIT_S, grace - CANCEL_WAIT_S - 0.3))
+            wait_s = max(0.1, min(SHUTDOWN_WAIT_S, budget - CANCEL_WAIT_S - 0.2))
             _done, pending = await asyncio.wait(active.values(), timeout=wait_s)
             for task in pending:
                 task.cancel()

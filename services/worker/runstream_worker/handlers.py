@@ -245,7 +245,9 @@ class CommandProcessor:
             except (Rejected, BadArguments) as exc:
                 run.take_events()
                 if not run.exists:
-                    await self._reject_without_run(command, str(exc), now, ack)
+                    await self._reject_without_run(
+                        command, str(exc), now, ack, bad_input=isinstance(exc, BadArguments)
+                    )
                     return run
                 rejected = str(exc)
                 run.reject(command, rejected, now)
@@ -279,7 +281,13 @@ class CommandProcessor:
         raise RuntimeError(f"run {command.run_id} kept changing; {kind} not applied")
 
     async def _reject_without_run(
-        self, command: cmd.Command, reason: str, now: float, ack: Ack | None
+        self,
+        command: cmd.Command,
+        reason: str,
+        now: float,
+        ack: Ack | None,
+        *,
+        bad_input: bool = False,
     ) -> None:
         """A rejection for a run that has no history (never created, or deleted): it goes
         on the feed for the caller to see; nothing is stored."""
@@ -289,6 +297,7 @@ class CommandProcessor:
             command_type=cmd.command_type(command),
             reason=reason,
             actor=command.actor,
+            bad_input=bad_input,
         )
         await self.store.reject_unknown(command.run_id, event, ack)
         log.info("command_rejected", command=event.command_type, reason=reason)

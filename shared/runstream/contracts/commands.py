@@ -17,6 +17,12 @@ RunId = Annotated[str, msgspec.Meta(pattern=RUN_ID_PATTERN)]
 CommandId = Annotated[str, msgspec.Meta(pattern=COMMAND_ID_PATTERN)]
 Actor = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 ShortText = Annotated[str, msgspec.Meta(max_length=2000)]
+# Labels are queried as ``key=value``: neither part may hold '=' or ','.
+LABEL_PATTERN = r"^[A-Za-z0-9_.:/@+-]{1,100}$"
+LabelPart = Annotated[str, msgspec.Meta(pattern=LABEL_PATTERN)]
+Labels = Annotated[dict[LabelPart, LabelPart], msgspec.Meta(max_length=50)]
+# A bulk operation's commands share one id, recorded in each run's history.
+BulkId = Annotated[str, msgspec.Meta(pattern=r"^([A-Za-z0-9._:-]{1,64})?$")]
 
 
 def _now() -> float:
@@ -30,6 +36,7 @@ class _Command(
     command_id: CommandId = msgspec.field(default_factory=new_id)
     actor: Actor = "anonymous"
     issued_at: float = msgspec.field(default_factory=_now)
+    bulk_id: BulkId = ""
 
 
 ScenarioName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -43,6 +50,7 @@ class StartRun(_Command, frozen=True, kw_only=True):
     args: dict[str, Any] = {}
     name: ShortText = ""
     description: ShortText = ""
+    labels: Labels = {}
     # A re-run: the run whose scenario, version and arguments this one repeats.
     priority: Priority = DEFAULT_PRIORITY
     # Start at once or be rejected: never wait queued.

@@ -41,6 +41,7 @@ class SkippedEffect(msgspec.Struct, frozen=True, array_like=True):
 class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     at: float
     command_id: str = ""
+    bulk_id: str = ""  # the bulk operation the causing command was part of
 
 
 class RunQueued(_Event, frozen=True, kw_only=True):
@@ -52,6 +53,7 @@ class RunQueued(_Event, frozen=True, kw_only=True):
     description: str = ""
     actor: str = ""
     items_total: int | None = None
+    labels: dict[str, str] = {}
     priority: int = 5
     source_run_id: str = ""
     # Size of the run's input (its arguments as JSON), in bytes.
@@ -177,6 +179,8 @@ class CommandRejected(_Event, frozen=True, kw_only=True):
     command_type: str
     reason: str
     actor: str = ""
+    # The command's own input was bad (unknown scenario, bad arguments), not its timing.
+    bad_input: bool = False
 
 
 Event = (

@@ -96,8 +96,11 @@ class RunState(msgspec.Struct, kw_only=True):
     voided_chunks: list[int] = []
     revert: RevertProgress | None = None
     error: str = ""
+    error_at_item: int | None = None  # the item the run failed on (its checkpoint then)
     stop_reason: str = ""
     pinned: bool = False
+    labels: dict[str, str] = {}
+    ended_at: float = 0.0  # succeeded, failed or cancelled (0: not ended)
     priority: int = 5
     source_run_id: str = ""
     started_at: float = 0.0
@@ -205,6 +208,7 @@ class Run:
             ev.RunQueued(
                 at=now,
                 command_id=command.command_id,
+                bulk_id=command.bulk_id,
                 run_id=s.run_id,
                 scenario=command.scenario,
                 scenario_version=scenario_version,
@@ -213,6 +217,7 @@ class Run:
                 description=command.description,
                 actor=command.actor,
                 items_total=items_total,
+                labels=dict(command.labels),
                 priority=command.priority,
                 source_run_id=command.source_run_id,
                 input_bytes=input_bytes,
@@ -225,7 +230,11 @@ class Run:
             raise Rejected(f"cannot stop a run that is {s.state}")
         self._record(
             ev.RunStopped(
-                at=now, command_id=command.command_id, actor=command.actor, reason=command.reason
+                at=now,
+                command_id=command.command_id,
+                bulk_id=command.bulk_id,
+                actor=command.actor,
+                reason=command.reason,
             )
         )
 
@@ -233,7 +242,11 @@ class Run:
         s = self._existing()
         if s.state != "stopped":
             raise Rejected(f"cannot continue a run that is {s.state}; only a stopped run")
-        self._record(ev.RunContinued(at=now, command_id=command.command_id, actor=command.actor))
+        self._record(
+            ev.RunContinued(
+                at=now, command_id=command.command_id, bulk_id=command.bulk_id, actor=command.actor
+            )
+        )
 
     def cancel(self, command: CancelRun, now: float) -> None:
         s = self._existing()
@@ -241,7 +254,11 @@ class Run:
             raise Rejected(f"cannot cancel a run that is {s.state}")
         self._record(
             ev.RunCancelled(
-                at=now, command_id=command.command_id, actor=command.actor, reason=command.reason
+                at=now,
+                command_id=command.command_id,
+                bulk_id=command.bulk_id,
+                actor=command.actor,
+                reason=command.reason,
             )
         )
 
@@ -251,7 +268,11 @@ class Run:
         self._check_revertable()
         self._record(
             ev.RevertStarted(
-                at=now, command_id=command.command_id, actor=command.actor, force=command.force
+                at=now,
+                command_id=command.command_id,
+                bulk_id=command.bulk_id,
+                actor=command.actor,
+                force=command.force,
             )
         )
 
@@ -263,7 +284,11 @@ class Run:
             raise Rejected(f"run is already {'pinned' if s.pinned else 'unpinned'}")
         self._record(
             ev.RunPinned(
-                at=now, command_id=command.command_id, actor=command.actor, pinned=command.pinned
+                at=now,
+                command_id=command.command_id,
+                bulk_id=command.bulk_id,
+                actor=command.actor,
+                pinned=command.pinned,
             )
         )
 
@@ -283,6 +308,7 @@ class Run:
             ev.RunTracked(
                 at=now,
                 command_id=command.command_id,
+                bulk_id=command.bulk_id,
                 run_id=self.state.run_id,
                 scenario=command.scenario,
                 scenario_version=scenario_version,
@@ -326,7 +352,13 @@ class Run:
         if command.mode == "revert" and left > 0:
             self._check_revertable()
             self._record(
-                ev.RevertStarted(at=now, command_id=cid, actor=command.actor, then_delete=True)
+                ev.RevertStarted(
+                    at=now,
+                    command_id=cid,
+                    bulk_id=command.bulk_id,
+                    actor=command.actor,
+                    then_delete=True,
+                )
             )
             return
         if command.mode == "plain" and left > 0:
@@ -343,6 +375,7 @@ class Run:
             ev.RunDeleted(
                 at=now,
                 command_id=cid,
+                bulk_id=command.bulk_id,
                 actor=command.actor,
                 effects_left=left,
                 irreversible=s.irreversible,
@@ -355,6 +388,7 @@ class Run:
             ev.CommandRejected(
                 at=now,
                 command_id=command.command_id,
+                bulk_id=command.bulk_id,
                 command_type=command_type(command),
                 reason=reason,
                 actor=command.actor,
@@ -482,6 +516,7 @@ def apply(s: RunState, event: ev.Event) -> None:
             s.actor = event.actor
             s.created_at = event.at
             s.items_total = event.items_total
+            s.labels = event.labels
             s.priority = event.priority
             s.source_run_id = event.source_run_id
             s.input_bytes = event.input_bytes
@@ -493,7 +528,7 @@ def apply(s: RunState, event: ev.Event) -> None:
             s.name = event.name
             s.description = event.description
             s.actor = event.actor
-            s.created_at = s.started_at = event.at
+            s.created_at = s.started_at = s.ended_at = event.at
             s.error = event.error
             s.tracked_duration_ms = event.duration_ms
             s.input_bytes = len(event.input.encode())
@@ -531,12 +566,16 @@ def apply(s: RunState, event: ev.Event) -> None:
             s.stop_reason = ""
         case ev.RunSucceeded():
             s.state = "succeeded"
+            s.ended_at = event.at
         case ev.RunFailed():
             s.state = "failed"
             s.error = event.error
+            s.error_at_item = s.items_processed
+            s.ended_at = event.at
         case ev.RunCancelled():
             s.state = "cancelled"
             s.stop_reason = event.reason
+            s.ended_at = event.at
         case ev.RevertStarted():
             # Started again on a reverted run: a retry of the effects the last pass skipped.
             retry = s.skipped_effects if s.state == "reverted" else None
@@ -592,6 +631,11 @@ class RunSummary(msgspec.Struct, kw_only=True):
     started_at: float = 0.0
     # Revertable effects still on the network on this run's account (see RunState).
     effects_left: int = 0
+    labels: dict[str, str] = {}
+    ended_at: float = 0.0
+    duration_ms: int | None = None  # started to ended (or as tracked)
+    error_at_item: int | None = None
+    # New fields go here with a default, and a row in runstream.query.FIELDS to query them.
 
 
 def summarize(s: RunState) -> RunSummary:
@@ -626,4 +670,16 @@ def summarize(s: RunState) -> RunSummary:
         tracked_duration_ms=s.tracked_duration_ms,
         started_at=s.started_at,
         effects_left=s.effects_left,
+        labels=s.labels,
+        ended_at=s.ended_at,
+        duration_ms=_duration_ms(s),
+        error_at_item=s.error_at_item,
     )
+
+
+def _duration_ms(s: RunState) -> int | None:
+    if s.tracked:
+        return s.tracked_duration_ms
+    if s.started_at and s.ended_at:
+        return round((s.ended_at - s.started_at) * 1000)
+    return None

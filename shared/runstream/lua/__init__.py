@@ -2,6 +2,7 @@
 
 Each script names its KEYS and ARGV as locals first; callers register the text once with
 ``register_script`` and pass keys and arguments in the order the script's header gives.
+A line ``--! include <name>`` is replaced by the text of ``<name>.lua`` (a shared fragment).
 """
 
 from __future__ import annotations
@@ -9,8 +10,14 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
+_INCLUDE = "--! include "
+
 
 @functools.cache
 def source(name: str) -> str:
-    """The text of ``<name>.lua`` in this package."""
-    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    """The text of ``<name>.lua`` in this package, its includes expanded."""
+    text = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    return "".join(
+        source(line.removeprefix(_INCLUDE).strip()) if line.startswith(_INCLUDE) else line
+        for line in text.splitlines(keepends=True)
+    )

@@ -3,9 +3,11 @@
 -- and ack the command message, atomically on the run's shard slot.
 -- Returns {status, version}: ok | dup | stale | deleted.
 -- Field names as in runstream.keys.Fields: feed 'r', 'v', 'e'; audit 'run_id', 'tombstone'.
+--! include index_update
 local meta, seen, feed, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local runnable, commands, tombs, audit = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
--- KEYS[9..]: the run's own keys, deleted
+local index_base = KEYS[9]
+-- KEYS[10..]: the run's own keys, deleted
 local expected_version, command_id, run_id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local group, ack_id, tombstone = ARGV[4], ARGV[5], ARGV[6]
 local n = tonumber(ARGV[7])
@@ -24,7 +26,8 @@ end
 redis.call('XADD', audit, '*', 'run_id', run_id, 'tombstone', tombstone)
 redis.call('HSET', tombs, run_id, tombstone)
 redis.call('HDEL', index, run_id)
+index_update(index_base, run_id, '')
 redis.call('ZREM', runnable, run_id)
-for i = 9, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 10, #KEYS do redis.call('DEL', KEYS[i]) end
 if ack_id ~= '' then redis.call('XACK', commands, group, ack_id) end
 return {'ok', v + n}

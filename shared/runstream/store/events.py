@@ -10,12 +10,12 @@ message, all at once. So a command is acknowledged exactly when its events are s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import redis.asyncio as aredis
 
-from runstream import lua
+from runstream import lua, query
 from runstream.contracts import events as ev
 from runstream.domain.run import Run, RunState, apply, summarize
 from runstream.keys import Fields, Keys
@@ -32,6 +32,13 @@ Status = Literal["ok", "dup", "stale", "lease", "deleted"]
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(RunState)
 _summary_encoder = msgspec.json.Encoder()
+_postings_encoder = msgspec.json.Encoder()
+
+
+def encoded_summary(s: RunState) -> tuple[bytes, bytes]:
+    """The run's read-model entry and its query index postings, as the scripts take them."""
+    summary = summarize(s)
+    return _summary_encoder.encode(summary), _postings_encoder.encode(query.postings(summary))
 
 
 def _field(fields: object, name: bytes) -> bytes:
@@ -77,18 +84,27 @@ class EventStore:
         self._load = redis.register_script(lua.source("load"))
 
     # ------------------------------------------------------------------ reading
+    def _load_keys(self, run_id: str) -> list[str]:
+        k = self.keys
+        return [k.meta(run_id), k.snapshot(run_id), k.tombs(k.shard_of(run_id)), k.events(run_id)]
+
     async def load(self, run_id: str) -> Run:
         """The run as of its latest event: snapshot plus the events after it."""
-        k = self.keys
-        reply = await self._load(
-            keys=[
-                k.meta(run_id),
-                k.snapshot(run_id),
-                k.tombs(k.shard_of(run_id)),
-                k.events(run_id),
-            ],
-            args=[run_id, LOAD_PAGE],
-        )
+        reply = await self._load(keys=self._load_keys(run_id), args=[run_id, LOAD_PAGE])
+        return await self._fold(run_id, reply)
+
+    async def load_many(self, run_ids: list[str]) -> list[Run]:
+        """Several runs in one pipelined round trip (plus one per run with a long tail)."""
+        await self.redis.script_load(self._load.script)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.evalsha(self._load.sha, 4, *self._load_keys(run_id), run_id, LOAD_PAGE)
+            loaded = await pipe.execute()
+        return [
+            await self._fold(run_id, reply) for run_id, reply in zip(run_ids, loaded, strict=True)
+        ]
+
+    async def _fold(self, run_id: str, reply: list[Any]) -> Run:
         if reply[0] == b"deleted":
             return Run(RunState(run_id=run_id, state="deleted"))
         _, snapshot, entries = reply
@@ -100,7 +116,7 @@ class EventStore:
                 return run
             # A long tail (no snapshot yet written): page through the rest.
             start = b"(" + entries[-1][0]
-            entries = await self.redis.xrange(k.events(run_id), start, "+", count=LOAD_PAGE)
+            entries = await self.redis.xrange(self.keys.events(run_id), start, "+", count=LOAD_PAGE)
 
     async def history(self, run_id: str) -> list[tuple[str, ev.Event]]:
         entries = replies.entries(await self.redis.xrange(self.keys.events(run_id)))
@@ -136,13 +152,14 @@ class EventStore:
         if any(isinstance(e, ev.RunDeleted) for e in events):
             return await self._save_delete(run, events, expected, command_id, ack)
         due = expected // self.settings.snapshot_every != s.version // self.settings.snapshot_every
+        summary, postings = encoded_summary(s)
         args: list[str | bytes | int | float] = [
             expected,
             command_id,
             lease_owner,
             self.settings.lease_ms,
             run_id,
-            _summary_encoder.encode(summarize(s)),
+            summary,
             s.runnable_score if s.needs_executor else "-",
             k.group,
             ack.entry_id if ack else "",
@@ -155,6 +172,7 @@ class EventStore:
             repr(output.at) if output else "",
             n_lines,
             n_results,
+            postings,
         ]
         for e in events:
             stored = ev.encode_event(e)
@@ -177,6 +195,7 @@ class EventStore:
                 k.logs(run_id),
                 k.results(run_id),
                 k.result_meta(run_id),
+                k.query_index(shard),
             ],
             args=args,
         )
@@ -214,6 +233,7 @@ class EventStore:
                 k.commands(shard),
                 k.tombs(shard),
                 k.audit(shard),
+                k.query_index(shard),
                 *k.run_keys(run_id),
             ],
             args=[

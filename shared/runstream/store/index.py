@@ -1,48 +1,87 @@
-"""The run index (the read model ``list``/``show`` use), rebuilt from the runs' events;
-with each run's log and result files (``runstream.store.outputs``).
+"""The run index (the read models ``list``/``show``/queries use), rebuilt from the runs'
+events; with each run's log and result files (``runstream.store.outputs``).
 
-Every append writes its run's summary in the same script, so the index is always current;
-this rebuilds it from scratch (after a bug, a manual edit, a restore) with the same result.
+Every append writes its run's summary and query postings in the same script, so the
+index is always current; this rebuilds it from scratch (after a bug, a manual edit, a
+restore, a new queryable field) with the same result.
 """
 
 from __future__ import annotations
 
-import msgspec
+from dataclasses import dataclass
+
 import redis.asyncio as aredis
 
 from runstream import lua
-from runstream.domain.run import summarize
-from runstream.keys import Keys
+from runstream.contracts import events as ev
+from runstream.keys import Fields, Keys
 from runstream.store import outputs, replies
-from runstream.store.events import EventStore
+from runstream.store.events import EventStore, encoded_summary
+
+BATCH = 500  # runs loaded, and written back, per pipelined round trip
 
 
-async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> int:
-    """Drop each shard's index and runnable set and rebuild them from the events."""
+@dataclass(frozen=True, slots=True)
+class Rebuilt:
+    runs: int
+    events: int  # the events the rebuilt runs' states fold (snapshots included)
+
+
+async def _drop(redis: aredis.Redis, keys: Keys, shard: int) -> None:
+    doomed = [keys.index(shard), keys.runnable(shard)]
+    doomed += [
+        replies.text(key)
+        async for key in redis.scan_iter(match=keys.query_index_pattern(shard), count=1000)
+    ]
+    for i in range(0, len(doomed), 1000):
+        await redis.unlink(*doomed[i : i + 1000])
+
+
+async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt:
+    """Drop each shard's read models and rebuild them from the runs' events."""
     put = redis.register_script(lua.source("index_put_if_newer"))
-    encode = msgspec.json.Encoder().encode
-    rebuilt = 0
+    await redis.script_load(put.script)
+    runs = events = 0
     for shard in range(keys.shards):
         run_ids = [
             keys.run_id_of_meta(replies.text(key))
-            async for key in redis.scan_iter(match=keys.metas(shard), count=500)
+            async for key in redis.scan_iter(match=keys.metas(shard), count=1000)
         ]
-        await redis.delete(keys.index(shard), keys.runnable(shard))
-        for run_id in run_ids:
-            state = (await store.load(run_id)).state
-            if state.state in ("new", "deleted"):
-                continue
-            await put(
-                keys=[keys.index(shard), keys.runnable(shard)],
-                args=[
-                    run_id,
-                    encode(summarize(state)),
-                    state.version,
-                    "1" if state.needs_executor else "0",
-                    state.runnable_score,
-                ],
-            )
-            history = [event for _, event in await store.history(run_id)]
-            await outputs.rebuild(redis, keys, run_id, history, store.settings.max_log_lines)
-            rebuilt += 1
-    return rebuilt
+        await _drop(redis, keys, shard)
+        for i in range(0, len(run_ids), BATCH):
+            batch = run_ids[i : i + BATCH]
+            loaded = await store.load_many(batch)
+            async with redis.pipeline(transaction=False) as pipe:
+                for run_id in batch:
+                    pipe.xrange(keys.events(run_id))
+                histories = await pipe.execute()
+            async with redis.pipeline(transaction=False) as pipe:
+                for run in loaded:
+                    state = run.state
+                    if state.state in ("new", "deleted"):
+                        continue
+                    summary, postings = encoded_summary(state)
+                    pipe.evalsha(
+                        put.sha,
+                        3,
+                        keys.index(shard),
+                        keys.runnable(shard),
+                        keys.query_index(shard),
+                        state.run_id,
+                        summary,
+                        state.version,
+                        "1" if state.needs_executor else "0",
+                        state.runnable_score,
+                        postings,
+                    )
+                    runs += 1
+                    events += state.version
+                await pipe.execute()
+            for run, entries in zip(loaded, histories, strict=True):
+                if run.state.state in ("new", "deleted"):
+                    continue
+                history = [ev.decode_event(f[Fields.EVENT]) for _, f in replies.entries(entries)]
+                await outputs.rebuild(
+                    redis, keys, run.state.run_id, history, store.settings.max_log_lines
+                )
+    return Rebuilt(runs, events)

@@ -1,0 +1,35 @@
+-- Fragment (included by append, delete, index_put_if_newer): bring one run's entries in the
+-- query index from its previous postings to new ones (runstream.query.postings), touching
+-- only what changed. Index keys are built from the shard's index base key, so they share
+-- the shard's hash tag: <base>:z:<field> sorted sets, <base>:s:<field>=<value> sets, and
+-- <base>:p, the hash run_id -> postings the next update compares with.
+-- new_postings '' removes the run from the index.
+local function index_update(base, run_id, new_postings)
+  local postings_key = base .. ':p'
+  local old_raw = redis.call('HGET', postings_key, run_id)
+  if old_raw == new_postings then return end
+  local empty = {z = {}, s = {}}
+  local old = old_raw and cjson.decode(old_raw) or empty
+  local new = new_postings ~= '' and cjson.decode(new_postings) or empty
+  for field, _ in pairs(old.z) do
+    if new.z[field] == nil then redis.call('ZREM', base .. ':z:' .. field, run_id) end
+  end
+  for field, score in pairs(new.z) do
+    if old.z[field] ~= score then redis.call('ZADD', base .. ':z:' .. field, score, run_id) end
+  end
+  local keep = {}
+  for _, member in ipairs(new.s) do keep[member] = true end
+  local had = {}
+  for _, member in ipairs(old.s) do
+    had[member] = true
+    if not keep[member] then redis.call('SREM', base .. ':s:' .. member, run_id) end
+  end
+  for _, member in ipairs(new.s) do
+    if not had[member] then redis.call('SADD', base .. ':s:' .. member, run_id) end
+  end
+  if new_postings == '' then
+    redis.call('HDEL', postings_key, run_id)
+  else
+    redis.call('HSET', postings_key, run_id, new_postings)
+  end
+end

@@ -1,0 +1,411 @@
+"""Run queries: Mistral's filter operators over the fields of a run summary, sorting, paging.
+
+One table, ``FIELDS``, says for every queryable field its type and how it is indexed; the
+parser, the index postings (what ``append.lua`` writes per run) and the reference matcher
+(``matches``, which the Lua query must agree with) are all driven by it.
+
+A filter is ``field=op:value`` with op one of ``eq, neq, in, nin, gt, gte, lt, lte, has``
+(``in``/``nin`` take comma-separated values; ``field=value`` means ``eq``). Times are ISO
+8601 with a zone. A missing value (a run not started yet has no ``started_at``) matches
+only ``neq`` and ``nin``, and sorts before every present value.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+from runstream.domain.run import RunSummary
+
+OPERATORS = ("eq", "neq", "in", "nin", "gt", "gte", "lt", "lte", "has")
+RANGE_OPS = frozenset({"gt", "gte", "lt", "lte"})
+MAX_LIMIT = 1000
+
+
+class Kind(enum.Enum):
+    ID = "a run id"
+    KEYWORD = "a text, indexed by value"  # eq/in are set lookups
+    TEXT = "a text"  # every operator reads the summary
+    NUMBER = "a number"
+    TIME = "a time (ISO 8601 with a zone)"
+    LABELS = "labels (key=value)"
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    kind: Kind
+    read: Callable[[RunSummary], Any]
+    equality_only: bool = False  # a yes/no field: eq, neq, in, nin
+
+    @property
+    def sortable(self) -> bool:
+        return self.kind is not Kind.LABELS
+
+
+def _f(name: str, kind: Kind) -> Field:
+    if kind is Kind.TIME:  # 0: not (yet) happened
+        return Field(name, kind, lambda s: getattr(s, name) or None)
+    return Field(name, kind, lambda s: getattr(s, name))
+
+
+# The queryable fields. To add one: give RunSummary the field (with a default), then a row
+# here; the index picks it up on the next append of each run (or `runctl rebuild-index`).
+# A Lua-side read of the summary uses the same JSON name (see lua/query.lua).
+FIELDS: dict[str, Field] = {
+    f.name: f
+    for f in (
+        _f("id", Kind.ID),
+        _f("scenario", Kind.KEYWORD),
+        _f("scenario_version", Kind.KEYWORD),
+        _f("state", Kind.KEYWORD),
+        _f("name", Kind.KEYWORD),
+        _f("actor", Kind.KEYWORD),
+        _f("description", Kind.TEXT),
+        _f("labels", Kind.LABELS),
+        _f("created_at", Kind.TIME),
+        _f("updated_at", Kind.TIME),
+        _f("started_at", Kind.TIME),
+        _f("ended_at", Kind.TIME),
+        _f("duration_ms", Kind.NUMBER),
+        _f("items_processed", Kind.NUMBER),
+        _f("priority", Kind.NUMBER),
+        _f("source_run_id", Kind.KEYWORD),
+        _f("input_bytes", Kind.NUMBER),
+        _f("output_bytes", Kind.NUMBER),
+        _f("effects_left", Kind.NUMBER),
+        Field("tracked", Kind.KEYWORD, lambda s: "true" if s.tracked else "false", True),
+    )
+}
+ARGS_PREFIX = "args."
+SORTABLE = tuple(name for name, f in FIELDS.items() if f.sortable)
+
+
+class BadQuery(ValueError):
+    """A filter, sort key or paging option that cannot be used; the message says why."""
+
+
+# --------------------------------------------------------------------------- values
+def parse_time(text: str) -> float:
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise BadQuery(f"{text!r} is not an ISO 8601 time (e.g. 2026-11-01T00:00:00Z)") from None
+    if when.tzinfo is None:
+        raise BadQuery(f"time {text!r} has no zone: add Z or an offset such as +01:00")
+    return when.timestamp()
+
+
+def iso(ts: float | None) -> str | None:
+    """A stored time as ISO 8601 with its zone (UTC), milliseconds kept."""
+    if ts is None or ts == 0:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadQuery(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise BadQuery(f"{text!r} is not a finite number")
+    return value
+
+
+def arg_text(value: Any) -> str:
+    """The canonical text of an argument value: what ``args.x=eq:...`` compares with."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _arg_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _score(value: float) -> str:
+    return repr(float(value))
+
+
+_BASE32 = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
+
+
+def text_score(text: str) -> str:
+    """An order-keeping score for a text: its first 6 UTF-8 bytes as a 48-bit number
+    (exact in a double). Ties are broken on the whole text (lua/query.lua)."""
+    head = text.encode()[:6].ljust(6, b"\0")
+    return _score(int.from_bytes(head, "big"))
+
+
+def id_score(run_id: str) -> str:
+    """Run ids are Crockford base32: the first 10 characters (50 bits) keep their order."""
+    value = 0
+    for c in run_id[:10].ljust(10, "0"):
+        value = value * 32 + _BASE32.get(c, 0)
+    return _score(value)
+
+
+# --------------------------------------------------------------------------- filters
+@dataclass(frozen=True, slots=True)
+class Filter:
+    field: str  # a FIELDS name or args.<name>
+    op: str
+    values: tuple[Any, ...]  # parsed: floats for numbers and times, else text
+
+    def describe(self) -> str:
+        return f"{self.field}={self.op}:{','.join(str(v) for v in self.values)}"
+
+
+_OP_PREFIX = re.compile(r"^([a-z]+):(.*)$", re.S)
+
+
+def parse_filter(text: str) -> Filter:
+    """``field=op:value`` (``field=value`` for eq), checked against FIELDS."""
+    name, sep, rest = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise BadQuery(f"bad filter {text!r}: expected FIELD=OP:VALUE, e.g. state=eq:running")
+    match = _OP_PREFIX.match(rest)
+    op, raw = (match.group(1), match.group(2)) if match else ("eq", rest)
+    if op not in OPERATORS:
+        raise BadQuery(
+            f"unknown operator {op!r} in filter {text!r}; operators: {', '.join(OPERATORS)}"
+        )
+    return make_filter(name, op, raw, context=text)
+
+
+def make_filter(name: str, op: str, raw: str, *, context: str = "") -> Filter:
+    where = f" in filter {context!r}" if context else ""
+    if op not in OPERATORS:
+        raise BadQuery(f"unknown operator {op!r}{where}; operators: {', '.join(OPERATORS)}")
+    texts = raw.split(",") if op in ("in", "nin") else [raw]
+    if name.startswith(ARGS_PREFIX):
+        if len(name) == len(ARGS_PREFIX):
+            raise BadQuery(f"filter{where} names no argument: use args.<name>")
+        if op in RANGE_OPS:
+            return Filter(name, op, tuple(_checked(_number, t, name, where) for t in texts))
+        return Filter(name, op, tuple(texts))
+    field = FIELDS.get(name)
+    if field is None:
+        known = ", ".join([*FIELDS, "args.<name>"])
+        raise BadQuery(f"unknown field {name!r}{where}; fields: {known}")
+    kind = field.kind
+    if field.equality_only and op not in ("eq", "neq", "in", "nin"):
+        raise BadQuery(f"operator {op!r} does not apply to {name} (true or false){where}")
+    if kind in (Kind.NUMBER, Kind.TIME) and op == "has":
+        raise BadQuery(f"operator 'has' does not apply to {name} ({kind.value}){where}")
+    if kind is Kind.LABELS:
+        if op in RANGE_OPS:
+            raise BadQuery(f"operator {op!r} does not apply to labels{where}")
+        if op != "has":
+            for t in texts:
+                key, eq, value = t.partition("=")
+                if not eq or not key or not value:
+                    raise BadQuery(f"bad label {t!r}{where}: expected key=value")
+    if kind is Kind.NUMBER:
+        return Filter(name, op, tuple(_checked(_number, t, name, where) for t in texts))
+    if kind is Kind.TIME:
+        return Filter(name, op, tuple(_checked(parse_time, t, name, where) for t in texts))
+    return Filter(name, op, tuple(texts))
+
+
+def _checked(parse: Callable[[str], float], text: str, name: str, where: str) -> float:
+    try:
+        return parse(text)
+    except BadQuery as exc:
+        raise BadQuery(f"bad value for {name}{where}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- sorting
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    field: str
+    desc: bool = False
+
+
+DEFAULT_SORT = (SortKey("created_at"),)
+
+
+def parse_sort(specs: list[str]) -> tuple[SortKey, ...]:
+    """``key[:asc|desc]``, repeated or comma-separated; the run id breaks remaining ties."""
+    keys: list[SortKey] = []
+    for spec in (part.strip() for s in specs for part in s.split(",")):
+        if not spec:
+            continue
+        name, _, direction = spec.partition(":")
+        if name not in FIELDS or not FIELDS[name].sortable:
+            raise BadQuery(f"cannot sort by {name!r}; sort keys: {', '.join(SORTABLE)}")
+        if direction not in ("", "asc", "desc"):
+            raise BadQuery(f"bad sort direction {direction!r} in {spec!r}: asc or desc")
+        if any(k.field == name for k in keys):
+            raise BadQuery(f"sort key {name!r} given twice")
+        keys.append(SortKey(name, direction == "desc"))
+    return tuple(keys) or DEFAULT_SORT
+
+
+class Query(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``Client.search``/``count`` take: filters, sort keys, a page."""
+
+    filters: tuple[Filter, ...] = ()
+    sort: tuple[SortKey, ...] = DEFAULT_SORT
+    limit: int = 50
+    marker: str | None = None  # the run id the previous page ended with
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadQuery(f"--limit must be between 1 and {MAX_LIMIT}, not {limit}")
+    return limit
+
+
+def build(
+    filters: list[str],
+    labels: list[str] | None = None,
+    sort: list[str] | None = None,
+    limit: int = 50,
+    marker: str | None = None,
+) -> Query:
+    """A query from command-line texts (runctl's --filter, --label, --sort)."""
+    parsed = [parse_filter(f) for f in filters]
+    parsed += [make_filter("labels", "eq", lab, context=f"--label {lab}") for lab in labels or []]
+    return Query(
+        filters=tuple(parsed),
+        sort=parse_sort(sort or []),
+        limit=check_limit(limit),
+        marker=marker,
+    )
+
+
+# --------------------------------------------------------------------------- reference
+def _values(summary: RunSummary, name: str) -> list[Any] | None:
+    """The field's value(s) in a run, None when missing; labels are a list of k=v."""
+    if name.startswith(ARGS_PREFIX):
+        arg = name[len(ARGS_PREFIX) :]
+        return [summary.args[arg]] if arg in summary.args else None
+    value = FIELDS[name].read(summary)
+    if name == "labels":
+        return [f"{k}={v}" for k, v in value.items()]
+    return None if value is None else [value]
+
+
+def _compare(op: str, value: Any, wanted: Any) -> bool:
+    if op in ("eq", "in"):
+        return bool(value == wanted)
+    if op == "gt":
+        return bool(value > wanted)
+    if op == "gte":
+        return bool(value >= wanted)
+    if op == "lt":
+        return bool(value < wanted)
+    return bool(value <= wanted)
+
+
+def _matches_one(f: Filter, summary: RunSummary) -> bool:
+    present = _values(summary, f.field)
+    negated = f.op in ("neq", "nin")
+    op = {"neq": "eq", "nin": "in"}.get(f.op, f.op)
+    hit = False
+    is_arg = f.field.startswith(ARGS_PREFIX)
+    for value in present or []:
+        if op == "has":
+            hit = isinstance(value, str) and f.values[0] in value
+        elif is_arg and op in RANGE_OPS:
+            number = _arg_number(value)
+            hit = number is not None and _compare(op, number, f.values[0])
+        elif is_arg:
+            hit = arg_text(value) in f.values
+        elif isinstance(value, str):
+            hit = any(_compare(op, value.encode(), str(w).encode()) for w in f.values)
+        else:
+            hit = any(_compare(op, float(value), w) for w in f.values)
+        if hit:
+            break
+    return not hit if negated else hit
+
+
+def matches(summary: RunSummary, filters: tuple[Filter, ...]) -> bool:
+    """The reference meaning of a query: the index must return exactly these runs."""
+    return all(_matches_one(f, summary) for f in filters)
+
+
+def sort_value(summary: RunSummary, name: str) -> tuple[int, Any]:
+    """A sort key's value: missing first, texts by their UTF-8 bytes."""
+    value = FIELDS[name].read(summary)
+    if value is None:
+        return (0, 0)
+    return (1, value.encode() if isinstance(value, str) else float(value))
+
+
+class _Desc:
+    """Reverses the order of one component of a sort tuple."""
+
+    __slots__ = ("v",)
+
+    def __init__(self, v: Any) -> None:
+        self.v = v
+
+    def __lt__(self, other: _Desc) -> bool:
+        return bool(other.v < self.v)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and bool(self.v == other.v)
+
+
+def sort_tuple(summary: RunSummary, keys: tuple[SortKey, ...]) -> tuple[Any, ...]:
+    """The full order of a query: its keys, then the run id (in the first key's direction)."""
+    parts: list[Any] = []
+    for k in keys:
+        v = sort_value(summary, k.field)
+        parts.append(_Desc(v) if k.desc else v)
+    last = summary.id.encode()
+    parts.append(_Desc(last) if keys[0].desc else last)
+    return tuple(parts)
+
+
+# --------------------------------------------------------------------------- postings
+Posting = dict[Literal["z", "s"], Any]
+
+
+def postings(summary: RunSummary) -> Posting:
+    """What the index holds for one run: a score per sorted set (sort keys, number and
+    time ranges, numeric arguments) and the value sets it belongs to (eq/in lookups).
+    lua/index_update.lua applies the difference to the previous postings."""
+    z: dict[str, str] = {}
+    s: list[str] = []
+    for name, field in FIELDS.items():
+        value = field.read(summary)
+        match field.kind:
+            case Kind.ID:
+                z[name] = id_score(value)
+            case Kind.KEYWORD:
+                z[name] = text_score(value)
+                s.append(f"{name}={value}")
+            case Kind.TEXT:
+                z[name] = text_score(value)
+            case Kind.NUMBER | Kind.TIME:
+                z[name] = "-inf" if value is None else _score(value)
+            case Kind.LABELS:
+                s.extend(f"labels={k}={v}" for k, v in value.items())
+    for arg, value in summary.args.items():
+        s.append(f"{ARGS_PREFIX}{arg}={arg_text(value)}")
+        number = _arg_number(value)
+        if number is not None:
+            z[f"{ARGS_PREFIX}{arg}"] = _score(number)
+    return {"z": z, "s": s}

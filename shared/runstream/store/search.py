@@ -1,0 +1,136 @@
+"""Queries over the run index: each shard answers from its own index (lua/query.lua) and
+the pages are merged here, in the query's order, so it works the same on Redis Cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import redis.asyncio as aredis
+
+from runstream import lua, query
+from runstream.domain.run import RunSummary
+from runstream.keys import Keys
+from runstream.query import ARGS_PREFIX, FIELDS, Filter, Kind, Query
+
+_summary_decoder = msgspec.json.Decoder(RunSummary)
+_encode = msgspec.json.Encoder().encode
+
+# A walk in sort order that expects to read more runs than this intersects the index
+# sets first (lua/query.lua).
+WALK_BUDGET = 3000
+
+
+class MarkerNotFound(LookupError):
+    """The --marker run is not in the index (deleted, or never existed)."""
+
+
+def _bound(value: float, inclusive: bool) -> str:
+    return ("" if inclusive else "(") + repr(float(value))
+
+
+def _range(field: str, op: str, value: float) -> list[Any]:
+    """[zset field, ZRANGE min, max, lo, lo inclusive, hi, hi inclusive]"""
+    match op:
+        case "eq":
+            return [field, _bound(value, True), _bound(value, True), value, True, value, True]
+        case "gt":
+            return [field, _bound(value, False), "+inf", value, False, None, False]
+        case "gte":
+            return [field, _bound(value, True), "+inf", value, True, None, False]
+        case "lt":
+            return [field, "(-inf", _bound(value, False), None, False, value, False]
+        case _:
+            return [field, "(-inf", _bound(value, True), None, False, value, True]
+
+
+def clause(f: Filter) -> dict[str, Any]:
+    """How lua/query.lua tests one filter: index sets, score ranges, or reading the summary."""
+    neg = f.op in ("neq", "nin")
+    op = {"neq": "eq", "nin": "eq", "in": "eq"}.get(f.op, f.op)
+    sets: list[str] = []
+    ranges: list[list[Any]] = []
+    scan: dict[str, Any] | bool = False
+    if f.field.startswith(ARGS_PREFIX):
+        arg = f.field[len(ARGS_PREFIX) :]
+        if op == "eq":
+            sets = [f"{f.field}={v}" for v in f.values]
+        elif op == "has":
+            scan = {"field": "args", "arg": arg, "op": op, "values": list(f.values)}
+        else:
+            ranges = [_range(f.field, op, f.values[0])]
+        return {"neg": neg, "sets": sets, "ranges": ranges, "scan": scan}
+    kind = FIELDS[f.field].kind
+    if kind in (Kind.NUMBER, Kind.TIME):
+        ranges = [_range(f.field, op, v) for v in f.values]
+    elif kind in (Kind.KEYWORD, Kind.LABELS) and op == "eq":
+        sets = [f"{f.field}={v}" for v in f.values]
+    else:
+        scan = {"field": f.field, "arg": False, "op": op, "values": list(f.values)}
+    return {"neg": neg, "sets": sets, "ranges": ranges, "scan": scan}
+
+
+class Searcher:
+    def __init__(self, redis: aredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._query = redis.register_script(lua.source("query"))
+        self._loaded = False
+
+    def _plan(self, q: Query, count: bool, marker: RunSummary | None) -> bytes:
+        sort = [
+            [k.field, k.desc, FIELDS[k.field].kind in (Kind.ID, Kind.KEYWORD, Kind.TEXT)]
+            for k in q.sort
+        ]
+        marker_plan: dict[str, Any] | bool = False
+        if marker is not None:
+            z = query.postings(marker)["z"]
+            marker_plan = {
+                "id": marker.id,
+                "scores": [z[k.field] for k in q.sort],
+                "texts": [
+                    v if isinstance(v := FIELDS[k.field].read(marker), str) else "" for k in q.sort
+                ],
+            }
+        return _encode(
+            {
+                "clauses": [clause(f) for f in q.filters],
+                "sort": sort,
+                "limit": q.limit,
+                "count": count,
+                "marker": marker_plan,
+                "walk_budget": WALK_BUDGET,
+            }
+        )
+
+    async def _each_shard(self, plan: bytes) -> list[Any]:
+        k = self.keys
+        if not self._loaded:  # EVALSHA in a pipeline does not load the script by itself
+            await self.redis.script_load(self._query.script)
+            self._loaded = True
+        # One script call per shard (each touches only its shard's slot), pipelined.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(k.shards):
+                base = k.query_index(shard)
+                pipe.evalsha(self._query.sha, 3, base, k.index(shard), f"{base}:tmp", plan)
+            return list(await pipe.execute())
+
+    async def _marker(self, run_id: str) -> RunSummary:
+        raw = await self.redis.hget(self.keys.index(self.keys.shard_of(run_id)), run_id)
+        if raw is None:
+            raise MarkerNotFound(
+                f"marker run {run_id} is not in the index (deleted, or never existed)"
+            )
+        return _summary_decoder.decode(raw)
+
+    async def search(self, q: Query) -> list[RunSummary]:
+        """One page of matching runs, in the query's order, after ``q.marker``."""
+        marker = await self._marker(q.marker) if q.marker else None
+        replies = await self._each_shard(self._plan(q, False, marker))
+        runs = [_summary_decoder.decode(raw) for reply in replies for raw in reply[1:]]
+        runs.sort(key=lambda r: query.sort_tuple(r, q.sort))
+        return runs[: q.limit]
+
+    async def count(self, q: Query) -> int:
+        replies = await self._each_shard(self._plan(q, True, None))
+        return sum(int(reply[1]) for reply in replies)

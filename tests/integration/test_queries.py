@@ -1,0 +1,499 @@
+"""Queries over the run index, on real Redis: every operator and field type, sorting,
+paging while runs are added, rebuild equivalence, and a property test that the index
+returns exactly what the same filter returns over the runs' own state."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runstream import query
+from runstream.client import Client
+from runstream.contracts import commands as cmd
+from runstream.contracts import events as ev
+from runstream.domain.run import Run, RunSummary
+from runstream.ids import new_id
+from runstream.query import BadQuery, Query
+from runstream.settings import Settings
+from runstream.store import index
+from runstream.store.search import MarkerNotFound
+
+T0 = 1_790_000_000.0  # 2026-09-21T...Z
+
+SCENARIOS = ("synthetic", "graph-import", "notify")
+NAMES = ("", "alpha", "beta", "alphabet", "Zeta", "é-name")
+DESCRIPTIONS = ("", "nightly import", "one-off fix", "import of eu data")
+ACTORS = ("alice", "bob", "retention")
+LABELS: tuple[dict[str, str], ...] = (
+    {},
+    {"team": "eu"},
+    {"team": "us"},
+    {"team": "eu", "tier": "gold"},
+)
+ARGS: tuple[dict[str, Any], ...] = (
+    {},
+    {"namespace": "eu", "items": 10},
+    {"namespace": "us", "items": 200},
+    {"namespace": "eu-west", "items": 10.5, "flag": True},
+    {"items": "10"},
+)
+ENDS = ("queued", "running", "stopped", "succeeded", "failed", "cancelled")
+
+
+class Shape(msgspec.Struct, frozen=True):
+    scenario: int
+    name: int
+    description: int
+    actor: int
+    labels: int
+    args: int
+    created: int  # seconds after T0
+    started_after: int | None
+    items: int
+    end: int
+    ended_after: int
+
+
+async def store_run(client: Client, shape: Shape, run_id: str | None = None) -> str:
+    """A run in the given shape, written through the aggregate and the event store (the
+    same append script a worker uses), with controlled times."""
+    run_id = run_id or new_id()
+    run = Run.blank(run_id)
+    created = T0 + shape.created
+    args = ARGS[shape.args]
+    run.start(
+        cmd.StartRun(
+            run_id=run_id,
+            scenario=SCENARIOS[shape.scenario],
+            args=args,
+            name=NAMES[shape.name],
+            description=DESCRIPTIONS[shape.description],
+            actor=ACTORS[shape.actor],
+            labels=LABELS[shape.labels],
+        ),
+        created,
+        scenario_version=str(1 + shape.scenario % 2),
+        args=args,
+    )
+    end = ENDS[shape.end]
+    if shape.started_after is not None and end != "queued":
+        started = created + shape.started_after
+        run.begin(started, "w")
+        if shape.items:
+            run.prepare_chunk(
+                started, items_to=shape.items, effects=[], notifications=[], log=[], results={}
+            )
+            run.confirm_chunk(started)
+        ended = started + shape.ended_after
+        if end == "succeeded":
+            run.succeed(ended)
+        elif end == "failed":
+            run.fail(ended, "item 3: boom")
+        elif end == "stopped":
+            run.handle(cmd.StopRun(run_id=run_id, reason="enough"), ended)
+        elif end == "cancelled":
+            run.handle(cmd.CancelRun(run_id=run_id), ended)
+    elif end == "cancelled":
+        run.handle(cmd.CancelRun(run_id=run_id), created + shape.ended_after)
+    result = await client.store.save(run)
+    assert result.status == "ok"
+    return run_id
+
+
+shapes = st.builds(
+    Shape,
+    scenario=st.integers(0, len(SCENARIOS) - 1),
+    name=st.integers(0, len(NAMES) - 1),
+    description=st.integers(0, len(DESCRIPTIONS) - 1),
+    actor=st.integers(0, len(ACTORS) - 1),
+    labels=st.integers(0, len(LABELS) - 1),
+    args=st.integers(0, len(ARGS) - 1),
+    created=st.integers(0, 50),
+    started_after=st.none() | st.integers(0, 5),
+    items=st.integers(0, 30),
+    end=st.integers(0, len(ENDS) - 1),
+    ended_after=st.integers(0, 5),
+)
+
+
+def iso(seconds: float) -> str:
+    return query.iso(T0 + seconds) or ""
+
+
+# Filters over every field type and operator, as a user writes them.
+FILTER_TEXTS = [
+    "id=has:0",
+    "scenario=eq:synthetic",
+    "scenario=neq:synthetic",
+    "scenario=in:notify,graph-import",
+    "scenario=nin:notify,graph-import",
+    "scenario=gt:notify",
+    "scenario=has:graph",
+    "scenario_version=eq:2",
+    "state=in:running,stopped",
+    "state=nin:queued,running",
+    "state=lte:queued",
+    "name=eq:alpha",
+    "name=has:alpha",
+    "name=gte:alpha",
+    "name=lt:beta",
+    "name=eq:",
+    "name=eq:é-name",
+    "actor=neq:retention",
+    "description=has:import",
+    "description=eq:one-off fix",
+    "description=in:one-off fix,",
+    "labels=eq:team=eu",
+    "labels=neq:team=eu",
+    "labels=in:team=us,tier=gold",
+    "labels=nin:team=us,tier=gold",
+    "labels=has:gold",
+    f"created_at=gte:{iso(20)}",
+    f"created_at=lt:{iso(20)}",
+    f"created_at=eq:{iso(7)}",
+    f"created_at=neq:{iso(7)}",
+    f"created_at=in:{iso(7)},{iso(9)}",
+    f"updated_at=gt:{iso(30)}",
+    f"started_at=lte:{iso(25)}",
+    f"started_at=neq:{iso(25)}",
+    f"ended_at=gt:{iso(10)}",
+    "duration_ms=gte:2000",
+    "duration_ms=lt:2000",
+    "duration_ms=eq:0",
+    "duration_ms=nin:0,1000",
+    "items_processed=gt:10",
+    "items_processed=in:0,30",
+    "items_processed=neq:0",
+    "args.namespace=eq:eu",
+    "args.namespace=neq:eu",
+    "args.namespace=has:eu",
+    "args.namespace=in:us,eu-west",
+    "args.items=eq:10",
+    "args.items=gte:10",
+    "args.items=lt:100",
+    "args.items=nin:10",
+    "args.flag=eq:true",
+]
+
+
+def reference(all_runs: list[RunSummary], q: Query) -> list[RunSummary]:
+    hits = [r for r in all_runs if query.matches(r, q.filters)]
+    return sorted(hits, key=lambda r: query.sort_tuple(r, q.sort))
+
+
+def run_async(body: Callable[[Client], Awaitable[None]], s: Settings) -> None:
+    async def main() -> None:
+        async with Client.connect(settings=s) as client:
+            await body(client)
+
+    asyncio.run(main())
+
+
+async def every_page(client: Client, q: Query, at_most: int = 500) -> list[RunSummary]:
+    """Every page in turn; a page that does not move on fails instead of looping."""
+    out: list[RunSummary] = []
+    marker = None
+    while True:
+        page = await client.search(msgspec.structs.replace(q, marker=marker))
+        out += page
+        if len(page) < q.limit:
+            return out
+        marker = page[-1].id
+        assert len(out) <= at_most, f"paging does not end: {_ids(out)[-10:]}"
+
+
+def _ids(runs: list[RunSummary]) -> list[str]:
+    return [r.id for r in runs]
+
+
+def test_every_operator_and_field_type_matches_the_runs_own_state(settings: Settings) -> None:
+    rng = random.Random(7)
+
+    async def body(client: Client) -> None:
+        for _ in range(120):
+            await store_run(client, _random_shape(rng))
+        runs = await client.list_runs()
+        assert len(runs) == 120
+        for text in FILTER_TEXTS:
+            q = query.build([text], limit=1000)
+            expected = reference(runs, q)
+            assert _ids(await client.search(q)) == _ids(expected), text
+            assert await client.count(q) == len(expected), text
+        # Most filters above select something, a few nothing; none is vacuous.
+        selected = [len(reference(runs, query.build([t], limit=1000))) for t in FILTER_TEXTS]
+        assert sum(1 for n in selected if 0 < n < 120) >= len(FILTER_TEXTS) - 3
+
+    run_async(body, settings)
+
+
+def _random_shape(rng: random.Random) -> Shape:
+    return Shape(
+        scenario=rng.randrange(len(SCENARIOS)),
+        name=rng.randrange(len(NAMES)),
+        description=rng.randrange(len(DESCRIPTIONS)),
+        actor=rng.randrange(len(ACTORS)),
+        labels=rng.randrange(len(LABELS)),
+        args=rng.randrange(len(ARGS)),
+        created=rng.randrange(40),
+        started_after=rng.choice([None, 0, 1, 2, 3]),
+        items=rng.choice([0, 5, 10, 30]),
+        end=rng.randrange(len(ENDS)),
+        ended_after=rng.randrange(4),
+    )
+
+
+@pytest.mark.parametrize("budget", [0, 10**9], ids=["intersect", "walk"])
+def test_both_query_strategies_agree_with_the_reference(
+    settings: Settings, budget: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runstream.store import search
+
+    monkeypatch.setattr(search, "WALK_BUDGET", budget)
+    rng = random.Random(11)
+
+    async def body(client: Client) -> None:
+        for _ in range(80):
+            await store_run(client, _random_shape(rng))
+        runs = await client.list_runs()
+        combos = [
+            ["state=nin:queued", "labels=eq:team=eu"],
+            ["scenario=in:synthetic,notify", f"created_at=gte:{iso(10)}", "name=has:a"],
+            ["args.items=gte:10", "actor=neq:bob"],
+            ["duration_ms=gte:1000", "description=has:import"],
+        ]
+        sorts = [["created_at:desc"], ["state", "name:desc"], ["items_processed:desc", "id"]]
+        for filters in combos:
+            for sort in sorts:
+                q = query.build(filters, sort=sort, limit=7)
+                expected = reference(runs, q)
+                assert _ids(await every_page(client, q)) == _ids(expected), (filters, sort)
+                assert await client.count(q) == len(expected)
+
+    run_async(body, settings)
+
+
+@pytest.mark.parametrize(
+    "sort",
+    [
+        ["created_at"],
+        ["created_at:desc"],
+        ["id:desc"],
+        ["name", "created_at:desc"],
+        ["state:desc", "items_processed"],
+        ["started_at"],
+        ["ended_at:desc", "duration_ms:desc"],
+        ["scenario", "scenario_version:desc", "actor", "description", "updated_at"],
+    ],
+)
+def test_sorting_by_several_keys_each_asc_or_desc(settings: Settings, sort: list[str]) -> None:
+    rng = random.Random(3)
+
+    async def body(client: Client) -> None:
+        for _ in range(60):
+            await store_run(client, _random_shape(rng))
+        runs = await client.list_runs()
+        q = query.build([], sort=sort, limit=1000)
+        assert _ids(await client.search(q)) == _ids(reference(runs, q))
+        paged = query.build([], sort=sort, limit=9)
+        assert _ids(await every_page(client, paged)) == _ids(reference(runs, q))
+
+    run_async(body, settings)
+
+
+def test_paging_is_stable_while_runs_are_added(settings: Settings) -> None:
+    rng = random.Random(5)
+
+    async def body(client: Client) -> None:
+        for _ in range(40):
+            await store_run(client, _random_shape(rng))
+        before = await client.list_runs()
+        q = query.build(["state=nin:queued"], sort=["created_at:desc"], limit=6)
+        expected = _ids(reference(before, q))
+        seen: list[RunSummary] = []
+        marker = None
+        while True:
+            page = await client.search(msgspec.structs.replace(q, marker=marker))
+            seen += page
+            # New runs land both before and after the page boundary meanwhile.
+            for created in (0, 45):
+                shape = msgspec.structs.replace(_random_shape(rng), created=created, end=3)
+                await store_run(client, shape)
+            if len(page) < q.limit:
+                break
+            marker = page[-1].id
+        # No run seen twice; every run that existed before and matches is seen, in order.
+        ids = _ids(seen)
+        assert len(ids) == len(set(ids))
+        assert [i for i in ids if i in set(expected)] == expected
+
+    run_async(body, settings)
+
+
+def test_rebuild_index_gives_identical_query_results(settings: Settings) -> None:
+    rng = random.Random(9)
+
+    async def body(client: Client) -> None:
+        for _ in range(60):
+            await store_run(client, _random_shape(rng))
+        queries = [
+            query.build([t], sort=["name", "created_at:desc"], limit=1000) for t in FILTER_TEXTS
+        ]
+        before = [(_ids(await client.search(q)), await client.count(q)) for q in queries]
+        raw_before = await dump_index(client)
+        for shard in range(client.keys.shards):
+            keys = [
+                k
+                async for k in client.redis.scan_iter(match=client.keys.query_index_pattern(shard))
+            ]
+            await client.redis.delete(client.keys.index(shard), *keys)
+        assert await client.count(Query()) == 0
+        done = await index.rebuild(client.redis, client.keys, client.store)
+        assert done.runs == 60 and done.events >= 60
+        after = [(_ids(await client.search(q)), await client.count(q)) for q in queries]
+        assert after == before
+        assert await dump_index(client) == raw_before
+
+    run_async(body, settings)
+
+
+async def dump_index(client: Client) -> dict[bytes, Any]:
+    """Every key of the query index and its content."""
+    out: dict[bytes, Any] = {}
+    for shard in range(client.keys.shards):
+        async for key in client.redis.scan_iter(match=client.keys.query_index_pattern(shard)):
+            kind = await client.redis.type(key)
+            if kind == b"zset":
+                out[key] = await client.redis.zrange(key, 0, -1, withscores=True)
+            elif kind == b"set":
+                out[key] = sorted(await client.redis.smembers(key))
+            else:
+                out[key] = await client.redis.hgetall(key)
+    return out
+
+
+def test_deleting_a_run_removes_it_from_every_index_key(settings: Settings) -> None:
+    async def body(client: Client) -> None:
+        shape = Shape(0, 1, 1, 0, 3, 1, 5, 1, 10, 3, 2)
+        keep = await store_run(client, shape)
+        gone = await store_run(client, shape)
+        run = await client.store.load(gone)
+        run.handle(cmd.DeleteRun(run_id=gone, mode="keep_effects"), T0 + 100)
+        assert (await client.store.save(run)).status == "ok"
+        assert _ids(await client.search(Query())) == [keep]
+        dumped = await dump_index(client)
+        assert not any(gone.encode() in repr(v).encode() for v in dumped.values())
+        assert any(keep.encode() in repr(v).encode() for v in dumped.values())
+
+    run_async(body, settings)
+
+
+def test_a_marker_that_is_not_in_the_index_is_refused(settings: Settings) -> None:
+    async def body(client: Client) -> None:
+        with pytest.raises(MarkerNotFound, match="not in the index"):
+            await client.search(Query(marker=new_id()))
+
+    run_async(body, settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("colour=eq:red", "unknown field 'colour'"),
+        ("state=like:run", "unknown operator 'like'"),
+        ("created_at=gt:yesterday", "not an ISO 8601 time"),
+        ("created_at=gt:2026-11-01T00:00:00", "has no zone"),
+        ("duration_ms=gt:fast", "'fast' is not a number"),
+        ("items_processed=has:1", "'has' does not apply to items_processed"),
+        ("labels=gt:a=b", "'gt' does not apply to labels"),
+        ("labels=eq:team", "bad label 'team'"),
+        ("args.items=gt:many", "'many' is not a number"),
+        ("args.=eq:1", "names no argument"),
+        ("state", "expected FIELD=OP:VALUE"),
+    ],
+)
+def test_a_bad_filter_is_refused_naming_what_was_wrong(text: str, message: str) -> None:
+    with pytest.raises(BadQuery, match=message):
+        query.parse_filter(text)
+
+
+def test_bad_sort_keys_and_limits_are_refused() -> None:
+    with pytest.raises(BadQuery, match="cannot sort by 'labels'"):
+        query.parse_sort(["labels"])
+    with pytest.raises(BadQuery, match="bad sort direction 'up'"):
+        query.parse_sort(["name:up"])
+    with pytest.raises(BadQuery, match="between 1 and 1000"):
+        query.build([], limit=0)
+
+
+PROPERTY = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+filter_texts = st.lists(st.sampled_from(FILTER_TEXTS), min_size=0, max_size=3)
+sort_specs = st.lists(
+    st.tuples(st.sampled_from(query.SORTABLE), st.sampled_from(["asc", "desc"])),
+    min_size=1,
+    max_size=3,
+    unique_by=lambda t: t[0],
+)
+
+
+@PROPERTY
+@given(
+    runs=st.lists(shapes, min_size=0, max_size=25),
+    filters=filter_texts,
+    sort=sort_specs,
+    limit=st.integers(1, 8),
+    budget=st.sampled_from([0, 10**9]),
+)
+def test_a_query_over_the_index_returns_what_the_filter_returns_over_the_runs_state(
+    settings: Settings,
+    runs: list[Shape],
+    filters: list[str],
+    sort: list[tuple[str, str]],
+    limit: int,
+    budget: int,
+) -> None:
+    from runstream.store import search
+
+    s = msgspec.structs.replace(settings, prefix=settings.prefix + new_id()[-6:])
+    old_budget = search.WALK_BUDGET
+    search.WALK_BUDGET = budget
+
+    async def body(client: Client) -> None:
+        states = []
+        for shape in runs:
+            run_id = await store_run(client, shape)
+            states.append(await client.store.load(run_id))
+        # The reference reads each run's own state (folded from its events).
+        from runstream.domain.run import summarize
+
+        truth = [summarize(r.state) for r in states]
+        q = query.build(filters, sort=[f"{k}:{d}" for k, d in sort], limit=limit)
+        expected = reference(truth, q)
+        assert _ids(await every_page(client, q)) == _ids(expected)
+        assert await client.count(q) == len(expected)
+
+    try:
+        run_async(body, s)
+    finally:
+        search.WALK_BUDGET = old_budget
+
+
+def test_history_events_carry_the_bulk_id_of_their_command() -> None:
+    run = Run.blank(new_id())
+    run_id = run.state.run_id
+    run.handle(cmd.StartRun(run_id=run_id, scenario="x"), T0)
+    run.handle(cmd.StopRun(run_id=run_id, bulk_id="b1"), T0 + 1)
+    stopped = run.new_events[-1]
+    assert isinstance(stopped, ev.RunStopped)
+    assert stopped.bulk_id == "b1"
