@@ -25,8 +25,11 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# BENCH=engine or BENCH=query runs one section alone (query: 100,000 runs, about 3 min).
+BENCH ?= all
 bench: venv
-	$(BIN)/python bench/run.py
+	@if [ "$(BENCH)" != query ]; then $(BIN)/python bench/run.py; fi
+	@if [ "$(BENCH)" != engine ]; then $(BIN)/python bench/query_bench.py; fi
 
 soak: venv
 	$(BIN)/python bench/soak.py

@@ -380,15 +380,17 @@ def sort_tuple(summary: RunSummary, keys: tuple[SortKey, ...]) -> tuple[Any, ...
 
 
 # --------------------------------------------------------------------------- postings
-Posting = dict[Literal["z", "s"], Any]
+Posting = dict[Literal["z", "s", "t"], Any]
 
 
 def postings(summary: RunSummary) -> Posting:
     """What the index holds for one run: a score per sorted set (sort keys, number and
-    time ranges, numeric arguments) and the value sets it belongs to (eq/in lookups).
+    time ranges, numeric arguments), the value sets it belongs to (eq/in lookups), and
+    its texts (read by sorting and text operators without decoding the summary).
     lua/index_update.lua applies the difference to the previous postings."""
     z: dict[str, str] = {}
     s: list[str] = []
+    t: dict[str, str] = {}
     for name, field in FIELDS.items():
         value = field.read(summary)
         match field.kind:
@@ -397,8 +399,10 @@ def postings(summary: RunSummary) -> Posting:
             case Kind.KEYWORD:
                 z[name] = text_score(value)
                 s.append(f"{name}={value}")
+                t[name] = value
             case Kind.TEXT:
                 z[name] = text_score(value)
+                t[name] = value
             case Kind.NUMBER | Kind.TIME:
                 z[name] = "-inf" if value is None else _score(value)
             case Kind.LABELS:
@@ -408,4 +412,4 @@ def postings(summary: RunSummary) -> Posting:
         number = _arg_number(value)
         if number is not None:
             z[f"{ARGS_PREFIX}{arg}"] = _score(number)
-    return {"z": z, "s": s}
+    return {"z": z, "s": s, "t": t}

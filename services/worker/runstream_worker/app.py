@@ -18,6 +18,7 @@ import socket
 import time
 from typing import Any
 
+import redis
 import redis.asyncio as aredis
 import structlog
 from faststream.middlewares import AckPolicy
@@ -32,6 +33,9 @@ from runstream.keys import Keys
 from runstream.processes import READY_MARK
 from runstream.redis_url import secrets_of
 from runstream.settings import Settings
+from runstream.shards import ShardCountMismatch, ensure_shard_count
+from runstream.store.events import EventStore
+from runstream.store.network import NetworkStore
 from runstream_worker.executor import Executor
 from runstream_worker.handlers import CommandProcessor
 from runstream_worker.upkeep import heartbeat, upkeep
@@ -89,14 +93,25 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         logs.configure(settings.log_format, secrets=secrets_of(settings.redis_url))
         self.settings = settings
-        self.keys = Keys(settings.prefix, settings.shards)
         self.name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = load_registry(settings.scenario_modules)
+        # The composition root: one client, key layout, event store and network store,
+        # handed to the command processor, the executor and the upkeep; none builds its own.
         self.client = aredis.Redis.from_url(
             settings.connection_url(), max_connections=settings.max_connections
         )
-        self.executor = Executor(self.client, settings, self.registry, self.name)
-        self.processor = CommandProcessor(self.client, settings, self.registry, self.executor)
+        self.keys = Keys(settings.prefix, settings.shards)
+        self.store = EventStore(self.client, self.keys, settings)
+        self.network = NetworkStore(self.client, self.keys)
+        # Scenario steps read the network from their threads: a blocking client, with
+        # timeouts so a hung connection can't hold a run for ever.
+        self.step_reads = redis.Redis.from_url(
+            settings.connection_url(), socket_timeout=10, socket_connect_timeout=10
+        )
+        self.executor = Executor(
+            self.store, self.network, self.step_reads, settings, self.registry, self.name
+        )
+        self.processor = CommandProcessor(self.store, settings, self.registry, self.executor)
         # Per-message logs at DEBUG: faststream's default INFO line per message costs throughput.
         self.broker = RedisBroker(
             settings.connection_url(),
@@ -177,6 +192,8 @@ class Worker:
         delay = 0.2
         while not self.stopping.is_set():
             try:
+                # Raises ShardCountMismatch (the worker exits): never read the wrong streams.
+                await ensure_shard_count(self.client, self.keys)
                 await ensure_groups(self.client, self.keys)
                 await heartbeat(self.client, self.keys, self.settings, self.name)
                 await catalog.publish(self.client, self.keys, self.registry, self.name)
@@ -189,8 +206,12 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), timeout=delay)
                 delay = min(delay * 2, 5.0)
+            except ShardCountMismatch:
+                await self.executor.stop(0)
+                await self._close()
+                raise
         await self.executor.stop(0)
-        await self.client.aclose()
+        await self._close()
         return False
 
     async def _upkeep(self) -> None:
@@ -242,4 +263,5 @@ class Worker:
     async def _close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self.client.delete(self.keys.worker_alive(self.name))
+        self.step_reads.close()
         await self.client.aclose()

@@ -120,10 +120,8 @@ _SENTINEL = object()
 
 def _rollback(ctx: Context, mark: tuple[int, int, int, dict[str, str], dict[str, str]]) -> None:
     changes, notes, logs, results, result_types = mark
-    del ctx.network.changes[changes:]
+    ctx.network.rollback(changes)
     del ctx.notifications[notes:]
     del ctx.log_lines[logs:]
     ctx.result_files = results
     ctx.result_types = result_types
-    # The overlay may hold the failed item's writes: rebuild it from what is kept.
-    ctx.network._overlay = dict(ctx.network.changes)

@@ -17,12 +17,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import redis
-import redis.asyncio as aredis
 import structlog
 
 from runstream.domain.run import Run
 from runstream.domain.scenarios import BadArguments, Registry, ResultLimits
-from runstream.keys import Keys
 from runstream.settings import Settings
 from runstream.store import outputs
 from runstream.store.events import EventStore
@@ -74,19 +72,23 @@ def in_daemon_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
 class Executor:
     def __init__(
         self,
-        redis_client: aredis.Redis,
+        store: EventStore,
+        network: NetworkStore,
+        step_reads: redis.Redis,
         settings: Settings,
         registry: Registry,
         worker: str,
     ) -> None:
+        """``step_reads``: a blocking client for the network reads of scenario steps, which
+        run in threads (its owner closes it)."""
         self.settings = settings
-        self.keys = Keys(settings.prefix, settings.shards)
-        self.store = EventStore(redis_client, self.keys, settings)
-        self.network = NetworkStore(redis_client, self.keys)
-        self.redis = redis_client
+        self.store = store
+        self.network = network
+        self.redis = store.redis
+        self.keys = store.keys
         self.registry = registry
         self.worker = worker
-        self.leases = Leases(redis_client, self.keys, worker, settings.lease_ms)
+        self.leases = Leases(self.redis, self.keys, worker, settings.lease_ms)
         self.chunks = ChunkProtocol(
             self.network,
             self._append,
@@ -94,10 +96,7 @@ class Executor:
             self.store.chunks_before,
             renew_lease=self.leases.renew,
         )
-        # A step's reads; bounded, so a hung connection can't hold a run for ever.
-        self._sync = redis.Redis.from_url(
-            settings.connection_url(), socket_timeout=10, socket_connect_timeout=10
-        )
+        self._sync = step_reads
         # Runs driven here, one slot each (at most max_parallel_runs, but for --no-queue).
         self._active: dict[str, asyncio.Task[None]] = {}
         # The last scan left runs waiting for a slot: a woken run queues behind them.
@@ -139,7 +138,6 @@ class Executor:
                     log.warning("run_left_behind", run_id=run_id)
                     with contextlib.suppress(redis.RedisError, OSError):
                         await self.leases.release(run_id)
-        self._sync.close()
 
     @property
     def free_slots(self) -> int:
@@ -228,7 +226,8 @@ class Executor:
         structlog.contextvars.bind_contextvars(run_id=run_id)
         try:
             # Renewed in the background; lost, the drive is cancelled and the slot freed.
-            await self.leases.hold_while(run_id, self._drive_held(run_id))
+            released = asyncio.Event()
+            await self.leases.hold_while(run_id, self._drive_held(run_id, released), released)
         except LostLease:
             log.warning("lease_lost")
         except (redis.RedisError, OSError, NetworkUnavailable) as exc:
@@ -244,10 +243,13 @@ class Executor:
                 self._forget(run_id, task)
             self._poke.set()  # a slot is free: the next run in line may start
 
-    async def _drive_held(self, run_id: str) -> None:
+    async def _drive_held(self, run_id: str, released: asyncio.Event) -> None:
         run = await self.store.load(run_id)
         conflicts = 0
-        while not self._stopping:
+        # ``released``: the lease hold ended while this went on (it swallowed its
+        # cancellation); this worker may hold the lease again for a new drive, whose
+        # appends this one's would pass: stop before the next step.
+        while not self._stopping and not released.is_set():
             s = run.state
             if s.pending is not None:
                 run = await self._resolve_pending(run)

@@ -15,14 +15,13 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 import redis
-import redis.asyncio as aredis
 import structlog
 
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import Rejected, Run
 from runstream.domain.scenarios import BadArguments, Registry
-from runstream.keys import Fields, Keys
+from runstream.keys import Fields
 from runstream.settings import Settings
 from runstream.store import dlq, outputs
 from runstream.store.events import Ack, EventStore
@@ -79,15 +78,15 @@ class RunSlots(Protocol):
 class CommandProcessor:
     def __init__(
         self,
-        redis_client: aredis.Redis,
+        store: EventStore,
         settings: Settings,
         registry: Registry,
         slots: RunSlots,
     ) -> None:
-        self.redis = redis_client
+        self.store = store
+        self.redis = store.redis
+        self.keys = store.keys
         self.settings = settings
-        self.keys = Keys(settings.prefix, settings.shards)
-        self.store = EventStore(redis_client, self.keys, settings)
         self.registry = registry
         self.slots = slots
         self._parallel = asyncio.Semaphore(settings.max_parallel_commands)

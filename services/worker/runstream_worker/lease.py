@@ -52,13 +52,19 @@ class Leases:
             await self._renew(keys=[self.keys.lease(run_id)], args=[self.owner, self.ttl_ms])
         )
 
-    async def hold_while(self, run_id: str, work: Coroutine[Any, Any, T]) -> T:
+    async def hold_while(
+        self,
+        run_id: str,
+        work: Coroutine[Any, Any, T],
+        released: asyncio.Event | None = None,
+    ) -> T:
         """Run ``work`` (just after acquiring or renewing the lease) while renewing the
         lease every third of its time to live; its result, or its exception.
 
         A renewal refused, or not confirmed before the lease would have expired, cancels
         ``work`` and raises LostLease. A renewal that failed on Redis is tried again at
-        the next period while the lease is still ours for certain."""
+        the next period while the lease is still ours for certain. ``released`` is set
+        when the hold ends, for work that outlives its cancellation to see."""
         task = asyncio.ensure_future(work)
         ttl = self.ttl_ms / 1000
         expires = time.monotonic() + ttl
@@ -74,11 +80,13 @@ class Leases:
                 elif answer == "refused" or time.monotonic() >= expires:
                     raise LostLease(run_id)
         finally:
+            if released is not None:
+                released.set()
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task}, timeout=CANCEL_WAIT_S)
-            # Left behind if it did not end: its appends fail the lease check, so it ends
-            # at its next one, writing nothing.
+            # Left behind if it did not end: its appends fail the lease check (unless this
+            # worker holds the lease again), and it stops at its next step (``released``).
             task.add_done_callback(_retrieve)
 
     async def _renewal(self, run_id: str, timeout: float) -> Renewal:

@@ -220,14 +220,6 @@ def event_type(event: Event) -> str:
     return type(event).__name__
 
 
-class FeedEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """What subscribers of a shard's feed see: the event with its run, slimmed of effects."""
-
-    run_id: str
-    version: int
-    event: Event
-
-
 def slim(event: Event) -> Event:
     """The feed copy of an event: a chunk's effect list (a tracked run's input and output)
     stays in the run's history only."""

@@ -27,6 +27,13 @@ local function index_update(base, run_id, new_postings)
   for _, member in ipairs(new.s) do
     if not had[member] then redis.call('SADD', base .. ':s:' .. member, run_id) end
   end
+  local old_t, new_t = old.t or {}, new.t or {}
+  for field, _ in pairs(old_t) do
+    if new_t[field] == nil then redis.call('HDEL', base .. ':t:' .. field, run_id) end
+  end
+  for field, text in pairs(new_t) do
+    if old_t[field] ~= text then redis.call('HSET', base .. ':t:' .. field, run_id, text) end
+  end
   if new_postings == '' then
     redis.call('HDEL', postings_key, run_id)
   else

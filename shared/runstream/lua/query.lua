@@ -15,6 +15,21 @@ local q = cjson.decode(ARGV[1])
 local function zkey(field) return base .. ':z:' .. field end
 local function skey(member) return base .. ':s:' .. member end
 
+-- A run's text for a keyword or text field, as runstream.query reads it (index_update).
+local texts = {}
+local function text_of(id, field)
+  if field == 'id' then return id end
+  local key = base .. ':t:' .. field
+  local by_id = texts[key]
+  if by_id == nil then by_id = {}; texts[key] = by_id end
+  local v = by_id[id]
+  if v == nil then
+    v = redis.call('HGET', key, id) or ''
+    by_id[id] = v
+  end
+  return v
+end
+
 local decoded = {}
 local function summary(id)
   local s = decoded[id]
@@ -44,6 +59,7 @@ end
 
 -- ------------------------------------------------------------------ matching one run
 local function scan_values(id, scan)
+  if scan.text then return {text_of(id, scan.field)} end
   if scan.field == 'id' then return {id} end
   local s = summary(id)
   if not s then return {} end
@@ -129,14 +145,6 @@ local function tuple(id, primary_score)
   return t
 end
 
-local function text_of(id, field)
-  if field == 'id' then return id end
-  local s = summary(id)
-  local v = s and s[field]
-  if type(v) == 'boolean' then return v and 'true' or 'false' end  -- as query.FIELDS reads it
-  if type(v) ~= 'string' then return '' end
-  return v
-end
 
 -- <0 when run a comes before b in the query's order; b may be the marker.
 local function order_cmp(a, ta, b, tb, b_texts)
@@ -215,7 +223,14 @@ local selectivity = 1
 for _, c in ipairs(q.clauses) do
   if total > 0 then selectivity = selectivity * clause_size(c) / total end
 end
+-- A text first key ties whole groups of runs (its score keeps 6 bytes of the text), so a
+-- walk may read all of them: intersect first whenever a clause can narrow the runs.
+local narrowing = false
+for _, c in ipairs(q.clauses) do
+  if not c.scan then narrowing = true end
+end
 local walk = (not q.count) and (total == 0 or selectivity * q.walk_budget >= q.limit)
+  and not (q.sort[1][3] and q.sort[1][1] ~= 'id' and narrowing)
 
 local source = primary
 local checks = q.clauses

@@ -14,6 +14,7 @@ import redis.asyncio as aredis
 
 from runstream import lua
 from runstream.contracts import events as ev
+from runstream.domain.run import RunState, apply
 from runstream.keys import Fields, Keys
 from runstream.store import outputs, replies
 from runstream.store.events import EventStore, encoded_summary
@@ -50,14 +51,21 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt
         await _drop(redis, keys, shard)
         for i in range(0, len(run_ids), BATCH):
             batch = run_ids[i : i + BATCH]
-            loaded = await store.load_many(batch)
+            # Each run's whole history, read once: it folds into the run's state and
+            # gives its log and result files.
             async with redis.pipeline(transaction=False) as pipe:
                 for run_id in batch:
                     pipe.xrange(keys.events(run_id))
                 histories = await pipe.execute()
+            with_outputs: list[tuple[str, list[ev.Event]]] = []
             async with redis.pipeline(transaction=False) as pipe:
-                for run in loaded:
-                    state = run.state
+                for run_id, entries in zip(batch, histories, strict=True):
+                    history = [
+                        ev.decode_event(f[Fields.EVENT]) for _, f in replies.entries(entries)
+                    ]
+                    state = RunState(run_id=run_id)
+                    for event in history:
+                        apply(state, event)
                     if state.state in ("new", "deleted"):
                         continue
                     summary, postings = encoded_summary(state)
@@ -67,21 +75,23 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt
                         keys.index(shard),
                         keys.runnable(shard),
                         keys.query_index(shard),
-                        state.run_id,
+                        run_id,
                         summary,
                         state.version,
                         "1" if state.needs_executor else "0",
                         state.runnable_score,
                         postings,
                     )
+                    if outputs.outputs_in(history):
+                        with_outputs.append((run_id, history))
+                    else:  # nothing to keep: what outputs.rebuild would leave
+                        pipe.delete(
+                            keys.logs(run_id), keys.results(run_id), keys.result_meta(run_id)
+                        )
+                        pipe.hdel(keys.meta(run_id), "log_dropped")
                     runs += 1
                     events += state.version
                 await pipe.execute()
-            for run, entries in zip(loaded, histories, strict=True):
-                if run.state.state in ("new", "deleted"):
-                    continue
-                history = [ev.decode_event(f[Fields.EVENT]) for _, f in replies.entries(entries)]
-                await outputs.rebuild(
-                    redis, keys, run.state.run_id, history, store.settings.max_log_lines
-                )
+            for run_id, history in with_outputs:
+                await outputs.rebuild(redis, keys, run_id, history, store.settings.max_log_lines)
     return Rebuilt(runs, events)

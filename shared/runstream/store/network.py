@@ -37,14 +37,6 @@ STEP_MARK_TTL_S = 24 * 3600
 ApplyOutcome = Literal["ok", "applied", "voided", "conflict"]
 
 
-def node_element(node_id: str) -> str:
-    return f"n:{node_id}"
-
-
-def edge_element(src: str, dst: str) -> str:
-    return f"e:{src}|{dst}"
-
-
 class Compensation(msgspec.Struct, frozen=True, array_like=True):
     """One effect to take back: put ``element`` back to ``before`` if it still carries ``stamp``."""
 

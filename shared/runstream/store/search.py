@@ -56,7 +56,7 @@ def clause(f: Filter) -> dict[str, Any]:
         if op == "eq":
             sets = [f"{f.field}={v}" for v in f.values]
         elif op == "has":
-            scan = {"field": "args", "arg": arg, "op": op, "values": list(f.values)}
+            scan = {"field": "args", "arg": arg, "op": op, "values": list(f.values), "text": False}
         else:
             ranges = [_range(f.field, op, f.values[0])]
         return {"neg": neg, "sets": sets, "ranges": ranges, "scan": scan}
@@ -66,7 +66,9 @@ def clause(f: Filter) -> dict[str, Any]:
     elif kind in (Kind.KEYWORD, Kind.LABELS) and op == "eq":
         sets = [f"{f.field}={v}" for v in f.values]
     else:
-        scan = {"field": f.field, "arg": False, "op": op, "values": list(f.values)}
+        # Keyword and text fields are read from the index's text hashes.
+        text = kind in (Kind.KEYWORD, Kind.TEXT)
+        scan = {"field": f.field, "arg": False, "op": op, "values": list(f.values), "text": text}
     return {"neg": neg, "sets": sets, "ranges": ranges, "scan": scan}
 
 
