@@ -14,9 +14,9 @@ import asyncio
 import io
 import tarfile
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import msgspec
@@ -32,6 +32,7 @@ from runstream.keys import Fields, Keys
 from runstream.query import Query
 from runstream.redis_url import check_redis_url
 from runstream.settings import Settings, load_settings
+from runstream.shards import ensure_shard_count
 from runstream.store import dlq, index, outputs, replies
 from runstream.store.events import EventStore, Tombstone
 from runstream.store.network import NetworkStore
@@ -40,12 +41,25 @@ from runstream.store.search import Searcher
 
 _summary_decoder = msgspec.json.Decoder(RunSummary)
 
-# What each command leads to: --wait returns when one of these events arrives.
+# The event that shows a command took effect as asked (start: the run succeeded).
+SUCCESS: dict[type[cmd.Command], str] = {
+    cmd.StartRun: "RunSucceeded",
+    cmd.StopRun: "RunStopped",
+    cmd.ContinueRun: "RunContinued",
+    cmd.CancelRun: "RunCancelled",
+    cmd.RevertRun: "RunReverted",
+    cmd.DeleteRun: "RunDeleted",
+    cmd.PinRun: "RunPinned",
+    cmd.TrackRun: "RunTracked",
+}
+# What each command leads to: --wait returns when one of these events arrives (the run
+# may also end otherwise first: it fails, or someone else stops or cancels it).
+_ENDS = frozenset({"RunSucceeded", "RunFailed", "RunCancelled", "RunStopped"})
 TARGETS: dict[type[cmd.Command], frozenset[str]] = {
-    cmd.StartRun: frozenset({"RunSucceeded", "RunFailed", "RunCancelled", "RunStopped"}),
-    cmd.StopRun: frozenset({"RunStopped"}),
+    cmd.StartRun: _ENDS,
+    cmd.StopRun: _ENDS,
     cmd.ContinueRun: frozenset({"RunContinued"}),
-    cmd.CancelRun: frozenset({"RunCancelled"}),
+    cmd.CancelRun: _ENDS,
     cmd.RevertRun: frozenset({"RunReverted"}),
     cmd.DeleteRun: frozenset({"RunDeleted"}),
     cmd.PinRun: frozenset({"RunPinned"}),
@@ -72,7 +86,15 @@ def checked_run_id(run_id: str) -> str:
 
 
 class WaitTimeout(TimeoutError):
-    pass
+    """The wait ran out; ``accepted``: a worker took the command, and it goes on."""
+
+    def __init__(self, message: str, accepted: bool = True) -> None:
+        super().__init__(message)
+        self.accepted = accepted
+
+
+class NoWorker(WaitTimeout):
+    """No worker handled the command, and none is running: it waits in its stream."""
 
 
 class StartRejected(Exception):
@@ -95,6 +117,19 @@ class Outcome:
     rejected: bool
     reason: str
     event: ev.Event | None
+    # The event that means it took effect as asked (set when waited for).
+    expected: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        """Accepted and, if waited for, took effect as asked: not a run that failed, or
+        that someone else stopped or cancelled first."""
+        if self.rejected:
+            return False
+        if self.event is None or not self.expected:
+            return True
+        kind = ev.event_type(self.event)
+        return kind == self.expected or kind not in _ENDS
 
     @property
     def bad_input(self) -> bool:
@@ -110,6 +145,7 @@ class Client:
         self.store = EventStore(redis, self.keys, settings)
         self.network = NetworkStore(redis, self.keys)
         self.searcher = Searcher(redis, self.keys)
+        self._shards_checked = False
 
     @classmethod
     @asynccontextmanager
@@ -125,11 +161,19 @@ class Client:
         finally:
             await redis.aclose()
 
+    async def check_shards(self) -> None:
+        """Once per client, before the first command or index read: the configured shard
+        count must be the deployment's (ShardCountMismatch), else commands are stranded."""
+        if not self._shards_checked:
+            await ensure_shard_count(self.redis, self.keys)
+            self._shards_checked = True
+
     # ------------------------------------------------------------------ commands
     async def send(self, command: cmd.Command) -> str:
         """Publish a command on its run's shard; returns the stream entry id. A command the
         service would refuse as malformed raises BadCommand and is not sent."""
         data = cmd.checked_bytes(command, self.settings.max_command_bytes)
+        await self.check_shards()
         shard = self.keys.shard_of(command.run_id)
         entry = await self.redis.xadd(self.keys.commands(shard), {Fields.COMMAND: data})
         return entry.decode() if isinstance(entry, bytes) else str(entry)
@@ -287,17 +331,31 @@ class Client:
         return await self.execute(command, wait=False)
 
     async def execute(
-        self, command: cmd.Command, *, wait: bool = True, timeout: float = 60.0
+        self,
+        command: cmd.Command,
+        *,
+        wait: bool = True,
+        timeout: float = 60.0,
+        on_event: Callable[[ev.Event], None] | None = None,
     ) -> Outcome:
         """Publish and return once the command was accepted or rejected; with ``wait``,
-        once it took effect (the run reached the state the command leads to)."""
+        once it took effect (the run reached the state the command leads to, or ended
+        otherwise: ``Outcome.succeeded`` tells). ``on_event`` sees the run's events as
+        they arrive (progress)."""
         cmd.checked_bytes(command, self.settings.max_command_bytes)  # before any I/O
         since = await self.feed_position(command.run_id)
         await self.send(command)
         targets = TARGETS[type(command)] if wait else frozenset()
-        return await self.wait_for(
-            command.run_id, command.command_id, targets, since, timeout, min(timeout, 15.0)
+        outcome = await self.wait_for(
+            command.run_id,
+            command.command_id,
+            targets,
+            since,
+            timeout,
+            min(timeout, 15.0),
+            on_event=on_event,
         )
+        return replace(outcome, expected=SUCCESS[type(command)]) if wait else outcome
 
     async def wait_for(
         self,
@@ -307,9 +365,12 @@ class Client:
         since: str,
         timeout: float,
         accept_timeout: float | None = None,
+        on_event: Callable[[ev.Event], None] | None = None,
     ) -> Outcome:
         """Follow the shard feed from ``since`` until the command is rejected, or accepted
-        and then a target event for the run arrives (no targets: accepted is enough)."""
+        and then a target event for the run arrives (no targets: accepted is enough).
+        WaitTimeout says whether the command was accepted (it goes on); NoWorker, that no
+        worker took it and none is running."""
         feed = self.keys.feed(self.keys.shard_of(run_id))
         started = time.monotonic()
         deadline = started + timeout
@@ -317,12 +378,14 @@ class Client:
         while True:
             left = deadline - time.monotonic()
             if not accepted and accept_timeout and time.monotonic() - started > accept_timeout:
-                raise WaitTimeout(
-                    f"command {command_id} was published but no worker handled it within "
-                    f"{accept_timeout:g}s; is a worker running? ('make run' starts one)"
-                )
+                await self._not_handled(run_id, command_id, accept_timeout)
             if left <= 0:
-                raise WaitTimeout(f"no outcome for command {command_id} within {timeout:g}s")
+                if not accepted:
+                    await self._not_handled(run_id, command_id, timeout)
+                raise WaitTimeout(
+                    f"command {command_id} for run {run_id} was accepted and goes on, but had "
+                    f"not taken effect after {timeout:g}s"
+                )
             block = int(min(left, 1) * 1000)
             reply = replies.streams(await self.redis.xread({feed: since}, count=500, block=block))
             for _, entries in reply:
@@ -331,6 +394,8 @@ class Client:
                     if fields[Fields.RUN].decode() != run_id:
                         continue
                     event = ev.decode_event(fields[Fields.EVENT])
+                    if on_event is not None:
+                        on_event(event)
                     if event.command_id == command_id:
                         if isinstance(event, ev.CommandRejected):
                             return Outcome(run_id, command_id, True, event.reason, event)
@@ -339,6 +404,26 @@ class Client:
                             return Outcome(run_id, command_id, False, "", event)
                     if accepted and ev.event_type(event) in targets:
                         return Outcome(run_id, command_id, False, "", event)
+
+    async def _not_handled(self, run_id: str, command_id: str, after: float) -> None:
+        if not await self.workers_alive():
+            raise NoWorker(
+                f"no worker is running: command {command_id} for run {run_id} waits in its "
+                "stream and is applied when one starts ('make run' starts one)",
+                accepted=False,
+            )
+        raise WaitTimeout(
+            f"command {command_id} for run {run_id} was published but no worker handled it "
+            f"within {after:g}s (workers are running: busy, or stuck?)",
+            accepted=False,
+        )
+
+    async def workers_alive(self) -> int:
+        """How many workers have a live heartbeat."""
+        count = 0
+        async for _ in self.redis.scan_iter(match=self.keys.worker_alive("*"), count=1000):
+            count += 1
+        return count
 
     async def wait(self, run_id: str, timeout: float = 60.0, poll: float = 0.2) -> RunSummary:
         """Until the run exists and is no longer queued, running or reverting."""
@@ -357,6 +442,7 @@ class Client:
 
     async def find(self, run_id: str) -> RunSummary | None:
         checked_run_id(run_id)
+        await self.check_shards()
         raw = await self.redis.hget(self.keys.index(self.keys.shard_of(run_id)), run_id)
         return _summary_decoder.decode(raw) if raw is not None else None
 
@@ -377,6 +463,7 @@ class Client:
     async def list_runs(
         self, state: str | None = None, scenario: str | None = None
     ) -> list[RunSummary]:
+        await self.check_shards()
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in range(self.keys.shards):
                 pipe.hvals(self.keys.index(shard))

@@ -46,6 +46,11 @@ class Keys:
         self.shards = shards
         self._net = f"{prefix}:{{{prefix}:net}}"
 
+    # --- the deployment -------------------------------------------------------------
+    def config_shards(self) -> str:
+        """The shard count the deployment started with (runstream.shards)."""
+        return f"{self.prefix}:config:shards"
+
     # --- shards -------------------------------------------------------------------
     def shard_of(self, run_id: str) -> int:
         return zlib.crc32(run_id.encode()) % self.shards
@@ -180,3 +185,15 @@ class Keys:
         return f"{self.prefix}:workers:{name}"
 
     group = "workers"
+
+    # --- the HTTP API --------------------------------------------------------------
+    def api_command(self, command_id: str) -> str:
+        """A command the API sent (JSON: the command, a fingerprint of the request it came
+        from), kept a while so a retry with its Idempotency-Key and a poll find it."""
+        return f"{self.prefix}:api:command:{command_id}"
+
+    @property
+    def api_tokens(self) -> str:
+        """Hash token id -> its record (runstream.tokens.TokenRecord JSON: the sha256 of
+        the token, never the token)."""
+        return f"{self.prefix}:api:tokens"

@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO
@@ -22,8 +24,12 @@ from typing import IO
 from runstream.settings import Settings, env_name
 
 WORKER_COMMAND = (sys.executable, "-m", "runstream_worker")
+# The HTTP API (runstream-api), configured like a worker plus RUNSTREAM_API_HOST/PORT.
+API_COMMAND = (sys.executable, "-m", "runstream_api")
 # The log event a worker emits once it handles signals and consumes commands.
 READY_MARK = "worker_started"
+# The API's: its app started (uvicorn handles signals from the start; it listens just after).
+API_READY_MARK = "api_started"
 READY_TIMEOUT_S = 20.0
 STOP_GRACE_S = 10.0
 _POLL_S = 0.05
@@ -56,9 +62,11 @@ class WorkerProcess:
         env: Mapping[str, str],
         log_path: Path | None = None,
         command: Iterable[str] = WORKER_COMMAND,
+        ready_mark: str = READY_MARK,
     ) -> None:
         self.name = name
         self.log_path = log_path
+        self.ready_mark = ready_mark
         self._log_file: IO[bytes] | None = None
         if log_path is not None:
             self._log_file = open(log_path, "ab")  # noqa: SIM115 - closed in close()
@@ -93,10 +101,10 @@ class WorkerProcess:
         return self.log()[-chars:]
 
     def ready(self) -> bool:
-        """True once the worker logged READY_MARK; raises WorkerDied if it exited."""
+        """True once the worker logged its ready mark; raises WorkerDied if it exited."""
         if self.log_path is None:
             raise ValueError(f"worker {self.name} has no log file to watch for readiness")
-        if READY_MARK in self.log():
+        if self.ready_mark in self.log():
             return True
         code = self.proc.poll()
         if code is not None:
@@ -145,6 +153,34 @@ def start_workers(
         for worker in workers:
             worker.wait_ready()
     return workers
+
+
+def start_api(
+    env: Mapping[str, str], port: int, log_path: Path | None = None, host: str = "127.0.0.1"
+) -> WorkerProcess:
+    """Start the HTTP API on ``host:port`` (its output to ``log_path``, else ours); see
+    ``wait_http`` for when it answers."""
+    api_env = {**env, "RUNSTREAM_API_HOST": host, "RUNSTREAM_API_PORT": str(port)}
+    return WorkerProcess("api", api_env, log_path, command=API_COMMAND, ready_mark=API_READY_MARK)
+
+
+def wait_http(proc: WorkerProcess, url: str, timeout: float = READY_TIMEOUT_S) -> None:
+    """Until ``url`` answers (any HTTP status); WorkerDied if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            pass
+        code = proc.returncode
+        if code is not None:
+            raise WorkerDied(f"{proc.name} exited with code {code}:\n{proc.log_tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not answering after {timeout:g}s:\n{proc.log_tail()}")
+        time.sleep(_POLL_S)
 
 
 def stop_all(

@@ -14,6 +14,7 @@ import redis
 
 from runstream.client import Client
 from runstream.ids import new_id
+from runstream.keys import Keys
 from runstream.settings import Settings
 from runstream.store.events import Tombstone
 
@@ -139,7 +140,11 @@ def tombstones(settings: Settings) -> list[Tombstone]:
 
 
 def prefix_keys(redis_client: redis.Redis, settings: Settings) -> list[bytes]:
-    return list(redis_client.scan_iter(match=f"{settings.prefix}:*", count=1000))
+    """The test's keys, but the deployment's shard count (stored by the first process to
+    talk to Redis, reads included)."""
+    config = Keys(settings.prefix, settings.shards).config_shards().encode()
+    keys = redis_client.scan_iter(match=f"{settings.prefix}:*", count=1000)
+    return [k for k in keys if k != config]
 
 
 # --------------------------------------------------------------------------- 1. the story

@@ -47,6 +47,7 @@ def dev(settings: Settings, port: int, data: Path, out: Path) -> Iterator[subpro
     """``runctl dev --port PORT --data-dir DATA`` with one real worker, output to ``out``."""
     env = service_env(settings, REDIS_URL=f"redis://app:{PASSWORD}@127.0.0.1:1/0")
     argv = [*RUNCTL_CMD, "dev", "--port", str(port), "--data-dir", str(data), "--workers", "1"]
+    argv += ["--api-port", "0"]  # no API: this test kills runctl dev, which would orphan it
     with open(out, "wb") as sink:
         proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:

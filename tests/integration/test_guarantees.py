@@ -839,17 +839,19 @@ def test_sigterm_during_a_long_item_still_exits_within_the_grace(
 
 
 # =========================================================================== runctl exit codes
-def test_runctl_start_that_is_never_accepted_exits_5_timed_out(settings: Settings) -> None:
+def test_runctl_start_that_is_never_accepted_exits_8_no_worker(settings: Settings) -> None:
     """No worker is running (one published its scenarios, then went away): the command is
-    published but never accepted, so the wait times out; that is exit 5 ("timed out"), not
-    4 ("Redis unreachable"). (No worker ever published: exit 8, see test_catalog.)"""
+    published but never accepted; that is exit 8 ("no worker is running", the shared
+    convention), not 4 ("Redis unreachable"). (No worker ever published: 8 too, see
+    test_catalog; a worker that runs but never takes it: 5, see test_runctl_waits.)"""
 
     async def body() -> None:
         async with connect(settings) as r:
             keys = Keys(settings.prefix, settings.shards)
             await catalog.publish(r, keys, load_registry(), "gone-worker")
         result = await runctl_async(settings, "start", "synthetic", "--timeout", "1")
-        assert result.code == 5, result
+        assert result.code == 8, result
+        assert "no worker is running" in result.stderr, result
         assert "cannot reach Redis" not in result.stderr, result
 
     asyncio.run(body())

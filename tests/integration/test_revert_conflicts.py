@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from runstream import revert
 from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
@@ -62,11 +63,23 @@ def test_a_revert_skipped_for_another_run_is_finished_once_that_run_is_reverted(
             assert refused.rejected
             assert "3 network effects" in refused.reason and "--keep-effects" in refused.reason
 
+            # The dry run of a retry: only the skipped effects, still held by the second run.
+            network_store = NetworkStore(client.redis, client.keys)
+            stored = (await client.store.load(first)).state
+            plan = await revert.plan(client.store, network_store, stored, force=False)
+            assert (plan.compensate, plan.already_compensated) == (0, 0)
+            assert sorted(c.effect_no for c in plan.conflicts) == [1, 2, 3]
+            assert {c.reason for c in plan.conflicts} == {
+                f"changed by run {second} since this run wrote it"
+            }
             # Retried while the second run still holds the elements: nothing changes.
             again = await _revert(client, first)
             assert (again.compensated, again.skipped) == (2, 3)
 
             await _revert(client, second)  # gives the elements back to the first run
+            stored = (await client.store.load(first)).state
+            plan = await revert.plan(client.store, network_store, stored, force=False)
+            assert (plan.compensate, plan.conflicts) == (3, [])
             finished = await _revert(client, first)
 
             assert (finished.compensated, finished.skipped) == (5, 0)

@@ -752,3 +752,12 @@ def test_runs_stand_in_line_started_first_then_by_priority_then_age() -> None:
     continued_before_start = state(state="queued", priority=9, created_at=10.0)
     line = [started, urgent_old, urgent_new, normal_old, continued_before_start]
     assert sorted(line, key=lambda s: s.runnable_score) == line
+
+
+def test_a_conflict_names_the_run_that_changed_the_element_or_outside_runstream() -> None:
+    from runstream.revert import conflict_reason
+
+    run_id = new_id()
+    assert conflict_reason(f"{run_id}/12") == f"changed by run {run_id} since this run wrote it"
+    for holder in ("operator/edit-1", "", "seed", "not-a-run/3"):
+        assert conflict_reason(holder) == "changed outside runstream since this run wrote it"

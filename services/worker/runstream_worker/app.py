@@ -33,6 +33,7 @@ from runstream.keys import Keys
 from runstream.processes import READY_MARK
 from runstream.redis_url import secrets_of
 from runstream.settings import Settings
+from runstream.shards import ShardCountMismatch, ensure_shard_count
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker.executor import Executor
@@ -191,6 +192,8 @@ class Worker:
         delay = 0.2
         while not self.stopping.is_set():
             try:
+                # Raises ShardCountMismatch (the worker exits): never read the wrong streams.
+                await ensure_shard_count(self.client, self.keys)
                 await ensure_groups(self.client, self.keys)
                 await heartbeat(self.client, self.keys, self.settings, self.name)
                 await catalog.publish(self.client, self.keys, self.registry, self.name)
@@ -203,6 +206,10 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), timeout=delay)
                 delay = min(delay * 2, 5.0)
+            except ShardCountMismatch:
+                await self.executor.stop(0)
+                await self._close()
+                raise
         await self.executor.stop(0)
         await self._close()
         return False

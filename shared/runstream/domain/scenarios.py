@@ -34,6 +34,8 @@ class Scenario(Generic[P]):
     step: Callable[[Context, P, Any], None]
     # Number of items, when it is known up front (shown as progress).
     count: Callable[[P], int | None] = field(default=lambda _p: None)
+    # The project its runs belong to: API tokens give roles per project (or for all).
+    project: str = "default"
 
     def validate(self, args: dict[str, Any]) -> P:
         """Arguments as the scenario's typed parameters, or BadArguments naming what is wrong.
@@ -200,6 +202,9 @@ class Registry:
         if scenario.name in self._scenarios:
             raise ValueError(f"scenario {scenario.name!r} registered twice ({origin})")
         self._scenarios[scenario.name] = scenario
+
+    def find(self, name: str) -> Scenario[Any] | None:
+        return self._scenarios.get(name)
 
     def get(self, name: str) -> Scenario[Any]:
         try:

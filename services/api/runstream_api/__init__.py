@@ -1,0 +1,1 @@
+"""The HTTP API: a Litestar app over runstream's client and read models."""

@@ -1,0 +1,77 @@
+"""The API's composition root: settings, one Client, the registry, the Litestar app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+import msgspec
+import structlog
+from litestar import Litestar, get
+from litestar.di import Provide
+
+from runstream.client import Client
+from runstream.domain.scenarios import load_registry
+from runstream.settings import Settings, load_settings
+from runstream.tokens import TokenStore
+from runstream_api.auth import provide_caller
+from runstream_api.context import ApiContext, provide_api
+from runstream_api.docs import assets_router, openapi_config
+from runstream_api.errors import EXCEPTION_HANDLERS
+from runstream_api.mistral.routes import mistral_router
+from runstream_api.runs_routes import CommandsController, RunsController
+from runstream_api.scenarios_routes import ScenariosController
+
+# A request body larger than this is refused (413) before it is read whole.
+MAX_BODY_BYTES = 256 * 1024
+
+
+def _version() -> str:
+    try:
+        return version("runstream")
+    except PackageNotFoundError:
+        return "0"
+
+
+class Health(msgspec.Struct):
+    status: str
+    redis: bool
+
+
+@get("/health", summary="Is the API up, and does it reach Redis?", tags=["service"])
+async def health(api: ApiContext) -> Health:
+    await api.client.redis.ping()
+    return Health(status="ok", redis=True)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    registry = load_registry(settings.scenario_modules)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with Client.connect(settings=settings) as client:
+            tokens = TokenStore(client.redis, client.keys)
+            app.state.api = ApiContext(client, registry, settings, tokens)
+            structlog.get_logger("runstream_api").info("api_started")
+            yield
+
+    return Litestar(
+        route_handlers=[
+            health,
+            ScenariosController,
+            RunsController,
+            CommandsController,
+            assets_router(),
+            mistral_router(),
+        ],
+        dependencies={
+            "api": Provide(provide_api, sync_to_thread=False),
+            "caller": Provide(provide_caller),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi_config(_version()),
+        request_max_body_size=MAX_BODY_BYTES,
+        lifespan=[lifespan],
+    )

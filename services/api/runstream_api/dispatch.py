@@ -1,0 +1,115 @@
+"""Publishing a command for an HTTP request, once per Idempotency-Key.
+
+A key is remembered (``Keys.api_request``) with the command it became and a fingerprint
+of the request it came with. A retry re-sends that very command (same ``command_id``, so
+the workers apply it once) and reads its outcome from the run's history and the feed; the
+same key with a different request is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import msgspec
+
+from runstream.client import Client
+from runstream.contracts import commands as cmd
+from runstream.ids import new_id
+from runstream_api import outcomes
+from runstream_api.errors import bad_input
+from runstream_api.outcomes import CommandStatus, Tracker
+
+# How long an Idempotency-Key is remembered.
+KEY_TTL_S = 24 * 3600
+MAX_KEY_LENGTH = 200
+
+
+class KeyRecord(msgspec.Struct, kw_only=True):
+    fingerprint: str
+    command: bytes
+
+
+_record_decoder = msgspec.json.Decoder(KeyRecord)
+_encoder = msgspec.json.Encoder()
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    return hashlib.sha256(b"\0".join([method.encode(), path.encode(), body])).hexdigest()
+
+
+def check_key(key: str) -> str:
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise bad_input(
+            f"bad Idempotency-Key header: 1 to {MAX_KEY_LENGTH} printable characters",
+            field="Idempotency-Key",
+        )
+    return key
+
+
+def command_id_for(caller: str, key: str | None) -> str:
+    """The command id an Idempotency-Key stands for (per caller: keys of two callers never
+    meet; a valid command id whatever characters the key has); a fresh one without a key."""
+    if key is None:
+        return "api-" + new_id()
+    return "api-" + hashlib.sha256(f"{caller}\0{key}".encode()).hexdigest()[:40]
+
+
+async def claim(
+    client: Client, key: str | None, print_: str, command: cmd.Command
+) -> tuple[cmd.Command, bool]:
+    """The command to send: ``command`` (its id derived from the key, if any) if it is new,
+    remembered now; else the one the key was first sent as (True: a retry). The same key
+    with another request is bad input (422)."""
+    redis_key = client.keys.api_command(command.command_id)
+    record = KeyRecord(fingerprint=print_, command=cmd.encode_command(command))
+    if key is None:
+        await client.redis.set(redis_key, _encoder.encode(record), ex=KEY_TTL_S)
+        return command, False
+    if await client.redis.set(redis_key, _encoder.encode(record), nx=True, ex=KEY_TTL_S):
+        return command, False
+    raw = await client.redis.get(redis_key)
+    if raw is None:  # expired in between: it is new again
+        await client.redis.set(redis_key, _encoder.encode(record), ex=KEY_TTL_S)
+        return command, False
+    first = _record_decoder.decode(raw)
+    if first.fingerprint != print_:
+        raise bad_input(
+            f"Idempotency-Key {key!r} was used for a different request; use a new key",
+            field="Idempotency-Key",
+            status=422,
+        )
+    return cmd.decode_command(first.command), True
+
+
+Until = Literal["pending", "accepted", "done"]
+
+
+async def submit(
+    client: Client, command: cmd.Command, *, retry: bool, until: Until, timeout: float
+) -> CommandStatus:
+    """Publish ``command`` and report where it stands: at once (``pending``), once a worker
+    accepted (or rejected) it, or once it took effect (``done``); at most ``timeout`` s."""
+    tracker = Tracker(command)
+    since = await client.feed_position(command.run_id)
+    if retry:
+        # After the feed position: an outcome older than it is in the history.
+        await outcomes.from_history(client, tracker)
+    if tracker.status == "pending":
+        # A retry sends it again: if the first send was lost it goes now, else the
+        # workers drop it as a duplicate (same command_id).
+        await client.send(command)
+    if until != "pending" and not tracker.settled:
+        await outcomes.follow(client, tracker, since, timeout, until=until)
+    return tracker.result(await client.find(command.run_id))
+
+
+async def sent_command(client: Client, command_id: str) -> cmd.Command | None:
+    raw = await client.redis.get(client.keys.api_command(command_id))
+    return cmd.decode_command(_record_decoder.decode(raw).command) if raw else None
+
+
+async def status_of(client: Client, command: cmd.Command) -> CommandStatus:
+    tracker = Tracker(command)
+    await outcomes.from_history(client, tracker)
+    return tracker.result(await client.find(command.run_id))

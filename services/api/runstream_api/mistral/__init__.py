@@ -1,0 +1,1 @@
+"""OpenStack Mistral v2 executions facade over runs and scenarios."""

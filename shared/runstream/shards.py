@@ -1,0 +1,38 @@
+"""The deployment's shard count: fixed at first start, kept in Redis, checked by everyone.
+
+A run's shard is derived from its id (``crc32(id) % shards``): a process configured with
+another count publishes commands to streams no worker reads, and reads indexes no worker
+writes. The first worker, runctl or client to start stores its count (SET NX); every
+later one compares its own and refuses to go on with a different one.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aredis
+
+from runstream.keys import Keys
+
+
+class ShardCountMismatch(ValueError):
+    """The configured RUNSTREAM_SHARDS differs from the deployment's."""
+
+
+async def ensure_shard_count(redis: aredis.Redis, keys: Keys) -> int:
+    """Store ``keys.shards`` as the deployment's count if none is stored yet; raise
+    ShardCountMismatch if another one is."""
+    key = keys.config_shards()
+    # Read first: a read-only command keeps working when Redis refuses writes (OOM).
+    stored = await redis.get(key)
+    if stored is None:
+        if await redis.set(key, str(keys.shards), nx=True):
+            return keys.shards
+        stored = await redis.get(key)
+    text = stored.decode(errors="replace") if isinstance(stored, bytes) else str(stored)
+    if text != str(keys.shards):
+        raise ShardCountMismatch(
+            f"RUNSTREAM_SHARDS={keys.shards}, but the deployment in this Redis (prefix "
+            f"{keys.prefix!r}) has {text} shards (key {key}); a run's shard comes from its "
+            f"id, so its commands would go where no worker reads them: set "
+            f"RUNSTREAM_SHARDS={text}"
+        )
+    return keys.shards
