@@ -7,7 +7,7 @@
 -- acks in one step.
 -- Returns {status, version}: ok | dup | stale | lease | deleted.
 -- Field names as in runstream.keys.Fields: events 'e'; feed 'r', 'v', 'e'; meta 'v', 'snap_id'.
--- With the summary, the run's query index postings (index_update.lua).
+-- With the summary, the run's query index postings (index_update.lua: index_apply).
 --! include index_update
 local events, meta, seen, feed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local index, runnable, lease, commands = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -20,10 +20,10 @@ local group, ack_id, snapshot = ARGV[8], ARGV[9], ARGV[10]
 local n = tonumber(ARGV[11])
 local log_max, output_at = ARGV[12], ARGV[13]
 local n_lines, n_results = tonumber(ARGV[14]), tonumber(ARGV[15])
-local postings = ARGV[16]
--- ARGV[17..]: n pairs of (event for the run's stream, event for the feed), then n_lines
+local postings, postings_based_on, index_ops = ARGV[16], ARGV[17], ARGV[18]
+-- ARGV[19..]: n pairs of (event for the run's stream, event for the feed), then n_lines
 -- log lines, then n_results triples (result name, content, meta JSON)
-local first_event = 17
+local first_event = 19
 
 if redis.call('HEXISTS', tombs, run_id) == 1 then return {'deleted', 0} end
 if command_id ~= '' and redis.call('SISMEMBER', seen, command_id) == 1 then
@@ -59,7 +59,7 @@ redis.call('HSET', meta, 'v', v + n)
 if command_id ~= '' then redis.call('SADD', seen, command_id) end
 if summary ~= '' then
   redis.call('HSET', index, run_id, summary)
-  index_update(index_base, run_id, postings)
+  index_apply(index_base, run_id, postings, postings_based_on, index_ops)
 end
 if runnable_score == '-' then
   redis.call('ZREM', runnable, run_id)

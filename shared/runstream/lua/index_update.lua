@@ -40,3 +40,33 @@ local function index_update(base, run_id, new_postings)
     redis.call('HSET', postings_key, run_id, new_postings)
   end
 end
+
+-- The same change as index_update, computed by the caller from the postings it last wrote
+-- for the run (based_on, '' = none): valid only while those are still the stored ones, and
+-- then it saves decoding both postings and comparing every entry. ops: a JSON array of
+-- triples (op, field or member, value): za/zr sorted set add/remove, sa/sr value set
+-- add/remove, ta/tr text hash set/delete. ops '' (the caller knows nothing) or other stored
+-- postings: index_update does it all.
+local function index_apply(base, run_id, new_postings, based_on, ops)
+  local postings_key = base .. ':p'
+  if ops == '' or (redis.call('HGET', postings_key, run_id) or '') ~= based_on then
+    return index_update(base, run_id, new_postings)
+  end
+  if based_on == new_postings then return end
+  local list = cjson.decode(ops)
+  for i = 1, #list, 3 do
+    local op, name, value = list[i], list[i + 1], list[i + 2]
+    if op == 'za' then redis.call('ZADD', base .. ':z:' .. name, value, run_id)
+    elseif op == 'zr' then redis.call('ZREM', base .. ':z:' .. name, run_id)
+    elseif op == 'sa' then redis.call('SADD', base .. ':s:' .. name, run_id)
+    elseif op == 'sr' then redis.call('SREM', base .. ':s:' .. name, run_id)
+    elseif op == 'ta' then redis.call('HSET', base .. ':t:' .. name, run_id, value)
+    elseif op == 'tr' then redis.call('HDEL', base .. ':t:' .. name, run_id)
+    end
+  end
+  if new_postings == '' then
+    redis.call('HDEL', postings_key, run_id)
+  else
+    redis.call('HSET', postings_key, run_id, new_postings)
+  end
+end

@@ -20,7 +20,8 @@ from runstream.contracts import events as ev
 from runstream.domain.run import Run, RunState, apply, summarize
 from runstream.keys import Fields, Keys
 from runstream.settings import Settings
-from runstream.store import outputs, replies
+from runstream.store import index_delta, outputs, replies
+from runstream.store.index_delta import IndexMemory
 
 # How long a rejection of a command for a run without history is remembered (dedupe).
 REJECTION_MEMORY_S = 7 * 24 * 3600
@@ -37,8 +38,15 @@ _postings_encoder = msgspec.json.Encoder()
 
 def encoded_summary(s: RunState) -> tuple[bytes, bytes]:
     """The run's read-model entry and its query index postings, as the scripts take them."""
+    summary, postings, _ = summary_and_postings(s)
+    return summary, postings
+
+
+def summary_and_postings(s: RunState) -> tuple[bytes, bytes, query.Posting]:
+    """encoded_summary, with the postings also as they are (for the index delta)."""
     summary = summarize(s)
-    return _summary_encoder.encode(summary), _postings_encoder.encode(query.postings(summary))
+    postings = query.postings(summary)
+    return _summary_encoder.encode(summary), _postings_encoder.encode(postings), postings
 
 
 def _field(fields: object, name: bytes) -> bytes:
@@ -82,6 +90,7 @@ class EventStore:
         self._delete = redis.register_script(lua.source("delete"))
         self._reject = redis.register_script(lua.source("reject"))
         self._load = redis.register_script(lua.source("load"))
+        self._indexed = IndexMemory()
 
     # ------------------------------------------------------------------ reading
     def _load_keys(self, run_id: str) -> list[str]:
@@ -152,7 +161,8 @@ class EventStore:
         if any(isinstance(e, ev.RunDeleted) for e in events):
             return await self._save_delete(run, events, expected, command_id, ack)
         due = expected // self.settings.snapshot_every != s.version // self.settings.snapshot_every
-        summary, postings = encoded_summary(s)
+        summary, postings, posting = summary_and_postings(s)
+        based_on, index_ops = self._indexed.change(run_id, posting, new_run=expected == 0)
         args: list[str | bytes | int | float] = [
             expected,
             command_id,
@@ -173,6 +183,8 @@ class EventStore:
             n_lines,
             n_results,
             postings,
+            based_on,
+            index_ops,
         ]
         for e in events:
             stored = ev.encode_event(e)
@@ -199,7 +211,12 @@ class EventStore:
             ],
             args=args,
         )
-        return AppendResult(status.decode(), int(version))
+        result = AppendResult(status.decode(), int(version))
+        if result.status == "ok":
+            self._indexed.wrote(run_id, postings, posting)
+        else:
+            self._indexed.forget(run_id)  # someone else's append may have come first
+        return result
 
     async def _save_delete(
         self,
@@ -244,9 +261,11 @@ class EventStore:
                 ack.entry_id if ack else "",
                 msgspec.json.encode(tomb),
                 len(events),
+                *self._indexed.change(run_id, index_delta.NONE, new_run=False),
                 *(ev.encode_event(ev.slim(e)) for e in events),
             ],
         )
+        self._indexed.forget(run_id)
         return AppendResult(status.decode(), int(version))
 
     async def reject_unknown(self, run_id: str, event: ev.CommandRejected, ack: Ack | None) -> None:

@@ -1,0 +1,129 @@
+"""The index change computed by the worker (store/index_delta.py, lua index_apply) leaves
+the query index exactly as the full diff in Redis would, also when what the worker
+remembers of a run's postings is out of date."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from runstream.client import Client
+from runstream.contracts import commands as cmd
+from runstream.domain.run import Run
+from runstream.ids import new_id
+from runstream.settings import Settings
+from runstream.store import index
+
+from .test_queries import ACTORS, ARGS, LABELS, NAMES, SCENARIOS, T0, dump_index
+
+
+async def rebuilt_index(client: Client) -> dict[bytes, object]:
+    """The index as a rebuild from the runs' histories writes it (the full diff, from
+    nothing)."""
+    for shard in range(client.keys.shards):
+        keys = [
+            k async for k in client.redis.scan_iter(match=client.keys.query_index_pattern(shard))
+        ]
+        await client.redis.delete(client.keys.index(shard), *keys)
+    await index.rebuild(client.redis, client.keys, client.store)
+    return await dump_index(client)
+
+
+async def saved(client: Client, run: Run) -> Run:
+    assert (await client.store.save(run)).status == "ok"
+    return await client.store.load(run.state.run_id)
+
+
+async def live_run(client: Client, rng: random.Random, at: float) -> None:
+    """One run through several appends of one store: start, begin, chunks, an end (or a
+    delete), each its own append."""
+    run_id = new_id()
+    run = Run.blank(run_id)
+    args = rng.choice(ARGS)
+    run.start(
+        cmd.StartRun(
+            run_id=run_id,
+            scenario=rng.choice(SCENARIOS),
+            args=args,
+            name=rng.choice(NAMES),
+            actor=rng.choice(ACTORS),
+            labels=rng.choice(LABELS),
+        ),
+        at,
+        scenario_version="1",
+        args=args,
+    )
+    run = await saved(client, run)
+    if rng.random() < 0.2:
+        return  # stays queued
+    run.begin(at + 1, "w")
+    run = await saved(client, run)
+    for chunk in range(rng.randrange(3)):
+        run.prepare_chunk(
+            at + 2 + chunk,
+            items_to=run.state.items_processed + 5,
+            effects=[],
+            notifications=[],
+            log=[],
+            results={},
+        )
+        run = await saved(client, run)
+        run.confirm_chunk(at + 2 + chunk)
+        run = await saved(client, run)
+    end = rng.randrange(4)
+    if end == 0:
+        run.succeed(at + 9)
+    elif end == 1:
+        run.fail(at + 9, "boom")
+    elif end == 2:
+        run.handle(cmd.StopRun(run_id=run_id, reason="enough"), at + 9)
+    else:
+        run.handle(cmd.PinRun(run_id=run_id), at + 9)
+    run = await saved(client, run)
+    if rng.random() < 0.3 and run.state.state in ("succeeded", "failed", "stopped"):
+        run.handle(cmd.DeleteRun(run_id=run_id, mode="keep_effects"), at + 10)
+        assert (await client.store.save(run)).status == "ok"
+
+
+def test_appends_of_one_store_leave_the_index_as_a_rebuild_writes_it(settings: Settings) -> None:
+    rng = random.Random(4)
+
+    async def main() -> None:
+        async with Client.connect(settings=settings) as client:
+            for i in range(40):
+                await live_run(client, rng, T0 + i)
+            written = await dump_index(client)
+            assert written  # the runs are in the index
+            assert written == await rebuilt_index(client)
+
+    asyncio.run(main())
+
+
+def test_an_append_after_another_process_appended_uses_the_stored_postings(
+    settings: Settings,
+) -> None:
+    """Store A remembers the run queued; B starts it (state=running in the index); A stops
+    it. A's change from "queued" would leave state=running behind: the script must see that
+    the stored postings are not the ones A's change is based on, and diff them itself."""
+
+    async def main() -> None:
+        async with (
+            Client.connect(settings=settings) as a,
+            Client.connect(settings=settings) as b,
+        ):
+            run_id = new_id()
+            run = Run.blank(run_id)
+            run.start(cmd.StartRun(run_id=run_id, scenario="synthetic", args={}), T0, args={})
+            await saved(a, run)
+            run = await b.store.load(run_id)
+            run.begin(T0 + 1, "w")
+            await saved(b, run)
+            run = await a.store.load(run_id)
+            run.handle(cmd.StopRun(run_id=run_id, reason="enough"), T0 + 2)
+            await saved(a, run)
+            written = await dump_index(a)
+            running = [k for k, v in written.items() if k.endswith(b"state=running")]
+            assert all(run_id.encode() not in v for k, v in written.items() if k in running)
+            assert written == await rebuilt_index(a)
+
+    asyncio.run(main())
