@@ -13,6 +13,7 @@ only ``neq`` and ``nin``, and sorts before every present value.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 import re
@@ -387,29 +388,34 @@ def postings(summary: RunSummary) -> Posting:
     """What the index holds for one run: a score per sorted set (sort keys, number and
     time ranges, numeric arguments), the value sets it belongs to (eq/in lookups), and
     its texts (read by sorting and text operators without decoding the summary).
-    lua/index_update.lua applies the difference to the previous postings."""
+    lua/index_update.lua applies the difference to the previous postings. (Computed on
+    every append: the field kinds are resolved once, and text scores cached.)"""
     z: dict[str, str] = {}
     s: list[str] = []
     t: dict[str, str] = {}
-    for name, field in FIELDS.items():
-        value = field.read(summary)
-        match field.kind:
-            case Kind.ID:
-                z[name] = id_score(value)
-            case Kind.KEYWORD:
-                z[name] = text_score(value)
-                s.append(f"{name}={value}")
-                t[name] = value
-            case Kind.TEXT:
-                z[name] = text_score(value)
-                t[name] = value
-            case Kind.NUMBER | Kind.TIME:
-                z[name] = "-inf" if value is None else _score(value)
-            case Kind.LABELS:
-                s.extend(f"labels={k}={v}" for k, v in value.items())
+    for name, read, kind in _POSTED:
+        value = read(summary)
+        if kind is Kind.KEYWORD:
+            z[name] = _text_score(value)
+            s.append(f"{name}={value}")
+            t[name] = value
+        elif kind is Kind.NUMBER or kind is Kind.TIME:
+            z[name] = "-inf" if value is None else repr(float(value))
+        elif kind is Kind.TEXT:
+            z[name] = _text_score(value)
+            t[name] = value
+        elif kind is Kind.ID:
+            z[name] = id_score(value)
+        else:  # Kind.LABELS
+            s.extend(f"labels={k}={v}" for k, v in value.items())
     for arg, value in summary.args.items():
         s.append(f"{ARGS_PREFIX}{arg}={arg_text(value)}")
         number = _arg_number(value)
         if number is not None:
             z[f"{ARGS_PREFIX}{arg}"] = _score(number)
     return {"z": z, "s": s, "t": t}
+
+
+_POSTED = tuple((name, field.read, field.kind) for name, field in FIELDS.items())
+# Keyword values repeat across runs (scenario, actor, state ...).
+_text_score = functools.lru_cache(maxsize=4096)(text_score)
