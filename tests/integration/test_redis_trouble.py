@@ -255,3 +255,37 @@ def test_rediss_works_with_a_self_signed_certificate(tmp_path: Path, settings: S
             text = logs_of(pool)
     assert "worker_started" in text
     assert_no_password(text, password=RIGHT_PASSWORD)
+
+
+def test_api_logs_and_answers_never_show_the_password(tmp_path: Path, settings: Settings) -> None:
+    """The API, pointed at a Redis that refuses its password, answers 503 and logs the
+    trouble as JSON; the password appears in neither."""
+    import urllib.error
+    import urllib.request
+
+    from runstream.embedded import free_port
+    from runstream.processes import start_api, wait_http, worker_env
+
+    with redis_server(
+        tmp_path / "redis", "--requirepass", RIGHT_PASSWORD, client={"password": RIGHT_PASSWORD}
+    ) as server:
+        url = f"redis://app:{PASSWORD}@127.0.0.1:{server.port}/0"
+        port = free_port()
+        api = start_api(worker_env(at(settings, url)), port, tmp_path / "api.log")
+        try:
+            wait_http(api, f"http://127.0.0.1:{port}/health")
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/runs",
+                headers={"Authorization": "Bearer rst_ops_" + "A" * 40},
+            )
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(request, timeout=10)
+            body = answer.value.read().decode()
+            assert answer.value.code == 503, body
+        finally:
+            api.terminate()
+            api.close()
+        text = api.log()
+    assert_no_password(body, text)
+    lines = json_lines(text)
+    assert any(line["event"] == "redis_trouble" for line in lines), text  # logged, not hidden
