@@ -17,12 +17,11 @@ import pytest
 
 from runstream.client import Client
 from runstream.contracts import events as ev
-from runstream.domain.scenarios import Context
-from runstream.scenarios.synthetic import SCENARIO as SYNTHETIC
 from runstream.scenarios.synthetic import SyntheticParams
 from runstream.settings import Settings
 from runstream.store.network import NetworkStore
 
+from .chaos_checks import synthetic_network
 from .chaos_pause import Pauser
 from .conftest import StartWorkers
 
@@ -37,17 +36,7 @@ PAUSING_S = 22.0
 
 def clean_run(run_id: str, args: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     """The network elements and notifications of the run done in one go, without Redis."""
-    params = msgspec.structs.replace(msgspec.convert(args, SyntheticParams), delay_ms=0)
-    ctx = Context(run_id, lambda _element: None)
-    for i in range(params.items):
-        SYNTHETIC.step(ctx, params, i)
-    values: dict[str, str] = {}
-    for element, after in ctx.network.changes:
-        if after:
-            values[element] = after
-        else:
-            values.pop(element, None)
-    return values, ctx.notifications
+    return synthetic_network(run_id, args, msgspec.convert(args, SyntheticParams).items)
 
 
 def owned_by(run_id: str, element: str) -> bool:

@@ -21,12 +21,19 @@ import msgspec
 import redis.asyncio as aredis
 
 from runstream import processes
+from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
+from runstream.domain.run import Run
+from runstream.domain.scenarios import load_registry
 from runstream.ids import new_id
 from runstream.keys import Fields, Keys
 from runstream.processes import WorkerProcess, worker_env
 from runstream.settings import Settings
 from runstream.store import replies
+from runstream.store.events import EventStore
+from runstream.store.network import NetworkStore
+from runstream_worker.chunk import run_chunk
+from runstream_worker.effects import record_effects
 
 T = TypeVar("T")
 
@@ -274,3 +281,47 @@ async def runctl_async(settings: Settings, *args: str, timeout: float = 60.0) ->
         raise
     assert proc.returncode is not None
     return CliResult(proc.returncode, out.decode(), err.decode())
+
+
+async def prepare_chunk_under_lease(
+    r: aredis.Redis,
+    s: Settings,
+    keys: Keys,
+    run_id: str,
+    args: dict[str, Any],
+    items_to: int,
+    holder: str,
+) -> tuple[ev.ChunkPrepared, Run]:
+    """A synthetic run started, and its first chunk (items up to ``items_to``) recorded
+    (phase one) by ``holder`` under its lease: neither applied nor voided yet."""
+    store = EventStore(r, keys, s)
+    scenario = load_registry().get("synthetic")
+    params = scenario.validate(args)
+    now = time.time()
+    run = Run.blank(run_id)
+    start = cmd.StartRun(run_id=run_id, scenario="synthetic", args=args)
+    run.start(
+        start,
+        now,
+        scenario_version=scenario.version,
+        args=msgspec.to_builtins(params),
+        items_total=scenario.count(params),
+    )
+    assert (await store.save(run, command_id=start.command_id)).status == "ok"
+    assert await r.set(keys.lease(run_id), holder, px=60_000)
+    run.begin(now, holder)
+    result = run_chunk(scenario, params, run_id, 0, items_to, 60.0, lambda _e: None)
+    assert result.items_to == items_to and not result.error
+    effects = await record_effects(
+        NetworkStore(r, keys), run_id, run.state.next_effect, result.changes
+    )
+    prepared = run.prepare_chunk(
+        now,
+        items_to=result.items_to,
+        effects=effects,
+        notifications=result.notifications,
+        log=result.log,
+        results=result.results,
+    )
+    assert (await store.save(run, lease_owner=holder)).status == "ok"
+    return prepared, run

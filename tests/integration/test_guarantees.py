@@ -29,7 +29,6 @@ from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker.app import ensure_groups
 from runstream_worker.chunk import run_chunk
-from runstream_worker.effects import record_effects
 from runstream_worker.upkeep import heartbeat, upkeep
 
 from .support import (
@@ -40,6 +39,7 @@ from .support import (
     history,
     logs_of,
     pending_count,
+    prepare_chunk_under_lease,
     run_id_on,
     runctl_async,
     until,
@@ -180,35 +180,9 @@ async def _prepare_unconfirmed_chunk(
 ) -> tuple[ev.ChunkPrepared, Run]:
     """A run whose worker recorded a chunk (phase one) under its lease and then died: the
     lease is gone, the chunk neither applied nor voided."""
-    store = EventStore(r, keys, s)
-    network = NetworkStore(r, keys)
-    scenario = load_registry().get("synthetic")
-    params = scenario.validate(args)
-    now = time.time()
-    run = Run.blank(run_id)
-    start = cmd.StartRun(run_id=run_id, scenario="synthetic", args=args)
-    run.start(
-        start,
-        now,
-        scenario_version=scenario.version,
-        args=msgspec.to_builtins(params),
-        items_total=scenario.count(params),
+    prepared, run = await prepare_chunk_under_lease(
+        r, s, keys, run_id, args, items_to, holder="ghost-worker"
     )
-    assert (await store.save(run, command_id=start.command_id)).status == "ok"
-    assert await r.set(keys.lease(run_id), "ghost-worker", px=60_000)
-    run.begin(now, "ghost-worker")
-    result = run_chunk(scenario, params, run_id, 0, items_to, 60.0, lambda _e: None)
-    assert result.items_to == items_to and not result.error
-    effects = await record_effects(network, run_id, run.state.next_effect, result.changes)
-    prepared = run.prepare_chunk(
-        now,
-        items_to=result.items_to,
-        effects=effects,
-        notifications=result.notifications,
-        log=result.log,
-        results=result.results,
-    )
-    assert (await store.save(run, lease_owner="ghost-worker")).status == "ok"
     await r.delete(keys.lease(run_id))  # the ghost is gone: its lease expired
     return prepared, run
 

@@ -8,25 +8,21 @@ import asyncio
 import time
 from typing import Any
 
-import msgspec
 import pytest
 import redis
 import redis.asyncio as aredis
 
 from runstream.client import Client
-from runstream.contracts import commands as cmd
 from runstream.domain.run import Run
 from runstream.domain.scenarios import load_registry
 from runstream.keys import Keys
 from runstream.settings import Settings
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
-from runstream_worker.chunk import run_chunk
-from runstream_worker.effects import record_effects
 from runstream_worker.executor import Executor
 from runstream_worker.lease import CANCEL_WAIT_S, Leases, LostLease
 
-from .support import connect, fast, run_id_on, until, worker_running
+from .support import connect, fast, prepare_chunk_under_lease, run_id_on, until, worker_running
 
 
 def test_a_lost_lease_abandons_the_run_at_once_and_frees_its_slot(settings: Settings) -> None:
@@ -139,33 +135,7 @@ async def _prepared_chunk(
     r: aredis.Redis, s: Settings, keys: Keys, run_id: str, args: dict[str, Any], items_to: int
 ) -> Run:
     """A run with a chunk recorded (phase one) by a worker that then lost its lease."""
-    store = EventStore(r, keys, s)
-    scenario = load_registry().get("synthetic")
-    params = scenario.validate(args)
-    now = time.time()
-    run = Run.blank(run_id)
-    start = cmd.StartRun(run_id=run_id, scenario="synthetic", args=args)
-    run.start(
-        start,
-        now,
-        scenario_version=scenario.version,
-        args=msgspec.to_builtins(params),
-        items_total=scenario.count(params),
+    _, run = await prepare_chunk_under_lease(
+        r, s, keys, run_id, args, items_to, holder="first-holder"
     )
-    assert (await store.save(run, command_id=start.command_id)).status == "ok"
-    assert await r.set(keys.lease(run_id), "first-holder", px=60_000)
-    run.begin(now, "first-holder")
-    result = run_chunk(scenario, params, run_id, 0, items_to, 60.0, lambda _e: None)
-    effects = await record_effects(
-        NetworkStore(r, keys), run_id, run.state.next_effect, result.changes
-    )
-    run.prepare_chunk(
-        now,
-        items_to=result.items_to,
-        effects=effects,
-        notifications=result.notifications,
-        log=result.log,
-        results=result.results,
-    )
-    assert (await store.save(run, lease_owner="first-holder")).status == "ok"
     return run
