@@ -4,6 +4,16 @@
 -- the shard's hash tag: <base>:z:<field> sorted sets, <base>:s:<field>=<value> sets, and
 -- <base>:p, the hash run_id -> postings the next update compares with.
 -- new_postings '' removes the run from the index.
+
+-- The run's postings as last written ('' = none: the run left the index).
+local function store_postings(postings_key, run_id, new_postings)
+  if new_postings == '' then
+    redis.call('HDEL', postings_key, run_id)
+  else
+    redis.call('HSET', postings_key, run_id, new_postings)
+  end
+end
+
 local function index_update(base, run_id, new_postings)
   local postings_key = base .. ':p'
   local old_raw = redis.call('HGET', postings_key, run_id)
@@ -34,11 +44,7 @@ local function index_update(base, run_id, new_postings)
   for field, text in pairs(new_t) do
     if old_t[field] ~= text then redis.call('HSET', base .. ':t:' .. field, run_id, text) end
   end
-  if new_postings == '' then
-    redis.call('HDEL', postings_key, run_id)
-  else
-    redis.call('HSET', postings_key, run_id, new_postings)
-  end
+  store_postings(postings_key, run_id, new_postings)
 end
 
 -- The same change as index_update, computed by the caller from the postings it last wrote
@@ -64,9 +70,5 @@ local function index_apply(base, run_id, new_postings, based_on, ops)
     elseif op == 'tr' then redis.call('HDEL', base .. ':t:' .. name, run_id)
     end
   end
-  if new_postings == '' then
-    redis.call('HDEL', postings_key, run_id)
-  else
-    redis.call('HSET', postings_key, run_id, new_postings)
-  end
+  store_postings(postings_key, run_id, new_postings)
 end
