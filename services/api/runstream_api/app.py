@@ -22,6 +22,7 @@ from runstream_api.errors import EXCEPTION_HANDLERS
 from runstream_api.mistral.routes import mistral_router
 from runstream_api.runs_routes import CommandsController, RunsController
 from runstream_api.scenarios_routes import ScenariosController
+from runstream_api.ui import routes as ui
 
 # A request body larger than this is refused (413) before it is read whole.
 MAX_BODY_BYTES = 256 * 1024
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CommandsController,
             assets_router(),
             mistral_router(),
+            ui.router(),
         ],
         dependencies={
             "api": Provide(provide_api, sync_to_thread=False),
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(_version()),
+        template_config=ui.template_config(),
         request_max_body_size=MAX_BODY_BYTES,
         lifespan=[lifespan],
     )
