@@ -19,6 +19,7 @@ from runstream_api.auth import provide_caller
 from runstream_api.context import ApiContext, provide_api
 from runstream_api.docs import assets_router, openapi_config
 from runstream_api.errors import EXCEPTION_HANDLERS
+from runstream_api.metrics import service_routes
 from runstream_api.mistral.routes import mistral_router
 from runstream_api.runs_routes import CommandsController, RunsController
 from runstream_api.scenarios_routes import ScenariosController
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             health,
+            *service_routes,
             ScenariosController,
             RunsController,
             CommandsController,
