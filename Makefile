@@ -24,6 +24,8 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint deploy/Dockerfile
+	$(BIN)/kubernetes-validate --strict --quiet deploy/k8s/*/*.yaml
 
 # BENCH=engine or BENCH=query runs one section alone (query: 100,000 runs, about 3 min).
 BENCH ?= all
