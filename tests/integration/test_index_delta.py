@@ -5,6 +5,7 @@ remembers of a run's postings is out of date."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 
 from runstream.client import Client
@@ -125,5 +126,42 @@ def test_an_append_after_another_process_appended_uses_the_stored_postings(
             running = [k for k, v in written.items() if k.endswith(b"state=running")]
             assert all(run_id.encode() not in v for k, v in written.items() if k in running)
             assert written == await rebuilt_index(a)
+
+    asyncio.run(main())
+
+
+def test_an_append_replaces_texts_stored_the_old_way_one_hash_per_field(
+    settings: Settings,
+) -> None:
+    """Postings written before a run's texts became one JSON object kept them in a hash per
+    field (<base>:t:<field>): the run's next append removes those and stores the object."""
+
+    async def main() -> None:
+        async with Client.connect(settings=settings) as client:
+            run_id = new_id()
+            run = Run.blank(run_id)
+            run.start(cmd.StartRun(run_id=run_id, scenario="synthetic", args={}), T0, args={})
+            run = await saved(client, run)
+            base = client.keys.query_index(client.keys.shard_of(run_id))
+            # The old layout, as an earlier version left it.
+            raw = await client.redis.hget(f"{base}:p", run_id)
+            assert raw is not None
+            stored = json.loads(raw)
+            old_texts = json.loads(stored["t"])
+            stored["t"] = old_texts
+            await client.redis.hset(f"{base}:p", run_id, json.dumps(stored))
+            await client.redis.hdel(f"{base}:t", run_id)
+            for field, text in old_texts.items():
+                await client.redis.hset(f"{base}:t:{field}", run_id, text)
+            client.store._indexed.forget(run_id)  # as after a restart
+
+            run.begin(T0 + 1, "w")
+            run = await saved(client, run)
+            written = await dump_index(client)
+            assert not [k for k in written if k.startswith(f"{base}:t:".encode())]
+            assert json.loads(written[f"{base}:t".encode()][run_id.encode()])["state"] == (
+                "running"
+            )
+            assert written == await rebuilt_index(client)
 
     asyncio.run(main())

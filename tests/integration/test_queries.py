@@ -290,6 +290,9 @@ def test_both_query_strategies_agree_with_the_reference(
         ["started_at"],
         ["ended_at:desc", "duration_ms:desc"],
         ["scenario", "scenario_version:desc", "actor", "description", "updated_at"],
+        ["args.items", "name:desc"],
+        ["args.namespace:desc", "created_at"],
+        ["state", "args.items:desc"],
     ],
 )
 def test_sorting_by_several_keys_each_asc_or_desc(settings: Settings, sort: list[str]) -> None:
@@ -439,8 +442,9 @@ PROPERTY = settings(
 )
 
 filter_texts = st.lists(st.sampled_from(FILTER_TEXTS), min_size=0, max_size=3)
+SORT_KEYS = (*query.SORTABLE, "args.items", "args.namespace", "args.flag")
 sort_specs = st.lists(
-    st.tuples(st.sampled_from(query.SORTABLE), st.sampled_from(["asc", "desc"])),
+    st.tuples(st.sampled_from(SORT_KEYS), st.sampled_from(["asc", "desc"])),
     min_size=1,
     max_size=3,
     unique_by=lambda t: t[0],

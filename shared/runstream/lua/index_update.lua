@@ -1,8 +1,9 @@
 -- Fragment (included by append, delete, index_put_if_newer): bring one run's entries in the
 -- query index from its previous postings to new ones (runstream.query.postings), touching
 -- only what changed. Index keys are built from the shard's index base key, so they share
--- the shard's hash tag: <base>:z:<field> sorted sets, <base>:s:<field>=<value> sets, and
--- <base>:p, the hash run_id -> postings the next update compares with.
+-- the shard's hash tag: <base>:z:<field> sorted sets, <base>:s:<field>=<value> sets,
+-- <base>:t, the hash run_id -> the run's texts (one JSON object), and <base>:p, the hash
+-- run_id -> postings the next update compares with.
 -- new_postings '' removes the run from the index.
 
 -- The run's postings as last written ('' = none: the run left the index).
@@ -37,12 +38,18 @@ local function index_update(base, run_id, new_postings)
   for _, member in ipairs(new.s) do
     if not had[member] then redis.call('SADD', base .. ':s:' .. member, run_id) end
   end
-  local old_t, new_t = old.t or {}, new.t or {}
-  for field, _ in pairs(old_t) do
-    if new_t[field] == nil then redis.call('HDEL', base .. ':t:' .. field, run_id) end
+  local old_t, new_t = old.t or '', new.t or ''
+  if type(old_t) == 'table' then
+    -- Postings from before the texts were one object: a hash per field.
+    for field, _ in pairs(old_t) do redis.call('HDEL', base .. ':t:' .. field, run_id) end
+    old_t = ''
   end
-  for field, text in pairs(new_t) do
-    if old_t[field] ~= text then redis.call('HSET', base .. ':t:' .. field, run_id, text) end
+  if old_t ~= new_t then
+    if new_t == '' then
+      redis.call('HDEL', base .. ':t', run_id)
+    else
+      redis.call('HSET', base .. ':t', run_id, new_t)
+    end
   end
   store_postings(postings_key, run_id, new_postings)
 end
@@ -51,7 +58,7 @@ end
 -- for the run (based_on, '' = none): valid only while those are still the stored ones, and
 -- then it saves decoding both postings and comparing every entry. ops: a JSON array of
 -- triples (op, field or member, value): za/zr sorted set add/remove, sa/sr value set
--- add/remove, ta/tr text hash set/delete. ops '' (the caller knows nothing) or other stored
+-- add/remove, ta/tr the run's texts set (value)/delete. ops '' (the caller knows nothing) or other stored
 -- postings: index_update does it all.
 local function index_apply(base, run_id, new_postings, based_on, ops)
   local postings_key = base .. ':p'
@@ -66,8 +73,8 @@ local function index_apply(base, run_id, new_postings, based_on, ops)
     elseif op == 'zr' then redis.call('ZREM', base .. ':z:' .. name, run_id)
     elseif op == 'sa' then redis.call('SADD', base .. ':s:' .. name, run_id)
     elseif op == 'sr' then redis.call('SREM', base .. ':s:' .. name, run_id)
-    elseif op == 'ta' then redis.call('HSET', base .. ':t:' .. name, run_id, value)
-    elseif op == 'tr' then redis.call('HDEL', base .. ':t:' .. name, run_id)
+    elseif op == 'ta' then redis.call('HSET', base .. ':t', run_id, value)
+    elseif op == 'tr' then redis.call('HDEL', base .. ':t', run_id)
     end
   end
   store_postings(postings_key, run_id, new_postings)

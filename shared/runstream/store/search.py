@@ -72,6 +72,26 @@ def clause(f: Filter) -> dict[str, Any]:
     return {"neg": neg, "sets": sets, "ranges": ranges, "scan": scan}
 
 
+def _marker_place(marker: RunSummary, q: Query) -> dict[str, list[Any]]:
+    """Where the marker run stands per sort key, as lua/query.lua's tuple() has it."""
+    z = query.postings(marker)["z"]
+    classes: list[int] = []
+    scores: list[str] = []
+    texts: list[str] = []
+    for k in q.sort:
+        if k.field in FIELDS:
+            value = FIELDS[k.field].read(marker)
+            classes.append(1)
+            scores.append(z[k.field])
+            texts.append(value if isinstance(value, str) else "")
+            continue
+        cls, value = query.sort_value(marker, k.field)
+        classes.append(cls)
+        scores.append(repr(value) if cls == 1 else "0")
+        texts.append(value.decode() if cls == 2 else "")
+    return {"classes": classes, "scores": scores, "texts": texts}
+
+
 class Searcher:
     def __init__(self, redis: aredis.Redis, keys: Keys) -> None:
         self.redis = redis
@@ -81,19 +101,17 @@ class Searcher:
 
     def _plan(self, q: Query, count: bool, marker: RunSummary | None) -> bytes:
         sort = [
-            [k.field, k.desc, FIELDS[k.field].kind in (Kind.ID, Kind.KEYWORD, Kind.TEXT)]
+            [
+                k.field,
+                k.desc,
+                k.field in FIELDS and FIELDS[k.field].kind in (Kind.ID, Kind.KEYWORD, Kind.TEXT),
+                k.field not in FIELDS,  # args.<name>
+            ]
             for k in q.sort
         ]
         marker_plan: dict[str, Any] | bool = False
         if marker is not None:
-            z = query.postings(marker)["z"]
-            marker_plan = {
-                "id": marker.id,
-                "scores": [z[k.field] for k in q.sort],
-                "texts": [
-                    v if isinstance(v := FIELDS[k.field].read(marker), str) else "" for k in q.sort
-                ],
-            }
+            marker_plan = {"id": marker.id, **_marker_place(marker, q)}
         return _encode(
             {
                 "clauses": [clause(f) for f in q.filters],
