@@ -70,7 +70,7 @@ FIELDS: dict[str, Field] = {
         _f("state", Kind.KEYWORD),
         _f("name", Kind.KEYWORD),
         _f("actor", Kind.KEYWORD),
-        _f("description", Kind.TEXT),
+        _f("description", Kind.KEYWORD),
         _f("labels", Kind.LABELS),
         _f("created_at", Kind.TIME),
         _f("updated_at", Kind.TIME),

@@ -3,8 +3,38 @@
 -- only what changed. Index keys are built from the shard's index base key, so they share
 -- the shard's hash tag: <base>:z:<field> sorted sets, <base>:s:<field>=<value> sets,
 -- <base>:t, the hash run_id -> the run's texts (one JSON object), and <base>:p, the hash
--- run_id -> postings the next update compares with.
+-- run_id -> postings the next update compares with; and <base>:v:<field>, the values a
+-- keyword field (or a label) has in some run of the shard, which lets lua/query.lua answer
+-- has/gt/lt on them from the value sets.
 -- new_postings '' removes the run from the index.
+
+-- A run joins or leaves the value set <base>:s:<field>=<value>, and the value joins or
+-- leaves its field's values when the set is new or gone. Arguments have no such list (their
+-- texts hide their types).
+local function value_field(member)
+  local eq = string.find(member, '=', 1, true)
+  local field = string.sub(member, 1, eq - 1)
+  if string.sub(field, 1, 5) == 'args.' then return nil end
+  return field, string.sub(member, eq + 1)
+end
+
+local function set_add(base, member, run_id)
+  local key = base .. ':s:' .. member
+  redis.call('SADD', key, run_id)
+  if redis.call('SCARD', key) == 1 then
+    local field, value = value_field(member)
+    if field then redis.call('SADD', base .. ':v:' .. field, value) end
+  end
+end
+
+local function set_remove(base, member, run_id)
+  local key = base .. ':s:' .. member
+  redis.call('SREM', key, run_id)
+  if redis.call('EXISTS', key) == 0 then
+    local field, value = value_field(member)
+    if field then redis.call('SREM', base .. ':v:' .. field, value) end
+  end
+end
 
 -- The run's postings as last written ('' = none: the run left the index).
 local function store_postings(postings_key, run_id, new_postings)
@@ -33,10 +63,10 @@ local function index_update(base, run_id, new_postings)
   local had = {}
   for _, member in ipairs(old.s) do
     had[member] = true
-    if not keep[member] then redis.call('SREM', base .. ':s:' .. member, run_id) end
+    if not keep[member] then set_remove(base, member, run_id) end
   end
   for _, member in ipairs(new.s) do
-    if not had[member] then redis.call('SADD', base .. ':s:' .. member, run_id) end
+    if not had[member] then set_add(base, member, run_id) end
   end
   local old_t, new_t = old.t or '', new.t or ''
   if type(old_t) == 'table' then
@@ -71,8 +101,8 @@ local function index_apply(base, run_id, new_postings, based_on, ops)
     local op, name, value = list[i], list[i + 1], list[i + 2]
     if op == 'za' then redis.call('ZADD', base .. ':z:' .. name, value, run_id)
     elseif op == 'zr' then redis.call('ZREM', base .. ':z:' .. name, run_id)
-    elseif op == 'sa' then redis.call('SADD', base .. ':s:' .. name, run_id)
-    elseif op == 'sr' then redis.call('SREM', base .. ':s:' .. name, run_id)
+    elseif op == 'sa' then set_add(base, name, run_id)
+    elseif op == 'sr' then set_remove(base, name, run_id)
     elseif op == 'ta' then redis.call('HSET', base .. ':t', run_id, value)
     elseif op == 'tr' then redis.call('HDEL', base .. ':t', run_id)
     end

@@ -11,6 +11,8 @@ local q = cjson.decode(ARGV[1])
 -- q.marker: false | {id, classes = {...}, scores = {...}, texts = {...}} (one per sort key)
 -- q.walk_budget: how many runs a walk in sort order may expect to read before the planner
 --             narrows the runs down with the index sets instead.
+-- q.max_values, q.max_matching: has/gt/lt on a keyword field reads the field's values when
+--             it has at most max_values, and joins their sets when at most max_matching match.
 
 local function zkey(field) return base .. ':z:' .. field end
 local function skey(member) return base .. ':s:' .. member end
@@ -78,22 +80,22 @@ local function scan_values(id, scan)
   return {v}
 end
 
+-- A text against a filter's operator and values (runstream.query._matches_one).
+local function text_hit(v, op, values)
+  if op == 'has' then return string.find(v, values[1], 1, true) ~= nil end
+  for _, w in ipairs(values) do
+    local r = bytes_cmp(v, w)
+    if (op == 'eq' and r == 0) or (op == 'gt' and r > 0) or (op == 'gte' and r >= 0)
+      or (op == 'lt' and r < 0) or (op == 'lte' and r <= 0) then
+      return true
+    end
+  end
+  return false
+end
+
 local function scan_hit(id, scan)
   for _, v in ipairs(scan_values(id, scan)) do
-    if type(v) == 'string' then
-      if scan.op == 'has' then
-        if string.find(v, scan.values[1], 1, true) then return true end
-      else
-        for _, w in ipairs(scan.values) do
-          local r = bytes_cmp(v, w)
-          local op = scan.op
-          if (op == 'eq' and r == 0) or (op == 'gt' and r > 0) or (op == 'gte' and r >= 0)
-            or (op == 'lt' and r < 0) or (op == 'lte' and r <= 0) then
-            return true
-          end
-        end
-      end
-    end
+    if type(v) == 'string' and text_hit(v, scan.op, scan.values) then return true end
   end
   return false
 end
@@ -186,6 +188,21 @@ end
 -- ------------------------------------------------------------------ planning
 local total = redis.call('ZCARD', ids)
 
+-- has/gt/lt on a keyword field or a label: the runs of the field's values that match (one
+-- set each, index_update.lua), unless there are too many values to read or to join.
+for _, c in ipairs(q.clauses) do
+  local want = c.values
+  if want and redis.call('SCARD', base .. ':v:' .. want.field) <= q.max_values then
+    local sets = {}
+    for _, v in ipairs(redis.call('SMEMBERS', base .. ':v:' .. want.field)) do
+      if text_hit(v, want.op, want.values) then sets[#sets + 1] = want.field .. '=' .. v end
+    end
+    if #sets <= q.max_matching then
+      c.sets, c.scan = sets, false
+    end
+  end
+end
+
 -- How many runs a clause's sets and ranges hold together (at most).
 local function index_size(c)
   local n = 0
@@ -244,6 +261,7 @@ end
 -- The runs of a clause on their own: a set's own key, else a scratch key.
 local function clause_key(c)
   if #c.sets == 1 and #c.ranges == 0 then return skey(c.sets[1]) end
+  if #c.sets == 0 and #c.ranges == 0 then return temp() end -- no run: a key never written
   local parts = {}
   for _, member in ipairs(c.sets) do parts[#parts + 1] = skey(member) end
   for _, r in ipairs(c.ranges) do
@@ -276,6 +294,7 @@ local function narrow(from, c)
     return key
   end
   local key = temp()
+  if #c.sets == 0 then return c.neg and from or key end -- no run matches the clause itself
   if c.neg then
     local args = {key, #c.sets + 1, from}
     for _, member in ipairs(c.sets) do args[#args + 1] = skey(member) end

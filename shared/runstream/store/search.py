@@ -19,6 +19,11 @@ _encode = msgspec.json.Encoder().encode
 # A walk in sort order that expects to read more runs than this intersects the index
 # sets first (lua/query.lua).
 WALK_BUDGET = 3000
+# has/gt/lt on a keyword field or a label is answered from the sets of the field's values
+# that match while it has at most MAX_VALUES values in a shard and at most MAX_MATCHING
+# match; else each run's text is read (lua/query.lua).
+MAX_VALUES = 5000
+MAX_MATCHING = 200
 
 
 class MarkerNotFound(LookupError):
@@ -69,6 +74,10 @@ def clause(f: Filter) -> dict[str, Any]:
         # Keyword and text fields are read from the index's text hashes.
         text = kind in (Kind.KEYWORD, Kind.TEXT)
         scan = {"field": f.field, "arg": False, "op": op, "values": list(f.values), "text": text}
+        if kind in (Kind.KEYWORD, Kind.LABELS):
+            # The values of the field that match, when there are not too many: their sets.
+            values = {"field": f.field, "op": op, "values": list(f.values)}
+            return {"neg": neg, "sets": sets, "ranges": ranges, "scan": scan, "values": values}
     return {"neg": neg, "sets": sets, "ranges": ranges, "scan": scan}
 
 
@@ -120,6 +129,8 @@ class Searcher:
                 "count": count,
                 "marker": marker_plan,
                 "walk_budget": WALK_BUDGET,
+                "max_values": MAX_VALUES,
+                "max_matching": MAX_MATCHING,
             }
         )
 
