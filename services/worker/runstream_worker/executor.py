@@ -19,12 +19,13 @@ from typing import Any, TypeVar, cast
 import redis
 import structlog
 
-from runstream.domain.run import Run
+from runstream.domain.run import WAITING_BAND, Run
 from runstream.domain.scenarios import BadArguments, Registry, ResultLimits
 from runstream.settings import Settings
 from runstream.store import outputs
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
+from runstream_worker import metrics
 from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
 from runstream_worker.chunk_protocol import ChunkProtocol
 from runstream_worker.lease import Leases, LostLease
@@ -203,12 +204,14 @@ class Executor:
     async def _start_in_order(self, line: list[tuple[float, str]]) -> bool:
         """Start the runs of ``line`` no one drives, in order, while slots are free; True if
         some had to be left waiting."""
-        for _score, run_id in line:
+        for score, run_id in line:
             if self._stopping or self._driving(run_id) or run_id in self._elsewhere:
                 continue
             if self.free_slots <= 0:
                 return True
             if await self.leases.acquire(run_id):
+                if score < WAITING_BAND:  # started before: someone else was driving it
+                    metrics.lease_taken_over()
                 self._spawn(run_id, leased=True)
             else:
                 # Driven by another worker: not asked again until the next periodic scan.
@@ -230,6 +233,7 @@ class Executor:
             await self.leases.hold_while(run_id, self._drive_held(run_id, released), released)
         except LostLease:
             log.warning("lease_lost")
+            metrics.lease_lost()
         except (redis.RedisError, OSError, NetworkUnavailable) as exc:
             log.warning("drive_interrupted", error=str(exc))
         except Exception:
@@ -333,6 +337,7 @@ class Executor:
             log.info("run_reverted", compensated=s.compensated, skipped=s.skipped)
         if not await self._append(run):
             return await self.store.load(run.state.run_id)  # the step is redone: its mark answers
+        metrics.effects_compensated(step.compensated, len(step.skipped))
         if step.mark:
             await self.network.forget_revert_step(step.mark)
         return run

@@ -25,6 +25,7 @@ from runstream.keys import Fields
 from runstream.settings import Settings
 from runstream.store import dlq, outputs
 from runstream.store.events import Ack, EventStore
+from runstream_worker import metrics
 
 log = structlog.get_logger("runstream.handlers")
 
@@ -206,6 +207,7 @@ class CommandProcessor:
         """Park a message that can't be handled, with why; ack it so nothing waits on it."""
         log.warning("dead_lettered", entry_id=entry_id, reason=reason)
         await dlq.park(self.redis, self.keys, self.settings, shard, entry_id, fields, reason)
+        metrics.dead_lettered()
 
     async def _handle_run(
         self, shard: int, run_id: str, items: list[tuple[str, cmd.Command]]
@@ -264,12 +266,16 @@ class CommandProcessor:
                     log.info("command_rejected", command=kind, reason=rejected)
                 else:
                     log.info("command_applied", command=kind, state=run.state.state)
+                metrics.command_handled(
+                    kind, "applied" if rejected is None else "rejected", command.issued_at
+                )
                 if run.state.needs_executor:
                     at_once = isinstance(command, cmd.StartRun) and command.no_queue
                     self.slots.wake(command.run_id, at_once=at_once)
                 return run
             if result.status == "dup":
                 log.info("command_duplicate", command=kind)
+                metrics.command_handled(kind, "duplicate", command.issued_at)
                 return None
             if result.status == "deleted":
                 await self._reject_without_run(
@@ -300,3 +306,4 @@ class CommandProcessor:
         )
         await self.store.reject_unknown(command.run_id, event, ack)
         log.info("command_rejected", command=event.command_type, reason=reason)
+        metrics.command_handled(event.command_type, "rejected", command.issued_at)
