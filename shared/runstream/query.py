@@ -165,7 +165,7 @@ def arg_text(value: Any) -> str:
 
 
 def _arg_number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if type(value) is bool or not isinstance(value, (int, float)):  # a tuple: faster
         return None
     return float(value) if math.isfinite(value) else None
 
@@ -184,10 +184,16 @@ def text_score(text: str) -> str:
     return _score(int.from_bytes(head, "big"))
 
 
+_TO_BASE32 = str.maketrans("0123456789ABCDEFGHJKMNPQRSTVWXYZ", "0123456789ABCDEFGHIJKLMNOPQRSTUV")
+
+
 def id_score(run_id: str) -> str:
     """Run ids are Crockford base32: the first 10 characters (50 bits) keep their order."""
+    head = run_id[:10].ljust(10, "0")
+    if _BASE32.keys() >= set(head):
+        return _score(int(head.translate(_TO_BASE32), 32))
     value = 0
-    for c in run_id[:10].ljust(10, "0"):
+    for c in head:  # not a run id: other characters count as 0
         value = value * 32 + _BASE32.get(c, 0)
     return _score(value)
 
@@ -469,11 +475,24 @@ def postings(summary: RunSummary) -> Posting:
     its texts, one JSON object (keyword and text fields, arguments that are no numbers:
     read by sorting and text operators without decoding the summary).
     lua/index_update.lua applies the difference to the previous postings. (Computed on
-    every append: the field kinds are resolved once, and text scores cached.)"""
-    z: dict[str, str] = {}
-    s: list[str] = []
-    t: dict[str, str] = {}
-    for name, read, kind in _POSTED:
+    every append: the part a run was started with is kept per run while it stays the
+    same, and text scores are cached.)"""
+    static = _static_postings(summary)
+    z = dict(static.z)
+    s = list(static.s)
+    t = dict(static.t)
+    _post(summary, _CHANGING, z, s, t)
+    return {"z": z, "s": s, "t": _texts_encoder.encode(t).decode()}
+
+
+def _post(
+    summary: RunSummary,
+    fields: tuple[tuple[str, Callable[[Any], Any], Kind], ...],
+    z: dict[str, str],
+    s: list[str],
+    t: dict[str, str],
+) -> None:
+    for name, read, kind in fields:
         value = read(summary)
         if kind is Kind.KEYWORD:
             z[name] = _text_score(value)
@@ -488,6 +507,38 @@ def postings(summary: RunSummary) -> Posting:
             z[name] = id_score(value)
         else:  # Kind.LABELS
             s.extend(f"labels={k}={v}" for k, v in value.items())
+
+
+@dataclass(frozen=True, slots=True)
+class _Static:
+    """The postings of the fields a run was started with, and what they were made of."""
+
+    made_of: tuple[Any, ...]
+    labels: dict[str, str]
+    args: dict[str, Any]
+    z: dict[str, str]
+    s: list[str]
+    t: dict[str, str]
+
+
+_static_by_run: dict[str, _Static] = {}
+STATIC_REMEMBERED = 4096  # runs (the worker appends to a run several times in a row)
+
+
+def _static_postings(summary: RunSummary) -> _Static:
+    made_of = tuple(read(summary) for _, read, _ in _STARTED if read is not _labels)
+    known = _static_by_run.get(summary.id)
+    if (
+        known is not None
+        and known.made_of == made_of
+        and known.labels == summary.labels
+        and known.args == summary.args
+    ):
+        return known
+    z: dict[str, str] = {}
+    s: list[str] = []
+    t: dict[str, str] = {}
+    _post(summary, _STARTED, z, s, t)
     for arg, value in summary.args.items():
         text = arg_text(value)
         s.append(f"{ARGS_PREFIX}{arg}={text}")
@@ -496,10 +547,34 @@ def postings(summary: RunSummary) -> Posting:
             z[f"{ARGS_PREFIX}{arg}"] = _score(number)
         else:
             t[f"{ARGS_PREFIX}{arg}"] = text
-    return {"z": z, "s": s, "t": _texts_encoder.encode(t).decode()}
+    static = _Static(made_of, dict(summary.labels), dict(summary.args), z, s, t)
+    if len(_static_by_run) >= STATIC_REMEMBERED:
+        del _static_by_run[next(iter(_static_by_run))]
+    _static_by_run[summary.id] = static
+    return static
 
 
 _texts_encoder = msgspec.json.Encoder()
+# What a run is started with (checked on every use, so a change is never missed); the
+# rest changes as it runs.
+_STARTED_NAMES = frozenset(
+    {
+        "id",
+        "scenario",
+        "scenario_version",
+        "name",
+        "actor",
+        "description",
+        "labels",
+        "created_at",
+        "priority",
+        "source_run_id",
+        "tracked",
+    }
+)
 _POSTED = tuple((name, field.read, field.kind) for name, field in FIELDS.items())
+_STARTED = tuple(p for p in _POSTED if p[0] in _STARTED_NAMES)
+_CHANGING = tuple(p for p in _POSTED if p[0] not in _STARTED_NAMES)
+_labels = FIELDS["labels"].read
 # Keyword values repeat across runs (scenario, actor, state ...).
 _text_score = functools.lru_cache(maxsize=4096)(text_score)

@@ -7,13 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
+from typing import Any
+
+import pytest
 
 from runstream.client import Client
 from runstream.contracts import commands as cmd
-from runstream.domain.run import Run
+from runstream.domain.run import Run, RunState
 from runstream.ids import new_id
 from runstream.settings import Settings
-from runstream.store import index
+from runstream.store import events, index
 
 from .test_queries import ACTORS, ARGS, LABELS, NAMES, SCENARIOS, T0, dump_index
 
@@ -162,6 +166,62 @@ def test_an_append_replaces_texts_stored_the_old_way_one_hash_per_field(
             assert json.loads(written[f"{base}:t".encode()][run_id.encode()])["state"] == (
                 "running"
             )
+            assert written == await rebuilt_index(client)
+
+    asyncio.run(main())
+
+
+def test_a_rebuild_keeps_what_workers_append_meanwhile(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run a is appended to after the rebuild dropped the index (its entries are there when
+    the batch comes: diffed), run b after the rebuild read its events (the index holds a
+    newer summary: kept). The result is what a rebuild without them writes."""
+
+    async def main() -> None:
+        async with Client.connect(settings=settings) as client:
+            ids = []
+            for i in range(6):
+                run_id = new_id()
+                run = Run.blank(run_id)
+                run.start(cmd.StartRun(run_id=run_id, scenario="synthetic"), T0 + i)
+                await saved(client, run)
+                ids.append(run_id)
+            a, b = ids[1], ids[4]
+
+            async def begin(run_id: str) -> None:
+                run = await client.store.load(run_id)
+                run.begin(T0 + 50, "w")
+                await saved(client, run)
+
+            drop, summarize = index._drop, events.encoded_summary
+
+            async def drop_then_append(*args: Any) -> None:
+                await drop(*args)
+                await begin(a)
+
+            def summarize_then_append(state: RunState) -> tuple[bytes, bytes]:
+                if state.run_id == b and state.state == "queued":
+                    # Another process appends now, before the rebuild writes b.
+                    thread = threading.Thread(target=asyncio.run, args=(begin_elsewhere(b),))
+                    thread.start()
+                    thread.join()
+                return summarize(state)
+
+            async def begin_elsewhere(run_id: str) -> None:
+                async with Client.connect(settings=settings) as other:
+                    run = await other.store.load(run_id)
+                    run.begin(T0 + 50, "w")
+                    await saved(other, run)
+
+            monkeypatch.setattr(index, "_drop", drop_then_append)
+            monkeypatch.setattr(index, "encoded_summary", summarize_then_append)
+            await index.rebuild(client.redis, client.keys, client.store)
+            monkeypatch.undo()
+            assert (await client.get(a)).state == "running"
+            assert (await client.get(b)).state == "running"
+            assert (await client.get(ids[0])).state == "queued"
+            written = await dump_index(client)
             assert written == await rebuilt_index(client)
 
     asyncio.run(main())

@@ -1,4 +1,4 @@
--- Fragment (included by append, delete, index_put_if_newer): bring one run's entries in the
+-- Fragment (included by append, delete, index_put_batch): bring one run's entries in the
 -- query index from its previous postings to new ones (runstream.query.postings), touching
 -- only what changed. Index keys are built from the shard's index base key, so they share
 -- the shard's hash tag: <base>:z:<field> sorted sets, <base>:s:<field>=<value> sets,
