@@ -101,6 +101,8 @@ class Executor:
         self._read_at = 0.0
         # Runs another worker held the lease of at the last try: run id -> when to retry.
         self._elsewhere: dict[str, float] = {}
+        # Runs whose lease went back with their last append: their drive releases nothing.
+        self._given_back: set[str] = set()
         self._stopping = False
         # Seen by chunks in their threads: stop at the next item boundary.
         self._shutdown = threading.Event()
@@ -149,16 +151,22 @@ class Executor:
         free and no run waits before it; else the scanner starts runs in their order.
         ``at_once`` (a --no-queue start): drive it now, slot or not. A run whose task here
         has ended (or was left behind after losing the lease) is driven again."""
-        if self._stopping or self._driving(run_id):
+        if self._stopping:
+            return
+        if self._driving(run_id):
+            # Its drive may be ending (the run was stopped, or just finished): the scan
+            # that follows reads the line again, so the run is taken up at once.
+            self._news = True
             return
         if at_once or (self.free_slots > 0 and not self._backlog):
-            self._spawn(run_id, leased=False)
+            self._spawn(run_id)
         else:
             self._news = True
             self._poke.set()
 
-    def _spawn(self, run_id: str, *, leased: bool) -> None:
-        task = asyncio.create_task(self._drive(run_id, leased))
+    def _spawn(self, run_id: str, run: Run | None = None) -> None:
+        """Drive the run in a task of its own; ``run``: loaded under our lease already."""
+        task = asyncio.create_task(self._drive(run_id, run))
         self._active[run_id] = task
         task.add_done_callback(functools.partial(self._forget, run_id))
 
@@ -222,18 +230,23 @@ class Executor:
             if self.free_slots <= 0:
                 return True
             line.at += 1
-            if await self.leases.acquire(run_id):
-                self._spawn(run_id, leased=True)
+            run = await self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
+            if run is not None:
+                self._spawn(run_id, run)
             else:
                 # Driven by another worker: not asked again until the next periodic scan.
                 self._elsewhere[run_id] = time.monotonic() + self._scan_interval
         return False
 
     # ------------------------------------------------------------------ one run
-    async def _drive(self, run_id: str, leased: bool) -> None:
+    async def _drive(self, run_id: str, run: Run | None) -> None:
         try:
-            if not leased and (self._stopping or not await self.leases.acquire(run_id)):
-                return
+            if run is None:
+                if self._stopping:
+                    return
+                run = await self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
+                if run is None:
+                    return  # driven by another worker
         except (redis.RedisError, OSError) as exc:
             log.warning("lease_unavailable", run_id=run_id, error=str(exc))
             return
@@ -241,24 +254,27 @@ class Executor:
         try:
             # Renewed in the background; lost, the drive is cancelled and the slot freed.
             released = asyncio.Event()
-            await self.leases.hold_while(run_id, self._drive_held(run_id, released), released)
+            await self.leases.hold_while(run_id, self._drive_held(run, released), released)
         except LostLease:
-            log.warning("lease_lost")
+            if run_id not in self._given_back:  # else: a renewal that crossed the last append
+                log.warning("lease_lost")
         except (redis.RedisError, OSError, NetworkUnavailable) as exc:
             log.warning("drive_interrupted", error=str(exc))
         except Exception:
             log.exception("drive_crashed")
         finally:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await self.leases.release(run_id)
+            if run_id in self._given_back:
+                self._given_back.discard(run_id)
+            else:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await self.leases.release(run_id)
             structlog.contextvars.unbind_contextvars("run_id")
             task = asyncio.current_task()
             if task is not None:
                 self._forget(run_id, task)
             self._poke.set()  # a slot is free: the next run in line may start
 
-    async def _drive_held(self, run_id: str, released: asyncio.Event) -> None:
-        run = await self.store.load(run_id)
+    async def _drive_held(self, run: Run, released: asyncio.Event) -> None:
         conflicts = 0
         # ``released``: the lease hold ended while this went on (it swallowed its
         # cancellation); this worker may hold the lease again for a new drive, whose
@@ -280,10 +296,16 @@ class Executor:
 
     async def _append(self, run: Run, output: outputs.RunOutput | None = None) -> bool:
         """Append the run's new events under our lease: False if the run changed meanwhile
-        (nothing was written); LostLease if another executor took the run."""
-        result = await self.store.save(run, lease_owner=self.worker, output=output)
+        (nothing was written); LostLease if another executor took the run. The append that
+        leaves the run with nothing for an executor to do gives the lease back with it."""
+        done = not run.state.needs_executor
+        result = await self.store.save(
+            run, lease_owner=self.worker, release_lease=done, output=output
+        )
         if result.status == "lease":
             raise LostLease(run.state.run_id)
+        if result.status == "ok" and done:
+            self._given_back.add(run.state.run_id)
         return result.status == "ok"
 
     async def _save(self, run: Run, output: outputs.RunOutput | None = None) -> Run:

@@ -102,6 +102,17 @@ class EventStore:
         reply = await self._load(keys=self._load_keys(run_id), args=[run_id, LOAD_PAGE])
         return await self._fold(run_id, reply)
 
+    async def load_under_lease(self, run_id: str, owner: str, lease_ms: int) -> Run | None:
+        """Take the run's execution lease (as Leases.acquire) and load it, in one round
+        trip; None if someone else holds the lease. A deleted run is not leased."""
+        reply = await self._load(
+            keys=[*self._load_keys(run_id), self.keys.lease(run_id)],
+            args=[run_id, LOAD_PAGE, owner, lease_ms],
+        )
+        if reply[0] == b"leased":
+            return None
+        return await self._fold(run_id, reply)
+
     async def load_many(self, run_ids: list[str]) -> list[Run]:
         """Several runs in one pipelined round trip (plus one per run with a long tail)."""
         await self.redis.script_load(self._load.script)
@@ -147,11 +158,13 @@ class EventStore:
         *,
         command_id: str = "",
         lease_owner: str = "",
+        release_lease: bool = False,
         ack: Ack | None = None,
         output: outputs.RunOutput | None = None,
     ) -> AppendResult:
         """Append the run's new events, if its version is still the one they were based on;
-        ``output`` (log lines, result files) becomes visible with them."""
+        ``output`` (log lines, result files) becomes visible with them. ``lease_owner``: only
+        while it holds the run's lease (renewed), given back if ``release_lease``."""
         events = run.take_events()
         s = run.state
         expected = s.version - len(events)
@@ -185,6 +198,7 @@ class EventStore:
             postings,
             based_on,
             index_ops,
+            "1" if release_lease else "",
         ]
         for e in events:
             stored = ev.encode_event(e)
