@@ -39,6 +39,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/kubernetes-validate --strict --quiet deploy/k8s/*/*.yaml
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
 
 # BENCH=engine or BENCH=query runs one section alone (query: 100,000 runs, about 3 min).
 BENCH ?= all

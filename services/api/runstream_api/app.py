@@ -19,6 +19,7 @@ from runstream_api.auth import provide_caller
 from runstream_api.context import ApiContext, provide_api
 from runstream_api.docs import assets_router, openapi_config
 from runstream_api.errors import EXCEPTION_HANDLERS
+from runstream_api.events_routes import all_events, run_events
 from runstream_api.metrics import service_routes
 from runstream_api.mistral.routes import mistral_router
 from runstream_api.runs_routes import CommandsController, RunsController
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ScenariosController,
             RunsController,
             CommandsController,
+            all_events,
+            run_events,
             assets_router(),
             mistral_router(),
             ui.router(),
