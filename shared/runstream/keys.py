@@ -88,6 +88,10 @@ class Keys:
         sorted sets, ``<base>:s:<field>=<value>`` sets, ``<base>:p`` postings per run."""
         return f"{self._shard(shard)}:ix"
 
+    def query_value_set(self, shard: int, field: str, value: str) -> str:
+        """The set of a shard's runs whose ``field`` is ``value`` (e.g. state=running)."""
+        return f"{self.query_index(shard)}:s:{field}={value}"
+
     def query_index_pattern(self, shard: int) -> str:
         """SCAN pattern of every key of a shard's query index (dropped by a rebuild)."""
         return f"{self._shard(shard)}:ix:*"

@@ -70,6 +70,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retain_reverted_days: float = 0
     worker_name: str = ""
     shutdown_grace_s: float = 10.0
+    # A worker's HTTP status port: /metrics (Prometheus), /health (ready: its loop answers,
+    # it consumes, Redis answers) and /livez (its loop answers). 0, the default: none (so
+    # several workers on one machine don't clash); the container image sets 9464.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     log_format: str = "auto"  # auto | json | console
 
     def connection_url(self) -> str:
@@ -131,6 +136,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     for name in ("max_parallel_runs", "max_log_lines", "max_result_bytes", "max_run_result_bytes"):
         if getattr(settings, name) < 1:
             raise ValueError(f"bad setting: RUNSTREAM_{name.upper()} must be at least 1")
+    if not 0 <= settings.metrics_port <= 65535:
+        raise ValueError("bad setting: RUNSTREAM_METRICS_PORT must be 0 (off) to 65535")
     if settings.dlq_maxlen < 1:
         raise ValueError("bad setting: RUNSTREAM_DLQ_MAXLEN must be at least 1")
     if settings.dlq_keep_bytes < 0 or settings.dlq_max_age_s < 0:

@@ -33,6 +33,8 @@ def _strategy(field: msgspec.structs.FieldInfo) -> st.SearchStrategy[Any]:
             st.integers(1, 65535),
             st.integers(0, 15),
         )
+    if field.name == "metrics_port":  # a TCP port, or 0 for none
+        return st.integers(min_value=0, max_value=65535)
     if field.type is int:
         return st.integers(min_value=1, max_value=2**62)
     if field.type is float:
@@ -64,3 +66,11 @@ def test_to_env_names_every_setting() -> None:
 def test_a_bad_value_names_its_variable() -> None:
     with pytest.raises(ValueError, match="RUNSTREAM_LEASE_MS"):
         load_settings({"RUNSTREAM_LEASE_MS": "soon"})
+
+
+def test_the_metrics_port_is_off_by_default_and_checked() -> None:
+    assert load_settings({}).metrics_port == 0
+    assert load_settings({"RUNSTREAM_METRICS_PORT": "9464"}).metrics_port == 9464
+    for bad in ("-1", "65536", "http"):
+        with pytest.raises(ValueError, match="RUNSTREAM_METRICS_PORT"):
+            load_settings({"RUNSTREAM_METRICS_PORT": bad})

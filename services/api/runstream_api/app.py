@@ -19,9 +19,12 @@ from runstream_api.auth import provide_caller
 from runstream_api.context import ApiContext, provide_api
 from runstream_api.docs import assets_router, openapi_config
 from runstream_api.errors import EXCEPTION_HANDLERS
+from runstream_api.events_routes import all_events, run_events
+from runstream_api.metrics import service_routes
 from runstream_api.mistral.routes import mistral_router
 from runstream_api.runs_routes import CommandsController, RunsController
 from runstream_api.scenarios_routes import ScenariosController
+from runstream_api.ui import routes as ui
 
 # A request body larger than this is refused (413) before it is read whole.
 MAX_BODY_BYTES = 256 * 1024
@@ -60,11 +63,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             health,
+            *service_routes,
             ScenariosController,
             RunsController,
             CommandsController,
+            all_events,
+            run_events,
             assets_router(),
             mistral_router(),
+            ui.router(),
         ],
         dependencies={
             "api": Provide(provide_api, sync_to_thread=False),
@@ -72,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(_version()),
+        template_config=ui.template_config(),
         request_max_body_size=MAX_BODY_BYTES,
         lifespan=[lifespan],
     )

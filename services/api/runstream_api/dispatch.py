@@ -16,7 +16,7 @@ import msgspec
 from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.ids import new_id
-from runstream_api import outcomes
+from runstream_api import metrics, outcomes
 from runstream_api.errors import bad_input
 from runstream_api.outcomes import CommandStatus, Tracker
 
@@ -101,7 +101,9 @@ async def submit(
         await client.send(command)
     if until != "pending" and not tracker.settled:
         await outcomes.follow(client, tracker, since, timeout, until=until)
-    return tracker.result(await client.find(command.run_id))
+    status = tracker.result(await client.find(command.run_id))
+    metrics.command_answered(status.command, status.status)
+    return status
 
 
 async def sent_command(client: Client, command_id: str) -> cmd.Command | None:

@@ -204,6 +204,7 @@ class _DevStack:
         if self.api_port is not None:
             api = f"http://127.0.0.1:{self.api_port}"
             table.add_row("API", api)
+            table.add_row("Admin UI", f"{api}/ui (sign in with the API token below)")
             table.add_row("API docs", f"{api}/schema (OpenAPI 3.1: {api}/schema/openapi.json)")
             table.add_row("API token", f"{self.api_token} (admin; a new one each start)")
         table.add_row("stop", "Ctrl-C")

@@ -27,7 +27,7 @@ from faststream.redis.annotations import RedisStreamMessage
 from faststream.redis.message import RedisBatchStreamMessage
 from redis.exceptions import RedisError, ResponseError
 
-from runstream import catalog, logs
+from runstream import catalog, logs, shard_metrics
 from runstream.domain.scenarios import load_registry
 from runstream.keys import Keys
 from runstream.processes import READY_MARK
@@ -37,8 +37,10 @@ from runstream.settings import Settings
 from runstream.shards import ShardCountMismatch, ensure_shard_count
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
+from runstream_worker import metrics
 from runstream_worker.executor import Executor
 from runstream_worker.handlers import CommandProcessor
+from runstream_worker.status_server import StatusServer
 from runstream_worker.upkeep import heartbeat, upkeep
 
 log = structlog.get_logger("runstream.worker")
@@ -127,6 +129,10 @@ class Worker:
         for shard in range(settings.shards):
             self._subscribe(shard)
         self.stopping = asyncio.Event()
+        # Set once connected and reading commands: /health answers ready only then.
+        self.consuming = False
+        self.status: StatusServer | None = None
+        metrics.track_runs_driven(lambda: settings.max_parallel_runs - self.executor.free_slots)
 
     def _subscribe(self, shard: int) -> None:
         s = self.settings
@@ -167,8 +173,24 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        if self.settings.metrics_port:
+            try:
+                self.status = StatusServer(
+                    self.settings.metrics_host,
+                    self.settings.metrics_port,
+                    loop,
+                    self._not_ready,
+                    lambda: shard_metrics.refresh(self.client, self.keys),
+                ).start()
+            except OSError as exc:
+                log.error(
+                    "status_port_unavailable", port=self.settings.metrics_port, error=str(exc)
+                )
+                await self._close()
+                raise SystemExit(2) from None
         if not await self._connect():
             return
+        self.consuming = True
         self.executor.start()
         # Only now: whoever waits for this mark may SIGTERM us, so the handlers must be in.
         log.info(
@@ -217,6 +239,18 @@ class Worker:
         await self._close()
         return False
 
+    async def _not_ready(self) -> str | None:
+        """Why this worker is not ready (its /health), or None when it is."""
+        if self.stopping.is_set():
+            return "stopping"
+        if not self.consuming:
+            return "not consuming yet: waiting for Redis"
+        try:
+            await asyncio.wait_for(self.client.ping(), timeout=1.5)
+        except (RedisError, OSError) as exc:
+            return f"Redis does not answer: {exc}"
+        return None
+
     async def _upkeep(self) -> None:
         """Housekeeping never takes the worker down: a failure is logged and retried later."""
         try:
@@ -264,6 +298,8 @@ class Worker:
         log.info("worker_stopped", worker=self.name)
 
     async def _close(self) -> None:
+        if self.status is not None:
+            self.status.stop()
         with contextlib.suppress(RedisError, OSError):
             await self.client.delete(self.keys.worker_alive(self.name))
         self.step_reads.close()

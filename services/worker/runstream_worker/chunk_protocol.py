@@ -22,6 +22,7 @@ from runstream.contracts import events as ev
 from runstream.domain.run import Run
 from runstream.store import outputs
 from runstream.store.network import NetworkStore
+from runstream_worker import metrics
 from runstream_worker.chunk import ChunkResult
 from runstream_worker.effects import record_effects
 from runstream_worker.lease import LostLease
@@ -142,6 +143,7 @@ class ChunkProtocol:
         finish(run, prepared.result)
         if not await self.append(run, outputs.of_chunk(event)):
             return await self.load(run_id), False  # the pending chunk is resolved next
+        metrics.effects_applied(len(event.effects))
         await self.network.forget_chunk(token)
         return run, False
 
@@ -158,6 +160,7 @@ class ChunkProtocol:
             raise LostLease(run.state.run_id)
         outcome = await self.network.resolve_chunk(token)
         output = None
+        effects = run.state.pending.effects
         if outcome == "applied":
             output = await self._output_of(run.state.run_id, chunk)
             run.confirm_chunk(time.time())
@@ -168,6 +171,7 @@ class ChunkProtocol:
         # Logged once recorded: an outcome that did not make it into the history is none.
         log.info("chunk_resolved", chunk=chunk, outcome=outcome)
         if outcome == "applied":
+            metrics.effects_applied(effects)
             await self.network.forget_chunk(token)  # as after a chunk confirmed in one go
         return run
 

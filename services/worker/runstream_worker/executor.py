@@ -19,12 +19,13 @@ from typing import cast
 import redis
 import structlog
 
-from runstream.domain.run import Run
+from runstream.domain.run import WAITING_BAND, Run
 from runstream.domain.scenarios import BadArguments, Registry, ResultLimits
 from runstream.settings import Settings
 from runstream.store import outputs
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
+from runstream_worker import metrics
 from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
 from runstream_worker.chunk_protocol import ChunkProtocol
 from runstream_worker.daemon_threads import DaemonThreads
@@ -223,7 +224,7 @@ class Executor:
         """Start the runs of ``line`` no one drives, in order, while slots are free; True if
         some had to be left waiting (the line then starts at the first of them)."""
         while line.left:
-            _score, run_id = line.runs[line.at]
+            score, run_id = line.runs[line.at]
             if self._stopping or self._driving(run_id) or run_id in self._elsewhere:
                 line.at += 1
                 continue
@@ -232,6 +233,8 @@ class Executor:
             line.at += 1
             run = await self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
             if run is not None:
+                if score < WAITING_BAND:  # started before: someone else was driving it
+                    metrics.lease_taken_over()
                 self._spawn(run_id, run)
             else:
                 # Driven by another worker: not asked again until the next periodic scan.
@@ -258,6 +261,7 @@ class Executor:
         except LostLease:
             if run_id not in self._given_back:  # else: a renewal that crossed the last append
                 log.warning("lease_lost")
+                metrics.lease_lost()
         except (redis.RedisError, OSError, NetworkUnavailable) as exc:
             log.warning("drive_interrupted", error=str(exc))
         except Exception:
@@ -369,6 +373,7 @@ class Executor:
             log.info("run_reverted", compensated=s.compensated, skipped=s.skipped)
         if not await self._append(run):
             return await self.store.load(run.state.run_id)  # the step is redone: its mark answers
+        metrics.effects_compensated(step.compensated, len(step.skipped))
         if step.mark:
             await self.network.forget_revert_step(step.mark)
         return run

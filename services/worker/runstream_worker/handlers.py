@@ -29,6 +29,7 @@ from runstream.keys import Fields
 from runstream.settings import Settings
 from runstream.store import dlq, outputs
 from runstream.store.events import Ack, AppendResult, EventStore, Save
+from runstream_worker import metrics
 
 log = structlog.get_logger("runstream.handlers")
 
@@ -296,6 +297,7 @@ class CommandProcessor:
         """Park a message that can't be handled, with why; ack it so nothing waits on it."""
         log.warning("dead_lettered", entry_id=entry_id, reason=reason)
         await dlq.park(self.redis, self.keys, self.settings, shard, entry_id, fields, reason)
+        metrics.dead_lettered()
 
     async def _handle_run(self, shard: int, run_id: str, items: Items, run: Run | None) -> None:
         """The run's commands one by one, in order; ``run``: as it stands (None: load it)."""
@@ -369,12 +371,15 @@ class CommandProcessor:
                 log.info("command_rejected", command=kind, reason=decision.rejected)
             else:
                 log.info("command_applied", command=kind, state=run.state.state)
+            outcome = "applied" if decision.rejected is None else "rejected"
+            metrics.command_handled(kind, outcome, command.issued_at)
             if run.state.needs_executor:
                 at_once = isinstance(command, cmd.StartRun) and command.no_queue
                 self.slots.wake(command.run_id, at_once=at_once)
             return run
         if result.status == "dup":
             log.info("command_duplicate", command=kind)
+            metrics.command_handled(kind, "duplicate", command.issued_at)
             return None
         if result.status == "deleted":
             await self._reject_without_run(command, f"run {command.run_id} was deleted", now, ack)
@@ -402,6 +407,7 @@ class CommandProcessor:
         )
         await self.store.reject_unknown(command.run_id, event, ack)
         log.info("command_rejected", command=event.command_type, reason=reason)
+        metrics.command_handled(event.command_type, "rejected", command.issued_at)
 
 
 def _blank_if_new(run_id: str, items: Items) -> Run | None:

@@ -23,6 +23,7 @@ class Step:
 
     mark: str
     skipped: list[ev.SkippedEffect]
+    compensated: int = 0
 
 
 async def take_revert_step(
@@ -49,10 +50,9 @@ async def take_revert_step(
         for c, d in zip(batch.items, decisions, strict=True)
         if not d.compensated
     ]
+    compensated = len(batch.items) - len(skipped)
     try:
-        run.record_compensation(
-            now, len(batch.items) - len(skipped), skipped, batch.cursor, batch.cursor_offset
-        )
+        run.record_compensation(now, compensated, skipped, batch.cursor, batch.cursor_offset)
     except Rejected:
         return None
-    return Step(mark, skipped)
+    return Step(mark, skipped, compensated)

@@ -1,0 +1,154 @@
+"""The admin UI over plain HTTP (the browser tests drive it in Chromium): sign-in with a
+token cookie, pages that call the read side, a start from the form with the server's
+validation message, actions recorded with the token's subject, and what a viewer may not do."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from runstream.settings import Settings
+from runstream.tokens import Role
+
+from .api_service import ApiService, api_service, create_token
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ApiService]:
+    settings = Settings(redis_url=redis_url, prefix="tui" + uuid.uuid4().hex[:8], shards=2)
+    with api_service(settings, tmp_path_factory.mktemp("ui")) as service:
+        yield service
+
+
+@contextlib.contextmanager
+def signed_in(api: ApiService, subject: str, role: Role) -> Iterator[httpx.Client]:
+    token = create_token(api.settings, subject, role)
+    with httpx.Client(base_url=api.url, timeout=60.0, headers={"Origin": api.url}) as browser:
+        yield _login(browser, token)
+
+
+def _login(browser: httpx.Client, token: str) -> httpx.Client:
+    answer = browser.post("/ui/login", data={"token": token, "next": "/ui/runs"})
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/ui/runs"
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    return browser
+
+
+def start(browser: httpx.Client, **fields: str) -> str:
+    answer = browser.post("/ui/scenarios/synthetic/start", data=fields)
+    assert answer.status_code == 303, answer.text
+    found = re.fullmatch(r"/ui/runs/([0-9A-Z]{26})", answer.headers["location"])
+    assert found, answer.headers["location"]
+    return found.group(1)
+
+
+def test_pages_need_a_valid_token(api: ApiService) -> None:
+    anonymous = httpx.get(f"{api.url}/ui/runs")
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"] == "/ui/login?next=/ui/runs"
+    refused = httpx.post(f"{api.url}/ui/login", data={"token": "rst_abc_nope"})
+    assert refused.status_code == 401
+    assert "unknown or revoked" in refused.text
+    forged = httpx.get(f"{api.url}/ui/runs", cookies={"runstream_ui": "rst_abc_" + "x" * 30})
+    assert forged.status_code == 303
+    assert httpx.get(f"{api.url}/ui/static/htmx.min.js").status_code == 200
+
+
+def test_a_start_from_the_form_runs_with_the_subject_as_actor(api: ApiService) -> None:
+    with signed_in(api, "olga", "operator") as browser:
+        run_id = start(browser, items="3", run_name="from-form", run_labels="team=ui")
+        api.wait_state(run_id, "succeeded")
+        page = browser.get(f"/ui/runs/{run_id}")
+        assert page.status_code == 200
+        assert "from-form" in page.text and "succeeded" in page.text
+        assert "team=ui" in page.text
+        history = api.http.get(f"/runs/{run_id}/history").json()["events"]
+        assert history[0]["event"]["actor"] == "olga"
+        listed = browser.get("/ui/runs", params={"labels": "team=ui"})
+        assert run_id in listed.text
+        assert (
+            browser.get("/ui/runs", params={"state": "failed", "labels": "team=ui"}).text.count(
+                run_id
+            )
+            == 0
+        )
+
+
+def test_the_servers_validation_message_is_shown_beside_the_form(api: ApiService) -> None:
+    with signed_in(api, "olga", "operator") as browser:
+        bad = browser.post("/ui/scenarios/synthetic/start", data={"namespace": "a|b"})
+        assert bad.status_code == 422
+        assert "namespace" in bad.text
+        assert 'aria-invalid="true"' in bad.text
+        not_a_number = browser.post("/ui/scenarios/synthetic/start", data={"items": "many"})
+        assert not_a_number.status_code == 422
+        assert "$.items" in not_a_number.text
+
+
+def test_a_rejected_command_is_shown_and_changes_nothing(api: ApiService) -> None:
+    with signed_in(api, "ada", "admin") as browser:
+        run_id = start(browser, items="2")
+        api.wait_state(run_id, "succeeded")
+        page = browser.get(f"/ui/runs/{run_id}").text
+        # A finished run: no stop or continue offered.
+        assert 'id="act-stop"' not in page and 'id="act-continue"' not in page
+        assert 'id="act-revert"' in page and 'id="act-delete"' in page
+        refused = browser.post(f"/ui/runs/{run_id}/act/continue")
+        assert refused.status_code == 409
+        assert "cannot continue a run that is succeeded" in refused.text
+        assert api.http.get(f"/runs/{run_id}").json()["state"] == "succeeded"
+
+
+def test_a_viewer_is_offered_no_action_and_refused_one(api: ApiService) -> None:
+    with signed_in(api, "ada", "admin") as admin:
+        run_id = start(admin, items="2")
+    api.wait_state(run_id, "succeeded")
+    with signed_in(api, "vic", "viewer") as viewer:
+        page = viewer.get(f"/ui/runs/{run_id}").text
+        assert "act-" not in page
+        assert 'name="run"' not in viewer.get("/ui/runs").text  # no bulk selection
+        refused = viewer.post(f"/ui/runs/{run_id}/act/delete", data={"mode": "keep_effects"})
+        assert refused.status_code == 403
+        assert "admin role" in refused.text
+    assert api.http.get(f"/runs/{run_id}").status_code == 200
+
+
+def test_a_post_from_another_site_is_refused(api: ApiService) -> None:
+    with signed_in(api, "ada", "admin") as browser:
+        run_id = start(browser, items="2")
+        api.wait_state(run_id, "succeeded")
+        forged = browser.post(
+            f"/ui/runs/{run_id}/act/delete",
+            data={"mode": "keep_effects"},
+            headers={"Origin": "http://evil.example"},
+        )
+        assert forged.status_code == 403
+    assert api.http.get(f"/runs/{run_id}").status_code == 200
+
+
+def test_bulk_preview_counts_the_runs_the_action_fits(api: ApiService) -> None:
+    with signed_in(api, "ada", "admin") as browser:
+        done = start(browser, items="2")
+        api.wait_state(done, "succeeded")
+        slow = start(browser, items="1000", delay_ms="50")
+        api.wait_state(slow, "running")
+        preview = browser.post("/ui/runs/bulk", data={"action": "stop", "run": [done, slow]})
+        assert preview.status_code == 200
+        assert re.search(r"would apply to <strong>1</strong> of the 2 selected", preview.text)
+        assert "cannot stop" in preview.text or done in preview.text
+        assert api.http.get(f"/runs/{slow}").json()["state"] == "running"  # nothing sent yet
+        sent = browser.post(
+            "/ui/runs/bulk",
+            data={"action": "stop", "run": [slow], "confirm": "yes", "reason": "bulk test"},
+        )
+        assert sent.status_code == 200
+        assert "1 accepted" in sent.text
+        stopped = api.wait_state(slow, "stopped")
+        assert stopped["reason"] == "bulk test"
