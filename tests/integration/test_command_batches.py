@@ -30,7 +30,7 @@ class RecordingStore(EventStore):
         self.loads: list[int] = []
         self.saves: list[int] = []
 
-    async def load_many(self, run_ids: Sequence[str]) -> list[Run | Exception]:
+    async def load_many(self, run_ids: Sequence[str]) -> list[Run]:
         self.loads.append(len(run_ids))
         return await super().load_many(run_ids)
 

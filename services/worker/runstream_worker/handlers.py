@@ -195,9 +195,6 @@ class CommandProcessor:
         for run_id, items in by_run.items():
             entry_id, command = items[0]
             run = loaded[run_id] if run_id in loaded else Run.blank(run_id)
-            if isinstance(run, Exception):
-                rest[run_id] = (items, None)  # one by one: it meets its error again, or not
-                continue
             with structlog.contextvars.bound_contextvars(
                 run_id=run_id, command_id=command.command_id
             ):

@@ -159,17 +159,18 @@ class EventStore:
             return None
         return await self._fold(run_id, reply)
 
-    async def load_many(self, run_ids: Sequence[str]) -> list[Run | Exception]:
-        """Several runs in one pipelined round trip (plus one per run with a long tail); in
-        place of a run, the error its load met."""
+    async def load_many(self, run_ids: Sequence[str]) -> list[Run]:
+        """Several runs in one pipelined round trip (plus one per run with a long tail)."""
         calls = [
             _Call(self._load, self._load_keys(run_id), [run_id, LOAD_PAGE], _identity)
             for run_id in run_ids
         ]
         loaded = await _call_all(self.redis, calls)
+        for reply in loaded:
+            if isinstance(reply, Exception):
+                raise reply
         return [
-            reply if isinstance(reply, Exception) else await self._fold(run_id, reply)
-            for run_id, reply in zip(run_ids, loaded, strict=True)
+            await self._fold(run_id, reply) for run_id, reply in zip(run_ids, loaded, strict=True)
         ]
 
     async def _fold(self, run_id: str, reply: list[Any]) -> Run:
