@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint bench chaos soak clean
+.PHONY: venv run test lint bench chaos soak clean chromium
 
 venv: $(STAMP)
 
@@ -17,8 +17,21 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/runctl dev
 
-test: venv
+test: venv chromium
 	$(BIN)/pytest -q
+
+# The admin UI's browser tests drive Debian's chromium (Playwright cannot download its own
+# here): installed with apt when missing and possible; else those tests skip, saying why.
+chromium:
+	@if [ -z "$$RUNSTREAM_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests (apt-get)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	      >/dev/null) || echo "WARNING: chromium could not be installed: browser tests SKIP"; \
+	  else \
+	    echo "WARNING: no chromium, and apt-get needs root: the browser tests will SKIP"; \
+	  fi; \
+	fi
 
 lint: venv
 	$(BIN)/ruff check .
@@ -26,6 +39,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/kubernetes-validate --strict --quiet deploy/k8s/*/*.yaml
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
 
 # BENCH=engine or BENCH=query runs one section alone (query: 100,000 runs, about 3 min).
 BENCH ?= all

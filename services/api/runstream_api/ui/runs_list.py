@@ -162,6 +162,7 @@ class RunsPage(Controller):
             may_operate=present.may(ui_caller, "operator", visible_project(ui_caller)),
             may_admin=present.may(ui_caller, "admin", visible_project(ui_caller)),
             sortable=set(FIELDS),
+            deleted=request.query_params.get("deleted", ""),
         )
 
     @post("/bulk", name="ui-bulk", status_code=200)

@@ -117,7 +117,9 @@
     batch.runs.forEach(function (c) {
       newest = Math.max(newest, c.updated_at || 0);
       if (runId) {
-        if (c.id === runId) refreshRun(runId);
+        // Deleted (after its revert, perhaps): the run's address now says so.
+        if (c.id === runId && c.gone) window.location.assign("/ui/runs/" + runId);
+        else if (c.id === runId) refreshRun(runId);
         return;
       }
       const row = document.querySelector('tr[data-run-id="' + c.id + '"]');
