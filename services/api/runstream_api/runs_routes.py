@@ -44,6 +44,7 @@ ROLE_FOR: dict[type[cmd.Command], Role] = {
     cmd.CancelRun: "operator",
     cmd.RevertRun: "admin",
     cmd.DeleteRun: "admin",
+    cmd.TrackRun: "operator",
 }
 MAX_WAIT_S = 300.0
 
@@ -246,6 +247,11 @@ class RunsController(Controller):
                 args=data.args,
                 name=data.name or "",
                 description=data.description or "",
+            )
+        if api.registry.find(command.scenario) is None:
+            known = ", ".join(s.name for s in api.registry)
+            raise bad_input(
+                f"unknown scenario {command.scenario!r}; scenarios: {known}", "scenario", 422
             )
         try:
             scenario = api.registry.get(command.scenario)
