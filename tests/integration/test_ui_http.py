@@ -5,9 +5,11 @@ validation message, actions recorded with the token's subject, and what a viewer
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -152,3 +154,44 @@ def test_bulk_preview_counts_the_runs_the_action_fits(api: ApiService) -> None:
         assert "1 accepted" in sent.text
         stopped = api.wait_state(slow, "stopped")
         assert stopped["reason"] == "bulk test"
+
+
+def live_batches(
+    browser: httpx.Client, *, last_event_id: str = "", run: str = ""
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event id, batch) of the /ui/live stream, as they come."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    params = {"run": run} if run else {}
+    with browser.stream("GET", "/ui/live", headers=headers, params=params) as stream:
+        event_id, kind = "", ""
+        for line in stream.iter_lines():
+            if line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:") and kind == "runs":
+                yield event_id, json.loads(line[5:])
+
+
+def test_live_sends_changed_runs_and_resumes_where_it_stopped(api: ApiService) -> None:
+    with signed_in(api, "ada", "admin") as browser:
+        stream = live_batches(browser)
+        run_id = start(browser, items="40", delay_ms="25")
+        states: list[str] = []
+        first_id = ""
+        for event_id, batch in stream:
+            mine = [c for c in batch["runs"] if c["id"] == run_id]
+            if mine:
+                first_id = first_id or event_id
+                states.append(mine[-1]["state"])
+                if states[-1] == "succeeded":
+                    break
+        stream.close()
+        assert states[-1] == "succeeded" and len(states) >= 2
+        # A page that lost its connection after the first batch gets what came after.
+        resumed = live_batches(browser, last_event_id=first_id, run=run_id)
+        for _, batch in resumed:
+            assert all(c["id"] == run_id for c in batch["runs"])
+            if batch["runs"][-1]["state"] == "succeeded":
+                break
+        resumed.close()

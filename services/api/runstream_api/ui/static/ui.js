@@ -146,6 +146,13 @@
     if (!url || !window.EventSource) return;
     source = new EventSource(url);
     source.addEventListener("runs", onBatch);
+    source.addEventListener("gap", function () {
+      // The feed lost updates this page never got (it was away too long): say so.
+      const note = document.getElementById("live-note");
+      if (note) note.textContent = "Some live updates were missed: reload the page to be sure.";
+      const config = document.getElementById("live-config");
+      if (config && config.dataset.run) refreshRun(config.dataset.run);
+    });
   }
 
   document.addEventListener("DOMContentLoaded", setupLive);
