@@ -8,7 +8,7 @@ import contextlib
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import httpx
@@ -158,7 +158,7 @@ def test_bulk_preview_counts_the_runs_the_action_fits(api: ApiService) -> None:
 
 def live_batches(
     browser: httpx.Client, *, last_event_id: str = "", run: str = ""
-) -> Iterator[tuple[str, dict[str, Any]]]:
+) -> Generator[tuple[str, dict[str, Any]], None, None]:
     """(event id, batch) of the /ui/live stream, as they come."""
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
     params = {"run": run} if run else {}
