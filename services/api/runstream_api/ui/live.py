@@ -31,7 +31,7 @@ KEEP_ALIVE_S = 15.0
 _summary = msgspec.json.Decoder(RunSummary)
 
 
-class Change(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Change(msgspec.Struct, kw_only=True):
     """What a page shows of a run that changed (``gone``: deleted)."""
 
     id: str
