@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             result = live(url, token, settings, live_ids, args.rate, args.seconds)
             figures.update({f"live {k}": v for k, v in result.items()})
             print(
-                f"  {result['batches']} batches, {result['changes_received']:,} run updates; lag p50 "
-                f"{result['lag_p50_ms']:.0f} ms, p99 {result['lag_p99_ms']:.0f} ms, max "
+                f"  {result['batches']} batches, {result['changes_received']:,} run updates; "
+                f"lag p50 {result['lag_p50_ms']:.0f} ms, p99 {result['lag_p99_ms']:.0f} ms, max "
                 f"{result['lag_max_ms']:.0f} ms (first half p50 {result['lag_first_half_ms']:.0f}, "
                 f"second half {result['lag_second_half_ms']:.0f}); rows behind at the end: "
                 f"{result['rows_behind']} (all shown within {result['caught_up_s']:.1f}s)"
