@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -173,9 +174,8 @@ def live(
         finals.update(asyncio.run(change_states(settings, run_ids, rate, seconds)))
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--no-sandbox"]
-        )
+        chromium = os.environ.get("RUNSTREAM_CHROMIUM") or "/usr/bin/chromium"
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         context = browser.new_context()
         context.add_cookies([{"name": "runstream_ui", "value": token, "url": url}])
         page = context.new_page()

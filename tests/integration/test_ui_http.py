@@ -4,6 +4,7 @@ validation message, actions recorded with the token's subject, and what a viewer
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -14,10 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
+from runstream.contracts import commands as cmd
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
+from runstream.store import dlq
 from runstream.tokens import Role
 
 from .api_service import ApiService, api_service, create_token
+from .support import connect, run_id_on
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +200,31 @@ def test_live_sends_changed_runs_and_resumes_where_it_stopped(api: ApiService) -
             if batch["runs"][-1]["state"] == "succeeded":
                 break
         resumed.close()
+
+
+def test_dead_letters_are_listed_retried_and_dropped(api: ApiService) -> None:
+    keys = Keys(api.settings.prefix, api.settings.shards)
+    stop = cmd.encode_command(cmd.StopRun(run_id=run_id_on(keys, 0)))
+
+    async def park() -> None:
+        async with connect(api.settings) as r:
+            await dlq.park(r, keys, api.settings, 0, "1-1", {Fields.COMMAND: stop}, "testing")
+            await dlq.park(r, keys, api.settings, 1, "1-2", {Fields.COMMAND: b"junk"}, "garbled")
+
+    asyncio.run(park())
+    with signed_in(api, "vic", "viewer") as viewer:
+        listed = viewer.get("/ui/dead-letters")
+        assert "testing" in listed.text and "garbled" in listed.text
+        # A viewer is offered nothing.
+        assert re.findall(r'/ui/dead-letters/[^/"]+/(retry|drop)', listed.text) == []
+    with signed_in(api, "ada", "admin") as admin:
+        page = admin.get("/ui/dead-letters").text
+        retry = re.search(r'action="(/ui/dead-letters/[^"]+/retry)"', page)
+        assert retry, page
+        done = admin.post(retry.group(1), follow_redirects=True)
+        assert done.status_code == 200
+        assert "published again" in done.text and "testing" not in done.text
+        drop = re.search(r'action="(/ui/dead-letters/[^"]+/drop)"', done.text)
+        assert drop
+        dropped = admin.post(drop.group(1), follow_redirects=True)
+        assert "dropped" in dropped.text and "No dead letters." in dropped.text

@@ -157,6 +157,14 @@
     });
   }
 
+  // A boosted navigation swaps the page in place: move focus to the new content, as a
+  // page load would, so keyboard and screen-reader users start at the top of it.
+  document.addEventListener("htmx:afterSettle", function (e) {
+    if (e.detail.boosted && e.detail.target === document.body) {
+      const main = document.getElementById("main");
+      if (main) main.focus({ preventScroll: true });
+    }
+  });
   document.addEventListener("DOMContentLoaded", setupLive);
   document.addEventListener("htmx:afterSettle", setupLive);
 })();
