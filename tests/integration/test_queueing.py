@@ -5,15 +5,20 @@ RUNSTREAM_MAX_PARALLEL_RUNS runs at once, waiting runs start by priority then ag
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
+from runstream.embedded import EmbeddedRedis
 from runstream.ids import new_id
 from runstream.settings import Settings
 
 from .support import fast, history, runctl_async, until, worker_running
+
+EmbeddedFactory = Callable[..., EmbeddedRedis]
 
 SLOW = {"items": 100_000, "delay_ms": 5}
 
@@ -136,5 +141,37 @@ def test_a_queued_run_can_be_stopped_continued_and_cancelled(settings: Settings)
             assert (await client.wait(first, timeout=20)).state == "succeeded"
             never = await history(client.redis, client.keys, second)
             assert not any(isinstance(e, ev.RunStarted) for e in never)
+
+    asyncio.run(body())
+
+
+def test_a_freed_slot_takes_the_next_waiting_run_without_reading_the_line_again(
+    embedded_redis: EmbeddedFactory,
+) -> None:
+    """The line of waiting runs is read once and followed while nothing new had to wait;
+    it is read again only after a run had to wait meanwhile, or once per scan interval."""
+
+    async def body() -> None:
+        server = embedded_redis()  # its own server: its command counts are this test's
+        s = fast(
+            Settings(redis_url=server.url, prefix="tq", shards=2),
+            max_parallel_runs=1,
+            lease_ms=4000,  # one periodic read a second
+        )
+        async with worker_running(s), Client.connect(settings=s) as client:
+            ids = [new_id() for _ in range(60)]
+            t0 = time.monotonic()
+            await asyncio.gather(
+                *(
+                    client.send(cmd.StartRun(run_id=r, scenario="synthetic", args={"items": 1}))
+                    for r in ids
+                )
+            )
+            for run_id in ids:
+                assert (await client.wait(run_id, timeout=60)).state == "succeeded"
+            elapsed = time.monotonic() - t0
+            reads = (await client.redis.info("commandstats"))["cmdstat_zrange"]["calls"]
+        # A read is one ZRANGE per shard. Reading at each freed slot would be 60 reads.
+        assert reads / s.shards <= 3 + elapsed / 1.0, (reads, elapsed)
 
     asyncio.run(body())

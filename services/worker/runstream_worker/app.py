@@ -31,6 +31,7 @@ from runstream import catalog, logs, shard_metrics
 from runstream.domain.scenarios import load_registry
 from runstream.keys import Keys
 from runstream.processes import READY_MARK
+from runstream.redis_packing import use_hiredis_packing
 from runstream.redis_url import secrets_of
 from runstream.settings import Settings
 from runstream.shards import ShardCountMismatch, ensure_shard_count
@@ -99,8 +100,10 @@ class Worker:
         self.registry = load_registry(settings.scenario_modules)
         # The composition root: one client, key layout, event store and network store,
         # handed to the command processor, the executor and the upkeep; none builds its own.
-        self.client = aredis.Redis.from_url(
-            settings.connection_url(), max_connections=settings.max_connections
+        self.client = use_hiredis_packing(
+            aredis.Redis.from_url(
+                settings.connection_url(), max_connections=settings.max_connections
+            )
         )
         self.keys = Keys(settings.prefix, settings.shards)
         self.store = EventStore(self.client, self.keys, settings)

@@ -13,8 +13,8 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 import structlog
@@ -28,11 +28,11 @@ from runstream.store.network import NetworkStore
 from runstream_worker import metrics
 from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
 from runstream_worker.chunk_protocol import ChunkProtocol
+from runstream_worker.daemon_threads import DaemonThreads
 from runstream_worker.lease import Leases, LostLease
 from runstream_worker.revert_step import take_revert_step
 
 log = structlog.get_logger("runstream.executor")
-T = TypeVar("T")
 
 # A chunk whose network elements keep changing under it between read and write.
 MAX_CHUNK_CONFLICTS = 5
@@ -43,31 +43,18 @@ SHUTDOWN_WAIT_S = 1.0
 CANCEL_WAIT_S = 0.5
 
 
-def in_daemon_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    """Run ``fn`` in a daemon thread: a scenario step stuck in user code must not keep the
-    process alive past its shutdown grace (its chunk is simply not recorded, and is redone
-    by whoever takes the run over)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
+@dataclass
+class Line:
+    """Runnable runs in the order they start (score, run id), as read from Redis; ``at``:
+    the first not yet started or skipped."""
 
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+    runs: list[tuple[float, str]] = field(default_factory=list)
+    complete: bool = True
+    at: int = 0
 
-    def target() -> None:
-        try:
-            result, error = fn(*args), None
-        except BaseException as exc:
-            result, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=target, name="runstream-chunk", daemon=True).start()
-    return future
+    @property
+    def left(self) -> bool:
+        return self.at < len(self.runs)
 
 
 class Executor:
@@ -98,6 +85,8 @@ class Executor:
             renew_lease=self.leases.renew,
         )
         self._sync = step_reads
+        # Chunks run in daemon threads (see daemon_threads), reused from chunk to chunk.
+        self._threads = DaemonThreads()
         # Runs driven here, one slot each (at most max_parallel_runs, but for --no-queue).
         self._active: dict[str, asyncio.Task[None]] = {}
         # The last scan left runs waiting for a slot: a woken run queues behind them.
@@ -105,8 +94,16 @@ class Executor:
         # Set when a slot frees or a run must wait: the scanner looks again at once.
         self._poke = asyncio.Event()
         self._scan_interval = min(1.0, settings.lease_ms / 4000)
+        # The line as last read, from the first run left waiting (see _scan); complete if
+        # it held the whole of every shard's runnable set.
+        self._line = Line()
+        # A run had to wait since the last read: it may go before the line as read.
+        self._news = False
+        self._read_at = 0.0
         # Runs another worker held the lease of at the last try: run id -> when to retry.
         self._elsewhere: dict[str, float] = {}
+        # Runs whose lease went back with their last append: their drive releases nothing.
+        self._given_back: set[str] = set()
         self._stopping = False
         # Seen by chunks in their threads: stop at the next item boundary.
         self._shutdown = threading.Event()
@@ -155,15 +152,22 @@ class Executor:
         free and no run waits before it; else the scanner starts runs in their order.
         ``at_once`` (a --no-queue start): drive it now, slot or not. A run whose task here
         has ended (or was left behind after losing the lease) is driven again."""
-        if self._stopping or self._driving(run_id):
+        if self._stopping:
+            return
+        if self._driving(run_id):
+            # Its drive may be ending (the run was stopped, or just finished): the scan
+            # that follows reads the line again, so the run is taken up at once.
+            self._news = True
             return
         if at_once or (self.free_slots > 0 and not self._backlog):
-            self._spawn(run_id, leased=False)
+            self._spawn(run_id)
         else:
+            self._news = True
             self._poke.set()
 
-    def _spawn(self, run_id: str, *, leased: bool) -> None:
-        task = asyncio.create_task(self._drive(run_id, leased))
+    def _spawn(self, run_id: str, run: Run | None = None) -> None:
+        """Drive the run in a task of its own; ``run``: loaded under our lease already."""
+        task = asyncio.create_task(self._drive(run_id, run))
         self._active[run_id] = task
         task.add_done_callback(functools.partial(self._forget, run_id))
 
@@ -185,44 +189,67 @@ class Executor:
             self._poke.clear()
 
     async def _scan(self) -> None:
-        """Read the head of each shard's line (more of it while every run read is driven
-        somewhere) and start runs from it in order while slots are free."""
+        """Start runs from the head of the line while slots are free. A slot freed goes to
+        the next run of the line as last read, as long as that read is recent and no run
+        had to wait since (it may go first); else the head of each shard's runnable set is
+        read again (more of it while every run read is driven somewhere)."""
         now = time.monotonic()
         self._elsewhere = {r: t for r, t in self._elsewhere.items() if t > now}
+        if self.free_slots <= 0:
+            # Nothing can start: the line is read again once a slot frees.
+            self._backlog = self._backlog or self._news or self._line.left
+            return
+        if not self._news and now - self._read_at < self._scan_interval:
+            self._backlog = await self._start_in_order(self._line)
+            if self._backlog or self._line.complete:
+                return
+        self._news = False
+        self._read_at = now
         size = max(64, 4 * self.settings.max_parallel_runs)
         while not self._stopping:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for shard in range(self.keys.shards):
                     pipe.zrange(self.keys.runnable(shard), 0, size - 1, withscores=True)
                 pages = cast(list[list[tuple[bytes, float]]], await pipe.execute())
-            line = sorted((score, raw.decode()) for page in pages for raw, score in page)
-            self._backlog = await self._start_in_order(line)
-            if self._backlog or all(len(page) < size for page in pages):
+            self._line = Line(
+                sorted((score, raw.decode()) for page in pages for raw, score in page),
+                complete=all(len(page) < size for page in pages),
+            )
+            self._backlog = await self._start_in_order(self._line)
+            if self._backlog or self._line.complete:
                 return
             size *= 4
 
-    async def _start_in_order(self, line: list[tuple[float, str]]) -> bool:
+    async def _start_in_order(self, line: Line) -> bool:
         """Start the runs of ``line`` no one drives, in order, while slots are free; True if
-        some had to be left waiting."""
-        for score, run_id in line:
+        some had to be left waiting (the line then starts at the first of them)."""
+        while line.left:
+            score, run_id = line.runs[line.at]
             if self._stopping or self._driving(run_id) or run_id in self._elsewhere:
+                line.at += 1
                 continue
             if self.free_slots <= 0:
                 return True
-            if await self.leases.acquire(run_id):
+            line.at += 1
+            run = await self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
+            if run is not None:
                 if score < WAITING_BAND:  # started before: someone else was driving it
                     metrics.lease_taken_over()
-                self._spawn(run_id, leased=True)
+                self._spawn(run_id, run)
             else:
                 # Driven by another worker: not asked again until the next periodic scan.
                 self._elsewhere[run_id] = time.monotonic() + self._scan_interval
         return False
 
     # ------------------------------------------------------------------ one run
-    async def _drive(self, run_id: str, leased: bool) -> None:
+    async def _drive(self, run_id: str, run: Run | None) -> None:
         try:
-            if not leased and (self._stopping or not await self.leases.acquire(run_id)):
-                return
+            if run is None:
+                if self._stopping:
+                    return
+                run = await self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
+                if run is None:
+                    return  # driven by another worker
         except (redis.RedisError, OSError) as exc:
             log.warning("lease_unavailable", run_id=run_id, error=str(exc))
             return
@@ -230,25 +257,28 @@ class Executor:
         try:
             # Renewed in the background; lost, the drive is cancelled and the slot freed.
             released = asyncio.Event()
-            await self.leases.hold_while(run_id, self._drive_held(run_id, released), released)
+            await self.leases.hold_while(run_id, self._drive_held(run, released), released)
         except LostLease:
-            log.warning("lease_lost")
-            metrics.lease_lost()
+            if run_id not in self._given_back:  # else: a renewal that crossed the last append
+                log.warning("lease_lost")
+                metrics.lease_lost()
         except (redis.RedisError, OSError, NetworkUnavailable) as exc:
             log.warning("drive_interrupted", error=str(exc))
         except Exception:
             log.exception("drive_crashed")
         finally:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await self.leases.release(run_id)
+            if run_id in self._given_back:
+                self._given_back.discard(run_id)
+            else:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await self.leases.release(run_id)
             structlog.contextvars.unbind_contextvars("run_id")
             task = asyncio.current_task()
             if task is not None:
                 self._forget(run_id, task)
             self._poke.set()  # a slot is free: the next run in line may start
 
-    async def _drive_held(self, run_id: str, released: asyncio.Event) -> None:
-        run = await self.store.load(run_id)
+    async def _drive_held(self, run: Run, released: asyncio.Event) -> None:
         conflicts = 0
         # ``released``: the lease hold ended while this went on (it swallowed its
         # cancellation); this worker may hold the lease again for a new drive, whose
@@ -270,10 +300,16 @@ class Executor:
 
     async def _append(self, run: Run, output: outputs.RunOutput | None = None) -> bool:
         """Append the run's new events under our lease: False if the run changed meanwhile
-        (nothing was written); LostLease if another executor took the run."""
-        result = await self.store.save(run, lease_owner=self.worker, output=output)
+        (nothing was written); LostLease if another executor took the run. The append that
+        leaves the run with nothing for an executor to do gives the lease back with it."""
+        done = not run.state.needs_executor
+        result = await self.store.save(
+            run, lease_owner=self.worker, release_lease=done, output=output
+        )
         if result.status == "lease":
             raise LostLease(run.state.run_id)
+        if result.status == "ok" and done:
+            self._given_back.add(run.state.run_id)
         return result.status == "ok"
 
     async def _save(self, run: Run, output: outputs.RunOutput | None = None) -> Run:
@@ -297,7 +333,7 @@ class Executor:
             run.fail(now, str(exc))
             return await self._save(run), False
         run.begin(now, self.worker)
-        result: ChunkResult = await in_daemon_thread(
+        result: ChunkResult = await self._threads.run(
             run_chunk,
             scenario,
             params,

@@ -1,9 +1,12 @@
 """Command handling: load the run, apply one command, save; one handler per command type.
 
 A batch of messages from one shard's command stream is decoded, grouped by run and
-handled run by run, in stream order within a run, runs concurrently. Each command's
-events are appended together with the ack of its message (see ``EventStore.save``): a
-command is acknowledged exactly when its outcome is stored.
+handled in stream order within a run. The first command of every run in the batch goes
+together: the runs loaded in one pipelined round trip, decided, and saved in another. The
+rest (a run's later commands in the batch, an append that met a newer version) follow one
+by one, runs concurrently. Each command's events are appended together with the ack of
+its message (see ``EventStore.save``): a command is acknowledged exactly when its outcome
+is stored.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -24,7 +28,7 @@ from runstream.domain.scenarios import BadArguments, Registry
 from runstream.keys import Fields
 from runstream.settings import Settings
 from runstream.store import dlq, outputs
-from runstream.store.events import Ack, EventStore
+from runstream.store.events import Ack, AppendResult, EventStore, Save
 from runstream_worker import metrics
 
 log = structlog.get_logger("runstream.handlers")
@@ -34,6 +38,25 @@ MAX_ATTEMPTS = 20
 
 Decide = Callable[[Run, Any, float], Awaitable[None]]
 C = TypeVar("C", bound=cmd.Command)
+Items = list[tuple[str, cmd.Command]]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a command did to its run: the save to make (the run's new events, or the
+    rejection recorded in its history), or, for a run without history, a rejection that
+    only goes on the feed (``save`` None)."""
+
+    save: Save | None
+    rejected: str | None = None
+    bad_input: bool = False
+
+
+class _Stale:
+    """The append met a newer version: decide again on the fresh run."""
+
+
+STALE = _Stale()
 
 
 def _decided_by(
@@ -136,25 +159,89 @@ class CommandProcessor:
 
     # ------------------------------------------------------------------ batches
     async def handle_batch(self, shard: int, entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
-        by_run: dict[str, list[tuple[str, cmd.Command]]] = {}
+        by_run: dict[str, Items] = {}
         for entry_id, fields in entries:
             command = await self._decode(shard, entry_id, fields)
             if command is not None:
                 by_run.setdefault(command.run_id, []).append((entry_id, command))
-        if by_run:
+        if not by_run:
+            return
+        try:
+            rest = await self._first_commands_together(shard, by_run)
+        except (redis.RedisError, OSError) as exc:
+            # Nothing is lost: what was stored is acked, the rest is handled one by one
+            # (the command_id dedupe answers for an append that went through unseen).
+            log.warning("batch_failed", error=str(exc))
+            rest = {r: (items, _blank_if_new(r, items)) for r, items in by_run.items()}
+        if rest:
             await asyncio.gather(
                 *(
-                    self._handle_run_bounded(shard, run_id, items)
-                    for run_id, items in by_run.items()
+                    self._handle_run_bounded(shard, run_id, items, run)
+                    for run_id, (items, run) in rest.items()
+                    if items
                 )
             )
 
+    async def _first_commands_together(
+        self, shard: int, by_run: dict[str, Items]
+    ) -> dict[str, tuple[Items, Run | None]]:
+        """The first command of each run: loads in one round trip, saves in another. What
+        is left of each run's commands, with the run to go on with (None: load it)."""
+        to_load = [r for r, items in by_run.items() if not isinstance(items[0][1], cmd.StartRun)]
+        loaded = dict(zip(to_load, await self.store.load_many(to_load), strict=True))
+        rest: dict[str, tuple[Items, Run | None]] = {}
+        decided: list[tuple[str, Items, Decision]] = []
+        now = time.time()
+        for run_id, items in by_run.items():
+            entry_id, command = items[0]
+            run = loaded[run_id] if run_id in loaded else Run.blank(run_id)
+            with structlog.contextvars.bound_contextvars(
+                run_id=run_id, command_id=command.command_id
+            ):
+                try:
+                    decision = await self._decide(run, command, now, Ack(shard, entry_id))
+                    if decision.save is None:
+                        await self._reject_without_run(
+                            command,
+                            decision.rejected or "",
+                            now,
+                            Ack(shard, entry_id),
+                            bad_input=decision.bad_input,
+                        )
+                        rest[run_id] = (items[1:], run)
+                        continue
+                except Exception as exc:
+                    _log_failure(exc)
+                    continue  # left unacked with the run's later commands: redelivered
+            decided.append((run_id, items, decision))
+        results = await self.store.save_many([d.save for _, _, d in decided if d.save])
+        for (run_id, items, decision), result in zip(decided, results, strict=True):
+            entry_id, command = items[0]
+            with structlog.contextvars.bound_contextvars(
+                run_id=run_id, command_id=command.command_id
+            ):
+                if isinstance(result, Exception):
+                    _log_failure(result)
+                    continue
+                try:
+                    outcome = await self._settle(
+                        command, decision, result, now, Ack(shard, entry_id)
+                    )
+                except Exception as exc:
+                    _log_failure(exc)
+                    continue
+            if isinstance(outcome, _Stale):
+                rest[run_id] = (items, None)
+            else:
+                rest[run_id] = (items[1:], outcome)
+        return rest
+
     async def _handle_run_bounded(
-        self, shard: int, run_id: str, items: list[tuple[str, cmd.Command]]
+        self, shard: int, run_id: str, items: Items, run: Run | None
     ) -> None:
         # Runs are handled concurrently, but no more at once than the connection pool serves.
         async with self._parallel:
-            await self._handle_run(shard, run_id, items)
+            await self._handle_run(shard, run_id, items, run)
 
     async def handle_claimed(
         self, shard: int, entries: list[tuple[str, dict[bytes, bytes]]]
@@ -209,12 +296,8 @@ class CommandProcessor:
         await dlq.park(self.redis, self.keys, self.settings, shard, entry_id, fields, reason)
         metrics.dead_lettered()
 
-    async def _handle_run(
-        self, shard: int, run_id: str, items: list[tuple[str, cmd.Command]]
-    ) -> None:
-        # A new run needs no load: its first append expects version 0, and fails if it exists.
-        first = items[0][1]
-        run = Run.blank(run_id) if isinstance(first, cmd.StartRun) else None
+    async def _handle_run(self, shard: int, run_id: str, items: Items, run: Run | None) -> None:
+        """The run's commands one by one, in order; ``run``: as it stands (None: load it)."""
         for entry_id, command in items:
             structlog.contextvars.bind_contextvars(run_id=run_id, command_id=command.command_id)
             try:
@@ -223,10 +306,7 @@ class CommandProcessor:
                 # Left unacked, with the run's later commands of this batch: the claim
                 # subscriber redelivers them in order (and dead-letters one that keeps
                 # failing), so a later command never overtakes a failed earlier one.
-                if isinstance(exc, redis.RedisError | OSError):
-                    log.warning("command_failed", error=str(exc))
-                else:
-                    log.exception("command_crashed")
+                _log_failure(exc)
                 return
             finally:
                 structlog.contextvars.unbind_contextvars("run_id", "command_id")
@@ -235,55 +315,73 @@ class CommandProcessor:
         self, shard: int, run: Run | None, entry_id: str, command: cmd.Command
     ) -> Run | None:
         ack = Ack(shard, entry_id)
-        kind = cmd.command_type(command)
         for _ in range(MAX_ATTEMPTS):
             if run is None:
                 run = await self.store.load(command.run_id)
             now = time.time()
-            rejected: str | None = None
-            try:
-                await self.handlers.for_command(command)(run, command, now)
-            except (Rejected, BadArguments) as exc:
-                run.take_events()
-                if not run.exists:
-                    await self._reject_without_run(
-                        command, str(exc), now, ack, bad_input=isinstance(exc, BadArguments)
-                    )
-                    return run
-                rejected = str(exc)
-                run.reject(command, rejected, now)
-            tracked = [e for e in run.new_events if isinstance(e, ev.RunTracked)]
-            result = await self.store.save(
-                run,
-                command_id=command.command_id,
-                ack=ack,
-                output=outputs.of_tracked(tracked[0]) if tracked else None,
-            )
-            if result.status == "ok":
-                # Logged once the outcome is stored, and as what it was: a rejection
-                # records an event too, but nothing was applied.
-                if rejected is not None:
-                    log.info("command_rejected", command=kind, reason=rejected)
-                else:
-                    log.info("command_applied", command=kind, state=run.state.state)
-                metrics.command_handled(
-                    kind, "applied" if rejected is None else "rejected", command.issued_at
-                )
-                if run.state.needs_executor:
-                    at_once = isinstance(command, cmd.StartRun) and command.no_queue
-                    self.slots.wake(command.run_id, at_once=at_once)
-                return run
-            if result.status == "dup":
-                log.info("command_duplicate", command=kind)
-                metrics.command_handled(kind, "duplicate", command.issued_at)
-                return None
-            if result.status == "deleted":
+            decision = await self._decide(run, command, now, ack)
+            if decision.save is None:
                 await self._reject_without_run(
-                    command, f"run {command.run_id} was deleted", now, ack
+                    command, decision.rejected or "", now, ack, bad_input=decision.bad_input
                 )
-                return None
+                return run
+            result = await self.store.save_one(decision.save)
+            outcome = await self._settle(command, decision, result, now, ack)
+            if not isinstance(outcome, _Stale):
+                return outcome
             run = None  # stale: reload and decide again on the fresh state
-        raise RuntimeError(f"run {command.run_id} kept changing; {kind} not applied")
+        raise RuntimeError(
+            f"run {command.run_id} kept changing; {cmd.command_type(command)} not applied"
+        )
+
+    async def _decide(self, run: Run, command: cmd.Command, now: float, ack: Ack) -> Decision:
+        """The command applied to the run, or its rejection recorded: what to save."""
+        rejected: str | None = None
+        try:
+            await self.handlers.for_command(command)(run, command, now)
+        except (Rejected, BadArguments) as exc:
+            run.take_events()
+            if not run.exists:
+                return Decision(None, str(exc), bad_input=isinstance(exc, BadArguments))
+            rejected = str(exc)
+            run.reject(command, rejected, now)
+        tracked = [e for e in run.new_events if isinstance(e, ev.RunTracked)]
+        output = outputs.of_tracked(tracked[0]) if tracked else None
+        return Decision(Save(run, command.command_id, ack=ack, output=output), rejected)
+
+    async def _settle(
+        self,
+        command: cmd.Command,
+        decision: Decision,
+        result: AppendResult,
+        now: float,
+        ack: Ack,
+    ) -> Run | _Stale | None:
+        """After the append: the run to go on with (None: load it first), or STALE."""
+        assert decision.save is not None
+        run = decision.save.run
+        kind = cmd.command_type(command)
+        if result.status == "ok":
+            # Logged once the outcome is stored, and as what it was: a rejection
+            # records an event too, but nothing was applied.
+            if decision.rejected is not None:
+                log.info("command_rejected", command=kind, reason=decision.rejected)
+            else:
+                log.info("command_applied", command=kind, state=run.state.state)
+            outcome = "applied" if decision.rejected is None else "rejected"
+            metrics.command_handled(kind, outcome, command.issued_at)
+            if run.state.needs_executor:
+                at_once = isinstance(command, cmd.StartRun) and command.no_queue
+                self.slots.wake(command.run_id, at_once=at_once)
+            return run
+        if result.status == "dup":
+            log.info("command_duplicate", command=kind)
+            metrics.command_handled(kind, "duplicate", command.issued_at)
+            return None
+        if result.status == "deleted":
+            await self._reject_without_run(command, f"run {command.run_id} was deleted", now, ack)
+            return None
+        return STALE
 
     async def _reject_without_run(
         self,
@@ -307,3 +405,15 @@ class CommandProcessor:
         await self.store.reject_unknown(command.run_id, event, ack)
         log.info("command_rejected", command=event.command_type, reason=reason)
         metrics.command_handled(event.command_type, "rejected", command.issued_at)
+
+
+def _blank_if_new(run_id: str, items: Items) -> Run | None:
+    """A new run needs no load: its first append expects version 0, and fails if it exists."""
+    return Run.blank(run_id) if isinstance(items[0][1], cmd.StartRun) else None
+
+
+def _log_failure(exc: BaseException) -> None:
+    if isinstance(exc, redis.RedisError | OSError):
+        log.warning("command_failed", error=str(exc))
+    else:
+        log.exception("command_crashed", exc_info=exc)

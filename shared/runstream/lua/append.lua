@@ -8,6 +8,8 @@
 -- Returns {status, version}: ok | dup | stale | lease | deleted.
 -- Field names as in runstream.keys.Fields: events 'e'; feed 'r', 'v', 'e'; meta 'v', 'snap_id'.
 -- With the summary, the run's query index postings (index_update.lua: index_apply).
+-- release_lease '1': the executor's last append for the run gives its lease back (DEL
+-- instead of PEXPIRE), saving the release's own round trip.
 --! include index_update
 local events, meta, seen, feed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local index, runnable, lease, commands = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -21,9 +23,10 @@ local n = tonumber(ARGV[11])
 local log_max, output_at = ARGV[12], ARGV[13]
 local n_lines, n_results = tonumber(ARGV[14]), tonumber(ARGV[15])
 local postings, postings_based_on, index_ops = ARGV[16], ARGV[17], ARGV[18]
--- ARGV[19..]: n pairs of (event for the run's stream, event for the feed), then n_lines
+local release_lease = ARGV[19]
+-- ARGV[20..]: n pairs of (event for the run's stream, event for the feed), then n_lines
 -- log lines, then n_results triples (result name, content, meta JSON)
-local first_event = 19
+local first_event = 20
 
 if redis.call('HEXISTS', tombs, run_id) == 1 then return {'deleted', 0} end
 if command_id ~= '' and redis.call('SISMEMBER', seen, command_id) == 1 then
@@ -34,7 +37,11 @@ local v = tonumber(redis.call('HGET', meta, 'v') or '0')
 if v ~= expected_version then return {'stale', v} end
 if lease_owner ~= '' then
   if redis.call('GET', lease) ~= lease_owner then return {'lease', v} end
-  redis.call('PEXPIRE', lease, lease_ms)
+  if release_lease == '1' then
+    redis.call('DEL', lease)
+  else
+    redis.call('PEXPIRE', lease, lease_ms)
+  end
 end
 local last = ''
 for i = 0, n - 1 do

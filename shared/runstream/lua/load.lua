@@ -1,10 +1,15 @@
 -- Load a run in one round trip: its snapshot and the events after it (up to max_events).
--- Returns {'deleted'} or {'ok', snapshot or false, events}. The meta hash's 'snap_id' is
--- runstream.keys.Fields.SNAPSHOT_ID.
-local meta, snapshot_key, tombs, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local run_id, max_events = ARGV[1], ARGV[2]
+-- With a lease key (KEYS[5]) and its owner: first take the run's execution lease (as
+-- Leases.acquire: SET NX PX), and load nothing if someone else holds it.
+-- Returns {'deleted'}, {'leased'} (held by another) or {'ok', snapshot or false, events}.
+-- The meta hash's 'snap_id' is runstream.keys.Fields.SNAPSHOT_ID.
+local meta, snapshot_key, tombs, events, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local run_id, max_events, lease_owner, lease_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 if redis.call('HEXISTS', tombs, run_id) == 1 then return {'deleted'} end
+if lease and not redis.call('SET', lease, lease_owner, 'NX', 'PX', lease_ms) then
+  return {'leased'}
+end
 local snap_id = redis.call('HGET', meta, 'snap_id')
 local snapshot = false
 local start = '-'

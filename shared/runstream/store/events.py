@@ -9,11 +9,14 @@ message, all at once. So a command is acknowledged exactly when its events are s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
 import redis.asyncio as aredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from runstream import lua, query
 from runstream.contracts import events as ev
@@ -81,6 +84,49 @@ class Ack:
     entry_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Save:
+    """One run's new events to append, as ``EventStore.save`` takes them."""
+
+    run: Run
+    command_id: str = ""
+    lease_owner: str = ""
+    release_lease: bool = False
+    ack: Ack | None = None
+    output: outputs.RunOutput | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A script call made ready: sent alone or in a pipeline; ``done`` reads its reply."""
+
+    script: AsyncScript
+    keys: list[str]
+    args: list[Any]
+    done: Callable[[Any], Any]
+
+
+async def _call_all(redis: aredis.Redis, calls: Sequence[_Call]) -> list[Any]:
+    """Every call in one pipelined round trip (not a transaction: each script is atomic on
+    its own); each call's ``done(reply)``, or the error it met. A script Redis does not
+    have cached yet (NOSCRIPT: nothing ran) is sent again alone, which loads it."""
+    if not calls:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for call in calls:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        raw = await pipe.execute(raise_on_error=False)
+    out: list[Any] = []
+    for call, reply in zip(calls, raw, strict=True):
+        if isinstance(reply, NoScriptError):
+            try:
+                reply = await call.script(keys=call.keys, args=call.args)
+            except Exception as exc:
+                reply = exc
+        out.append(reply if isinstance(reply, Exception) else call.done(reply))
+    return out
+
+
 class EventStore:
     def __init__(self, redis: aredis.Redis, keys: Keys, settings: Settings) -> None:
         self.redis = redis
@@ -102,13 +148,27 @@ class EventStore:
         reply = await self._load(keys=self._load_keys(run_id), args=[run_id, LOAD_PAGE])
         return await self._fold(run_id, reply)
 
-    async def load_many(self, run_ids: list[str]) -> list[Run]:
+    async def load_under_lease(self, run_id: str, owner: str, lease_ms: int) -> Run | None:
+        """Take the run's execution lease (as Leases.acquire) and load it, in one round
+        trip; None if someone else holds the lease. A deleted run is not leased."""
+        reply = await self._load(
+            keys=[*self._load_keys(run_id), self.keys.lease(run_id)],
+            args=[run_id, LOAD_PAGE, owner, lease_ms],
+        )
+        if reply[0] == b"leased":
+            return None
+        return await self._fold(run_id, reply)
+
+    async def load_many(self, run_ids: Sequence[str]) -> list[Run]:
         """Several runs in one pipelined round trip (plus one per run with a long tail)."""
-        await self.redis.script_load(self._load.script)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for run_id in run_ids:
-                pipe.evalsha(self._load.sha, 4, *self._load_keys(run_id), run_id, LOAD_PAGE)
-            loaded = await pipe.execute()
+        calls = [
+            _Call(self._load, self._load_keys(run_id), [run_id, LOAD_PAGE], _identity)
+            for run_id in run_ids
+        ]
+        loaded = await _call_all(self.redis, calls)
+        for reply in loaded:
+            if isinstance(reply, Exception):
+                raise reply
         return [
             await self._fold(run_id, reply) for run_id, reply in zip(run_ids, loaded, strict=True)
         ]
@@ -147,32 +207,50 @@ class EventStore:
         *,
         command_id: str = "",
         lease_owner: str = "",
+        release_lease: bool = False,
         ack: Ack | None = None,
         output: outputs.RunOutput | None = None,
     ) -> AppendResult:
         """Append the run's new events, if its version is still the one they were based on;
-        ``output`` (log lines, result files) becomes visible with them."""
+        ``output`` (log lines, result files) becomes visible with them. ``lease_owner``: only
+        while it holds the run's lease (renewed), given back if ``release_lease``."""
+        return await self.save_one(Save(run, command_id, lease_owner, release_lease, ack, output))
+
+    async def save_one(self, save: Save) -> AppendResult:
+        """``save``, as a ``Save``."""
+        call = self._save_call(save)
+        result: AppendResult = call.done(await call.script(keys=call.keys, args=call.args))
+        return result
+
+    async def save_many(self, saves: Sequence[Save]) -> list[AppendResult | Exception]:
+        """Several runs' saves (as ``save``) in one pipelined round trip; in place of a
+        result, the error its append met (it may or may not have been applied)."""
+        return await _call_all(self.redis, [self._save_call(save) for save in saves])
+
+    def _save_call(self, save: Save) -> _Call:
+        run = save.run
         events = run.take_events()
         s = run.state
         expected = s.version - len(events)
+        if any(isinstance(e, ev.RunDeleted) for e in events):
+            return self._delete_call(run, events, expected, save.command_id, save.ack)
         k = self.keys
         run_id = s.run_id
         shard = k.shard_of(run_id)
-        if any(isinstance(e, ev.RunDeleted) for e in events):
-            return await self._save_delete(run, events, expected, command_id, ack)
         due = expected // self.settings.snapshot_every != s.version // self.settings.snapshot_every
         summary, postings, posting = summary_and_postings(s)
         based_on, index_ops = self._indexed.change(run_id, posting, new_run=expected == 0)
+        output = save.output
         args: list[str | bytes | int | float] = [
             expected,
-            command_id,
-            lease_owner,
+            save.command_id,
+            save.lease_owner,
             self.settings.lease_ms,
             run_id,
             summary,
             s.runnable_score if s.needs_executor else "-",
             k.group,
-            ack.entry_id if ack else "",
+            save.ack.entry_id if save.ack else "",
             _state_encoder.encode(s) if due else "",
             len(events),
         ]
@@ -185,6 +263,7 @@ class EventStore:
             postings,
             based_on,
             index_ops,
+            "1" if save.release_lease else "",
         ]
         for e in events:
             stored = ev.encode_event(e)
@@ -192,40 +271,42 @@ class EventStore:
             slimmed = isinstance(e, ev.ChunkPrepared | ev.RunTracked)
             args.append(ev.encode_event(ev.slim(e)) if slimmed else stored)
         args += output_args
-        status, version = await self._append(
-            keys=[
-                k.events(run_id),
-                k.meta(run_id),
-                k.seen(run_id),
-                k.feed(shard),
-                k.index(shard),
-                k.runnable(shard),
-                k.lease(run_id),
-                k.commands(shard),
-                k.tombs(shard),
-                k.snapshot(run_id),
-                k.logs(run_id),
-                k.results(run_id),
-                k.result_meta(run_id),
-                k.query_index(shard),
-            ],
-            args=args,
-        )
-        result = AppendResult(status.decode(), int(version))
-        if result.status == "ok":
-            self._indexed.wrote(run_id, postings, posting)
-        else:
-            self._indexed.forget(run_id)  # someone else's append may have come first
-        return result
 
-    async def _save_delete(
+        def done(reply: Any) -> AppendResult:
+            status, version = reply
+            result = AppendResult(status.decode(), int(version))
+            if result.status == "ok":
+                self._indexed.wrote(run_id, postings, posting)
+            else:
+                self._indexed.forget(run_id)  # someone else's append may have come first
+            return result
+
+        keys = [
+            k.events(run_id),
+            k.meta(run_id),
+            k.seen(run_id),
+            k.feed(shard),
+            k.index(shard),
+            k.runnable(shard),
+            k.lease(run_id),
+            k.commands(shard),
+            k.tombs(shard),
+            k.snapshot(run_id),
+            k.logs(run_id),
+            k.results(run_id),
+            k.result_meta(run_id),
+            k.query_index(shard),
+        ]
+        return _Call(self._append, keys, args, done)
+
+    def _delete_call(
         self,
         run: Run,
         events: list[ev.Event],
         expected: int,
         command_id: str,
         ack: Ack | None,
-    ) -> AppendResult:
+    ) -> _Call:
         k = self.keys
         s = run.state
         run_id = s.run_id
@@ -240,33 +321,36 @@ class EventStore:
             irreversible=deleted.irreversible,
             command_id=command_id,
         )
-        status, version = await self._delete(
-            keys=[
-                k.meta(run_id),
-                k.seen(run_id),
-                k.feed(shard),
-                k.index(shard),
-                k.runnable(shard),
-                k.commands(shard),
-                k.tombs(shard),
-                k.audit(shard),
-                k.query_index(shard),
-                *k.run_keys(run_id),
-            ],
-            args=[
-                expected,
-                command_id,
-                run_id,
-                k.group,
-                ack.entry_id if ack else "",
-                msgspec.json.encode(tomb),
-                len(events),
-                *self._indexed.change(run_id, index_delta.NONE, new_run=False),
-                *(ev.encode_event(ev.slim(e)) for e in events),
-            ],
-        )
-        self._indexed.forget(run_id)
-        return AppendResult(status.decode(), int(version))
+        keys = [
+            k.meta(run_id),
+            k.seen(run_id),
+            k.feed(shard),
+            k.index(shard),
+            k.runnable(shard),
+            k.commands(shard),
+            k.tombs(shard),
+            k.audit(shard),
+            k.query_index(shard),
+            *k.run_keys(run_id),
+        ]
+        args = [
+            expected,
+            command_id,
+            run_id,
+            k.group,
+            ack.entry_id if ack else "",
+            msgspec.json.encode(tomb),
+            len(events),
+            *self._indexed.change(run_id, index_delta.NONE, new_run=False),
+            *(ev.encode_event(ev.slim(e)) for e in events),
+        ]
+
+        def done(reply: Any) -> AppendResult:
+            status, version = reply
+            self._indexed.forget(run_id)
+            return AppendResult(status.decode(), int(version))
+
+        return _Call(self._delete, keys, args, done)
 
     async def reject_unknown(self, run_id: str, event: ev.CommandRejected, ack: Ack | None) -> None:
         """A rejection for a run with no history: told on the feed once per command_id
@@ -287,3 +371,7 @@ class EventStore:
     async def tombstone(self, run_id: str) -> Tombstone | None:
         raw = await self.redis.hget(self.keys.tombs(self.keys.shard_of(run_id)), run_id)
         return msgspec.json.decode(raw, type=Tombstone) if raw else None
+
+
+def _identity(reply: Any) -> Any:
+    return reply
