@@ -17,7 +17,7 @@ from runstream.settings import Settings, load_settings
 from runstream.tokens import TokenStore
 from runstream_api.auth import provide_caller
 from runstream_api.context import ApiContext, provide_api
-from runstream_api.docs import assets_router, openapi_config
+from runstream_api.docs import assets_router, asyncapi_document, openapi_config
 from runstream_api.errors import EXCEPTION_HANDLERS
 from runstream_api.events_routes import all_events, run_events
 from runstream_api.metrics import service_routes
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             tombstones,
             DeadLettersController,
             assets_router(),
+            asyncapi_document,
             mistral_router(),
             ui.router(),
         ],
