@@ -90,6 +90,14 @@ def clause(f: Filter) -> dict[str, Any]:
     return {"neg": neg, "sets": sets, "ranges": ranges, "scan": scan}
 
 
+def _unsorted(field: str) -> str | bool:
+    """How lua/query.lua orders by a key without a sorted set in the index: 'arg' (an
+    argument: numbers, then texts), 'text' (a keyword: by its text); False: it has one."""
+    if field not in FIELDS:
+        return "arg"
+    return False if FIELDS[field].sorted_set else "text"
+
+
 def _marker_place(marker: RunSummary, q: Query) -> dict[str, list[Any]]:
     """Where the marker run stands per sort key, as lua/query.lua's tuple() has it."""
     z = query.postings(marker)["z"]
@@ -100,7 +108,7 @@ def _marker_place(marker: RunSummary, q: Query) -> dict[str, list[Any]]:
         if k.field in FIELDS:
             value = FIELDS[k.field].read(marker)
             classes.append(1)
-            scores.append(z[k.field])
+            scores.append(z.get(k.field, "0"))
             texts.append(value if isinstance(value, str) else "")
             continue
         cls, value = query.sort_value(marker, k.field)
@@ -123,7 +131,7 @@ class Searcher:
                 k.field,
                 k.desc,
                 k.field in FIELDS and FIELDS[k.field].kind in (Kind.ID, Kind.KEYWORD, Kind.TEXT),
-                k.field not in FIELDS,  # args.<name>
+                _unsorted(k.field),
             ]
             for k in q.sort
         ]
