@@ -228,3 +228,36 @@ def test_dead_letters_are_listed_retried_and_dropped(api: ApiService) -> None:
         assert drop
         dropped = admin.post(drop.group(1), follow_redirects=True)
         assert "dropped" in dropped.text and "No dead letters." in dropped.text
+
+
+def test_conflicts_name_the_run_that_changed_the_element(api: ApiService) -> None:
+    namespace = "c" + uuid.uuid4().hex[:6]
+    with signed_in(api, "ada", "admin") as browser:
+        first = start(browser, items="4", edges_per_item="0", namespace=namespace)
+        api.wait_state(first, "succeeded")
+        second = start(browser, items="2", edges_per_item="0", namespace=namespace)
+        api.wait_state(second, "succeeded")
+        plan = browser.get(f"/ui/runs/{first}/revert").text
+        assert "This is the plan of a dry run" in plan
+        assert re.search(r"<strong>2</strong> conflicts", plan)
+        link = f'<a href="/ui/runs/{second}">{second}</a>'
+        assert f"n:{namespace}:0" in plan and link in plan
+        assert 'name="force"' in plan  # force is offered, not chosen
+        browser.post(f"/ui/runs/{first}/act/revert")
+        api.wait_state(first, "reverted")
+        page = browser.get(f"/ui/runs/{first}").text
+        assert "Conflicts" in page and link in page
+
+
+def test_rerun_starts_a_run_with_the_same_arguments(api: ApiService) -> None:
+    with signed_in(api, "olga", "operator") as browser:
+        source = start(browser, items="3", seed="7")
+        api.wait_state(source, "succeeded")
+        answer = browser.post(f"/ui/runs/{source}/act/rerun")
+        assert answer.status_code == 303
+        rerun = answer.headers["location"].rsplit("/", 1)[-1]
+        assert rerun != source
+        body = api.wait_state(rerun, "succeeded")
+        assert body["source_run_id"] == source and body["args"]["seed"] == 7
+        assert body["actor"] == "olga"
+        assert f'Re-run of <a href="/ui/runs/{source}">' in browser.get(f"/ui/runs/{rerun}").text
