@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import re
+import tarfile
 import uuid
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -261,3 +263,21 @@ def test_rerun_starts_a_run_with_the_same_arguments(api: ApiService) -> None:
         assert body["source_run_id"] == source and body["args"]["seed"] == 7
         assert body["actor"] == "olga"
         assert f'Re-run of <a href="/ui/runs/{source}">' in browser.get(f"/ui/runs/{rerun}").text
+
+
+def test_results_download_one_by_one_and_as_an_archive(api: ApiService) -> None:
+    with signed_in(api, "vic", "viewer") as viewer, signed_in(api, "ada", "admin") as admin:
+        run_id = start(admin, items="4", result_every="2", result_bytes="10", log_lines="1")
+        api.wait_state(run_id, "succeeded")
+        page = viewer.get(f"/ui/runs/{run_id}").text
+        names = re.findall(rf'href="/ui/runs/{run_id}/results/([^"]+)"', page)
+        assert names == ["part-1.txt", "part-2.txt"], names
+        assert "item 3 line 0" in page  # the log
+        one = viewer.get(f"/ui/runs/{run_id}/results/part-1.txt")
+        assert one.status_code == 200 and len(one.content) == 10
+        assert "attachment" in one.headers["content-disposition"]
+        archive = viewer.get(f"/ui/runs/{run_id}/results.tar.gz")
+        with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+            assert sorted(tar.getnames()) == names
+        missing = viewer.get(f"/ui/runs/{run_id}/results/nope.txt")
+        assert missing.status_code == 404 and "part-1.txt" in missing.text
