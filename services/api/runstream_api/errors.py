@@ -16,6 +16,7 @@ from litestar.types import ExceptionHandlersMap
 from runstream.client import ResultNotFound, RunNotFound
 from runstream.contracts.commands import BadCommand
 from runstream.store.events import Tombstone
+from runstream_api.times import to_wire
 
 log = structlog.get_logger("runstream_api")
 
@@ -63,8 +64,11 @@ def rejected(reason: str, command_id: str | None = None) -> ApiError:
     return ApiError(Problem(status=409, error="rejected", message=reason, command_id=command_id))
 
 
-def _respond(problem: Problem, headers: dict[str, str] | None = None) -> Response[Problem]:
-    return Response(problem, status_code=problem.status, media_type=MediaType.JSON, headers=headers)
+def _respond(problem: Problem, headers: dict[str, str] | None = None) -> Response[Any]:
+    # to_wire: a tombstone's time in ISO 8601, as every time the API sends.
+    return Response(
+        to_wire(problem), status_code=problem.status, media_type=MediaType.JSON, headers=headers
+    )
 
 
 def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Problem]:
