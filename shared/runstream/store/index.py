@@ -69,18 +69,18 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt
                     if state.state in ("new", "deleted"):
                         continue
                     summary, postings = encoded_summary(state)
-                    pipe.evalsha(
+                    lua.queue_evalsha(
+                        pipe,
                         put.sha,
-                        3,
-                        keys.index(shard),
-                        keys.runnable(shard),
-                        keys.query_index(shard),
-                        run_id,
-                        summary,
-                        state.version,
-                        "1" if state.needs_executor else "0",
-                        state.runnable_score,
-                        postings,
+                        [keys.index(shard), keys.runnable(shard), keys.query_index(shard)],
+                        [
+                            run_id,
+                            summary,
+                            state.version,
+                            "1" if state.needs_executor else "0",
+                            state.runnable_score,
+                            postings,
+                        ],
                     )
                     if outputs.outputs_in(history):
                         with_outputs.append((run_id, history))

@@ -18,6 +18,7 @@ import msgspec
 from litestar import Request, get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from runstream import multi_read
 from runstream.client import Client
 from runstream.domain.run import RunSummary
 from runstream.keys import Fields
@@ -79,8 +80,11 @@ async def changed_runs(
     then while nothing happens, so a closed connection is noticed."""
     feeds = {client.keys.feed(shard): shard for shard in cursor}
     while True:
-        reply = await client.redis.xread(
-            {feed: cursor[shard] for feed, shard in feeds.items()}, count=BATCH, block=HEARTBEAT_MS
+        reply = await multi_read.xread(
+            client.redis,
+            {feed: cursor[shard] for feed, shard in feeds.items()},
+            count=BATCH,
+            block=HEARTBEAT_MS,
         )
         changed: dict[str, None] = {}
         for stream, entries in replies.streams(reply):
