@@ -121,6 +121,9 @@ class LocalCluster:
         command = [server, "--port", str(node.port), "--bind", "127.0.0.1"]
         command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         command += ["--cluster-node-timeout", str(self.node_timeout_ms)]
+        # A replica takes over however long it was cut off (the default refuses after
+        # 10 node timeouts): a local cluster prefers availability.
+        command += ["--cluster-replica-validity-factor", "0"]
         command += ["--save", "", "--appendonly", "yes" if self.appendonly else "no"]
         command += ["--dir", str(node.directory)]
         with open(node.directory / "redis.out", "ab") as out:
@@ -142,32 +145,53 @@ class LocalCluster:
                     time.sleep(0.05)
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Until every live node says ``cluster_state:ok`` and sees the same masters."""
+        """Until every live node says ``cluster_state:ok`` and sees ``masters`` masters
+        serving slots, all of them live (after a ``kill``: its replica promoted)."""
         deadline = time.monotonic() + timeout
         while True:
+            live = {n.port for n in self.live_nodes()}
             states = [self._state(n) for n in self.live_nodes()]
-            if states and all(s == ("ok", self.masters) for s in states):
+            if (
+                states
+                and all(
+                    state == "ok" and len(serving) == self.masters and serving <= live
+                    for state, serving in states
+                )
+                and self._replicas_synced()
+            ):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cluster not ready after {timeout:g}s: {states}")
             time.sleep(0.1)
 
+    def _replicas_synced(self) -> bool:
+        """Every live replica has its master link up (a replica still in its first full
+        sync could not take over)."""
+        for node in self.live_nodes():
+            try:
+                with redis.Redis(port=node.port, socket_timeout=1) as client:
+                    info = client.info("replication")
+            except redis.RedisError:
+                return False
+            if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                return False
+        return True
+
     @staticmethod
-    def _state(node: ClusterNodeProcess) -> tuple[str, int]:
+    def _state(node: ClusterNodeProcess) -> tuple[str, set[int]]:
+        """The node's cluster_state, and the ports of the masters it sees serving slots."""
         try:
             with redis.Redis(port=node.port, socket_timeout=1) as client:
                 info = client.cluster("INFO")
-                masters = client.cluster("NODES")
+                nodes = client.cluster("NODES")
         except redis.RedisError:
-            return ("down", 0)
-        state = str(info.get("cluster_state", "?"))
-        # Masters that serve slots and are not failed.
-        up = sum(
-            1
-            for v in masters.values()
+            return ("down", set())
+        serving = {
+            int(address.rsplit(":", 1)[1].split("@")[0])
+            for address, v in nodes.items()
             if "master" in v["flags"] and "fail" not in v["flags"] and v["slots"]
-        )
-        return (state, up)
+        }
+        return (str(info.get("cluster_state", "?")), serving)
 
     def live_nodes(self) -> list[ClusterNodeProcess]:
         return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
