@@ -123,6 +123,19 @@ def settings(redis_url: str) -> Iterator[Settings]:
     # A fresh prefix per test isolates tests sharing one Redis without FLUSHDB.
     prefix = "t" + uuid.uuid4().hex[:10]
     yield Settings(redis_url=redis_url, prefix=prefix, shards=2)
+    drop_prefix(redis_url, prefix)
+
+
+@pytest.fixture(scope="module")
+def module_settings(redis_url: str) -> Iterator[Settings]:
+    """As ``settings``, shared by a module's tests (for data that is costly to make)."""
+    prefix = "t" + uuid.uuid4().hex[:10]
+    yield Settings(redis_url=redis_url, prefix=prefix, shards=2)
+    drop_prefix(redis_url, prefix)
+
+
+def drop_prefix(redis_url: str, prefix: str) -> None:
+    """Remove every key of a test's prefix."""
     # Every key is "<prefix>:..." (shard keys are "<prefix>:{<prefix>:s0}:...").
     client = open_blocking_redis(Settings(redis_url=redis_url))
     try:

@@ -22,7 +22,7 @@ from typing import Any, cast
 import msgspec
 import redis.asyncio as aredis
 
-from runstream import catalog, revert
+from runstream import catalog, query, revert
 from runstream.catalog import PublishedScenario
 from runstream.connect import open_redis
 from runstream.contracts import commands as cmd
@@ -38,7 +38,7 @@ from runstream.store import dlq, index, outputs, replies
 from runstream.store.events import EventStore, Tombstone
 from runstream.store.network import NetworkStore
 from runstream.store.outputs import LogLine, ResultFile
-from runstream.store.search import Searcher
+from runstream.store.search import MarkerNotFound, Searcher
 
 _summary_decoder = msgspec.json.Decoder(RunSummary)
 
@@ -506,7 +506,26 @@ class Client:
         await self.get(run_id)
         return await self.store.history(run_id)
 
+    async def search_deleted(self, q: Query | None = None) -> list[Tombstone]:
+        """A page of the tombstones of deleted runs matching a query built over
+        ``runstream.query.TOMBSTONES`` (id, scenario, actor, deleted_at, effects_left,
+        irreversible), in its order; the next page starts after the last one's run id.
+        Raises MarkerNotFound when the marker is no deleted run's id."""
+        q = q or Query(sort=query.TOMBSTONES.default_sort)
+        try:
+            return query.page(await self.tombstones(), q, _tomb_id, query.TOMBSTONES)
+        except LookupError:
+            raise MarkerNotFound(f"marker run {q.marker} is not a deleted run") from None
+
+    async def count_deleted(self, q: Query | None = None) -> int:
+        """How many tombstones match the query's filters."""
+        filters = q.filters if q else ()
+        return sum(
+            1 for t in await self.tombstones() if query.matches(t, filters, query.TOMBSTONES)
+        )
+
     async def tombstones(self) -> list[Tombstone]:
+        """Every deleted run's tombstone, oldest first."""
         out: list[Tombstone] = []
         for shard in range(self.keys.shards):
             for _, fields in replies.entries(await self.redis.xrange(self.keys.audit(shard))):
@@ -614,3 +633,7 @@ class Client:
     async def rebuild_index(self) -> index.Rebuilt:
         """Rebuild the run index and query read models from the runs' events."""
         return await index.rebuild(self.redis, self.keys, self.store)
+
+
+def _tomb_id(t: Tombstone) -> str:
+    return t.run_id

@@ -44,7 +44,7 @@ class Kind(enum.Enum):
 class Field:
     name: str
     kind: Kind
-    read: Callable[[RunSummary], Any]
+    read: Callable[[Any], Any]  # a RunSummary, or a Tombstone (TOMBSTONE_FIELDS)
     equality_only: bool = False  # a yes/no field: eq, neq, in, nin
 
     @property
@@ -70,7 +70,7 @@ FIELDS: dict[str, Field] = {
         _f("state", Kind.KEYWORD),
         _f("name", Kind.KEYWORD),
         _f("actor", Kind.KEYWORD),
-        _f("description", Kind.TEXT),
+        _f("description", Kind.KEYWORD),
         _f("labels", Kind.LABELS),
         _f("created_at", Kind.TIME),
         _f("updated_at", Kind.TIME),
@@ -88,6 +88,35 @@ FIELDS: dict[str, Field] = {
 }
 ARGS_PREFIX = "args."
 SORTABLE = tuple(name for name, f in FIELDS.items() if f.sortable)
+
+# What ``runctl list --deleted`` queries: the tombstones of deleted runs (store.events).
+TOMBSTONE_FIELDS: dict[str, Field] = {
+    f.name: f
+    for f in (
+        Field("id", Kind.ID, lambda t: t.run_id),
+        _f("scenario", Kind.KEYWORD),
+        _f("actor", Kind.KEYWORD),
+        _f("deleted_at", Kind.TIME),
+        _f("effects_left", Kind.NUMBER),
+        _f("irreversible", Kind.NUMBER),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """What a query runs over: its fields, whether ``args.<name>`` exists, its order."""
+
+    fields: dict[str, Field]
+    has_args: bool
+    default_sort: tuple[SortKey, ...]
+
+    def field_names(self) -> str:
+        return ", ".join([*self.fields, *(["args.<name>"] if self.has_args else [])])
+
+    def sort_names(self) -> str:
+        names = [n for n, f in self.fields.items() if f.sortable]
+        return ", ".join([*names, *(["args.<name>"] if self.has_args else [])])
 
 
 class BadQuery(ValueError):
@@ -136,7 +165,7 @@ def arg_text(value: Any) -> str:
 
 
 def _arg_number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if type(value) is bool or not isinstance(value, (int, float)):  # a tuple: faster
         return None
     return float(value) if math.isfinite(value) else None
 
@@ -155,10 +184,16 @@ def text_score(text: str) -> str:
     return _score(int.from_bytes(head, "big"))
 
 
+_TO_BASE32 = str.maketrans("0123456789ABCDEFGHJKMNPQRSTVWXYZ", "0123456789ABCDEFGHIJKLMNOPQRSTUV")
+
+
 def id_score(run_id: str) -> str:
     """Run ids are Crockford base32: the first 10 characters (50 bits) keep their order."""
+    head = run_id[:10].ljust(10, "0")
+    if _BASE32.keys() >= set(head):
+        return _score(int(head.translate(_TO_BASE32), 32))
     value = 0
-    for c in run_id[:10].ljust(10, "0"):
+    for c in head:  # not a run id: other characters count as 0
         value = value * 32 + _BASE32.get(c, 0)
     return _score(value)
 
@@ -177,8 +212,8 @@ class Filter:
 _OP_PREFIX = re.compile(r"^([a-z]+):(.*)$", re.S)
 
 
-def parse_filter(text: str) -> Filter:
-    """``field=op:value`` (``field=value`` for eq), checked against FIELDS."""
+def parse_filter(text: str, schema: Schema | None = None) -> Filter:
+    """``field=op:value`` (``field=value`` for eq), checked against the schema's fields."""
     name, sep, rest = text.partition("=")
     name = name.strip()
     if not sep or not name:
@@ -189,24 +224,26 @@ def parse_filter(text: str) -> Filter:
         raise BadQuery(
             f"unknown operator {op!r} in filter {text!r}; operators: {', '.join(OPERATORS)}"
         )
-    return make_filter(name, op, raw, context=text)
+    return make_filter(name, op, raw, context=text, schema=schema)
 
 
-def make_filter(name: str, op: str, raw: str, *, context: str = "") -> Filter:
+def make_filter(
+    name: str, op: str, raw: str, *, context: str = "", schema: Schema | None = None
+) -> Filter:
+    schema = schema or RUNS
     where = f" in filter {context!r}" if context else ""
     if op not in OPERATORS:
         raise BadQuery(f"unknown operator {op!r}{where}; operators: {', '.join(OPERATORS)}")
     texts = raw.split(",") if op in ("in", "nin") else [raw]
-    if name.startswith(ARGS_PREFIX):
+    if name.startswith(ARGS_PREFIX) and schema.has_args:
         if len(name) == len(ARGS_PREFIX):
             raise BadQuery(f"filter{where} names no argument: use args.<name>")
         if op in RANGE_OPS:
             return Filter(name, op, tuple(_checked(_number, t, name, where) for t in texts))
         return Filter(name, op, tuple(texts))
-    field = FIELDS.get(name)
+    field = schema.fields.get(name)
     if field is None:
-        known = ", ".join([*FIELDS, "args.<name>"])
-        raise BadQuery(f"unknown field {name!r}{where}; fields: {known}")
+        raise BadQuery(f"unknown field {name!r}{where}; fields: {schema.field_names()}")
     kind = field.kind
     if field.equality_only and op not in ("eq", "neq", "in", "nin"):
         raise BadQuery(f"operator {op!r} does not apply to {name} (true or false){where}")
@@ -244,21 +281,32 @@ class SortKey:
 DEFAULT_SORT = (SortKey("created_at"),)
 
 
-def parse_sort(specs: list[str]) -> tuple[SortKey, ...]:
+def _sortable(name: str, schema: Schema) -> bool:
+    if schema.has_args and name.startswith(ARGS_PREFIX):
+        return len(name) > len(ARGS_PREFIX)
+    return name in schema.fields and schema.fields[name].sortable
+
+
+def parse_sort(specs: list[str], schema: Schema | None = None) -> tuple[SortKey, ...]:
     """``key[:asc|desc]``, repeated or comma-separated; the run id breaks remaining ties."""
+    schema = schema or RUNS
     keys: list[SortKey] = []
     for spec in (part.strip() for s in specs for part in s.split(",")):
         if not spec:
             continue
         name, _, direction = spec.partition(":")
-        if name not in FIELDS or not FIELDS[name].sortable:
-            raise BadQuery(f"cannot sort by {name!r}; sort keys: {', '.join(SORTABLE)}")
+        if not _sortable(name, schema):
+            raise BadQuery(f"cannot sort by {name!r}; sort keys: {schema.sort_names()}")
         if direction not in ("", "asc", "desc"):
             raise BadQuery(f"bad sort direction {direction!r} in {spec!r}: asc or desc")
         if any(k.field == name for k in keys):
             raise BadQuery(f"sort key {name!r} given twice")
         keys.append(SortKey(name, direction == "desc"))
-    return tuple(keys) or DEFAULT_SORT
+    return tuple(keys) or schema.default_sort
+
+
+RUNS = Schema(FIELDS, has_args=True, default_sort=DEFAULT_SORT)
+TOMBSTONES = Schema(TOMBSTONE_FIELDS, has_args=False, default_sort=(SortKey("deleted_at"),))
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True):
@@ -282,25 +330,30 @@ def build(
     sort: list[str] | None = None,
     limit: int = 50,
     marker: str | None = None,
+    schema: Schema | None = None,
 ) -> Query:
-    """A query from command-line texts (runctl's --filter, --label, --sort)."""
-    parsed = [parse_filter(f) for f in filters]
-    parsed += [make_filter("labels", "eq", lab, context=f"--label {lab}") for lab in labels or []]
+    """A query from command-line texts (runctl's --filter, --label, --sort); over runs,
+    or over the tombstones of deleted runs with ``schema=TOMBSTONES``."""
+    parsed = [parse_filter(f, schema) for f in filters]
+    parsed += [
+        make_filter("labels", "eq", lab, context=f"--label {lab}", schema=schema)
+        for lab in labels or []
+    ]
     return Query(
         filters=tuple(parsed),
-        sort=parse_sort(sort or []),
+        sort=parse_sort(sort or [], schema),
         limit=check_limit(limit),
         marker=marker,
     )
 
 
 # --------------------------------------------------------------------------- reference
-def _values(summary: RunSummary, name: str) -> list[Any] | None:
+def _values(item: Any, name: str, fields: dict[str, Field]) -> list[Any] | None:
     """The field's value(s) in a run, None when missing; labels are a list of k=v."""
-    if name.startswith(ARGS_PREFIX):
+    if name.startswith(ARGS_PREFIX) and name not in fields:
         arg = name[len(ARGS_PREFIX) :]
-        return [summary.args[arg]] if arg in summary.args else None
-    value = FIELDS[name].read(summary)
+        return [item.args[arg]] if arg in item.args else None
+    value = fields[name].read(item)
     if name == "labels":
         return [f"{k}={v}" for k, v in value.items()]
     return None if value is None else [value]
@@ -318,8 +371,8 @@ def _compare(op: str, value: Any, wanted: Any) -> bool:
     return bool(value <= wanted)
 
 
-def _matches_one(f: Filter, summary: RunSummary) -> bool:
-    present = _values(summary, f.field)
+def _matches_one(f: Filter, item: Any, fields: dict[str, Field]) -> bool:
+    present = _values(item, f.field, fields)
     negated = f.op in ("neq", "nin")
     op = {"neq": "eq", "nin": "in"}.get(f.op, f.op)
     hit = False
@@ -341,14 +394,25 @@ def _matches_one(f: Filter, summary: RunSummary) -> bool:
     return not hit if negated else hit
 
 
-def matches(summary: RunSummary, filters: tuple[Filter, ...]) -> bool:
-    """The reference meaning of a query: the index must return exactly these runs."""
-    return all(_matches_one(f, summary) for f in filters)
+def matches(item: Any, filters: tuple[Filter, ...], schema: Schema | None = None) -> bool:
+    """The reference meaning of a query: the index must return exactly these runs (or
+    tombstones, with ``schema=TOMBSTONES``)."""
+    fields = (schema or RUNS).fields
+    return all(_matches_one(f, item, fields) for f in filters)
 
 
-def sort_value(summary: RunSummary, name: str) -> tuple[int, Any]:
-    """A sort key's value: missing first, texts by their UTF-8 bytes."""
-    value = FIELDS[name].read(summary)
+def sort_value(item: Any, name: str, schema: Schema | None = None) -> tuple[int, Any]:
+    """A sort key's value: missing first, texts by their UTF-8 bytes. An argument's: its
+    number when it is one, else its text (arg_text), after every number."""
+    fields = (schema or RUNS).fields
+    if name.startswith(ARGS_PREFIX) and name not in fields:
+        arg = name[len(ARGS_PREFIX) :]
+        if arg not in item.args:
+            return (0, 0)
+        raw = item.args[arg]
+        number = _arg_number(raw)
+        return (1, number) if number is not None else (2, arg_text(raw).encode())
+    value = fields[name].read(item)
     if value is None:
         return (0, 0)
     return (1, value.encode() if isinstance(value, str) else float(value))
@@ -369,15 +433,36 @@ class _Desc:
         return isinstance(other, _Desc) and bool(self.v == other.v)
 
 
-def sort_tuple(summary: RunSummary, keys: tuple[SortKey, ...]) -> tuple[Any, ...]:
-    """The full order of a query: its keys, then the run id (in the first key's direction)."""
+def sort_tuple(
+    item: Any, keys: tuple[SortKey, ...], schema: Schema | None = None
+) -> tuple[Any, ...]:
+    """The full order of a query: its keys, then the id (in the first key's direction)."""
+    schema = schema or RUNS
     parts: list[Any] = []
     for k in keys:
-        v = sort_value(summary, k.field)
+        v = sort_value(item, k.field, schema)
         parts.append(_Desc(v) if k.desc else v)
-    last = summary.id.encode()
+    last = schema.fields["id"].read(item).encode()
     parts.append(_Desc(last) if keys[0].desc else last)
     return tuple(parts)
+
+
+def page(
+    items: list[Any], q: Query, id_of: Callable[[Any], str], schema: Schema | None = None
+) -> list[Any]:
+    """A query's page over items held in memory (the tombstones): the matches in order,
+    after the marker (which must be one of ``items``: LookupError if not)."""
+    hits = sorted(
+        (i for i in items if matches(i, q.filters, schema)),
+        key=lambda i: sort_tuple(i, q.sort, schema),
+    )
+    if q.marker is not None:
+        marker = next((i for i in items if id_of(i) == q.marker), None)
+        if marker is None:
+            raise LookupError(q.marker)
+        after = sort_tuple(marker, q.sort, schema)
+        hits = [i for i in hits if after < sort_tuple(i, q.sort, schema)]
+    return hits[: q.limit]
 
 
 # --------------------------------------------------------------------------- postings
@@ -387,13 +472,27 @@ Posting = dict[Literal["z", "s", "t"], Any]
 def postings(summary: RunSummary) -> Posting:
     """What the index holds for one run: a score per sorted set (sort keys, number and
     time ranges, numeric arguments), the value sets it belongs to (eq/in lookups), and
-    its texts (read by sorting and text operators without decoding the summary).
+    its texts, one JSON object (keyword and text fields, arguments that are no numbers:
+    read by sorting and text operators without decoding the summary).
     lua/index_update.lua applies the difference to the previous postings. (Computed on
-    every append: the field kinds are resolved once, and text scores cached.)"""
-    z: dict[str, str] = {}
-    s: list[str] = []
-    t: dict[str, str] = {}
-    for name, read, kind in _POSTED:
+    every append: the part a run was started with is kept per run while it stays the
+    same, and text scores are cached.)"""
+    static = _static_postings(summary)
+    z = dict(static.z)
+    s = list(static.s)
+    t = dict(static.t)
+    _post(summary, _CHANGING, z, s, t)
+    return {"z": z, "s": s, "t": _texts_encoder.encode(t).decode()}
+
+
+def _post(
+    summary: RunSummary,
+    fields: tuple[tuple[str, Callable[[Any], Any], Kind], ...],
+    z: dict[str, str],
+    s: list[str],
+    t: dict[str, str],
+) -> None:
+    for name, read, kind in fields:
         value = read(summary)
         if kind is Kind.KEYWORD:
             z[name] = _text_score(value)
@@ -408,14 +507,74 @@ def postings(summary: RunSummary) -> Posting:
             z[name] = id_score(value)
         else:  # Kind.LABELS
             s.extend(f"labels={k}={v}" for k, v in value.items())
+
+
+@dataclass(frozen=True, slots=True)
+class _Static:
+    """The postings of the fields a run was started with, and what they were made of."""
+
+    made_of: tuple[Any, ...]
+    labels: dict[str, str]
+    args: dict[str, Any]
+    z: dict[str, str]
+    s: list[str]
+    t: dict[str, str]
+
+
+_static_by_run: dict[str, _Static] = {}
+STATIC_REMEMBERED = 4096  # runs (the worker appends to a run several times in a row)
+
+
+def _static_postings(summary: RunSummary) -> _Static:
+    made_of = tuple(read(summary) for _, read, _ in _STARTED if read is not _labels)
+    known = _static_by_run.get(summary.id)
+    if (
+        known is not None
+        and known.made_of == made_of
+        and known.labels == summary.labels
+        and known.args == summary.args
+    ):
+        return known
+    z: dict[str, str] = {}
+    s: list[str] = []
+    t: dict[str, str] = {}
+    _post(summary, _STARTED, z, s, t)
     for arg, value in summary.args.items():
-        s.append(f"{ARGS_PREFIX}{arg}={arg_text(value)}")
+        text = arg_text(value)
+        s.append(f"{ARGS_PREFIX}{arg}={text}")
         number = _arg_number(value)
         if number is not None:
             z[f"{ARGS_PREFIX}{arg}"] = _score(number)
-    return {"z": z, "s": s, "t": t}
+        else:
+            t[f"{ARGS_PREFIX}{arg}"] = text
+    static = _Static(made_of, dict(summary.labels), dict(summary.args), z, s, t)
+    if len(_static_by_run) >= STATIC_REMEMBERED:
+        del _static_by_run[next(iter(_static_by_run))]
+    _static_by_run[summary.id] = static
+    return static
 
 
+_texts_encoder = msgspec.json.Encoder()
+# What a run is started with (checked on every use, so a change is never missed); the
+# rest changes as it runs.
+_STARTED_NAMES = frozenset(
+    {
+        "id",
+        "scenario",
+        "scenario_version",
+        "name",
+        "actor",
+        "description",
+        "labels",
+        "created_at",
+        "priority",
+        "source_run_id",
+        "tracked",
+    }
+)
 _POSTED = tuple((name, field.read, field.kind) for name, field in FIELDS.items())
+_STARTED = tuple(p for p in _POSTED if p[0] in _STARTED_NAMES)
+_CHANGING = tuple(p for p in _POSTED if p[0] not in _STARTED_NAMES)
+_labels = FIELDS["labels"].read
 # Keyword values repeat across runs (scenario, actor, state ...).
 _text_score = functools.lru_cache(maxsize=4096)(text_score)

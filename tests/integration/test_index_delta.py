@@ -5,14 +5,19 @@ remembers of a run's postings is out of date."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import threading
+from typing import Any
+
+import pytest
 
 from runstream.client import Client
 from runstream.contracts import commands as cmd
-from runstream.domain.run import Run
+from runstream.domain.run import Run, RunState
 from runstream.ids import new_id
 from runstream.settings import Settings
-from runstream.store import index
+from runstream.store import events, index
 
 from .test_queries import ACTORS, ARGS, LABELS, NAMES, SCENARIOS, T0, dump_index
 
@@ -125,5 +130,98 @@ def test_an_append_after_another_process_appended_uses_the_stored_postings(
             running = [k for k, v in written.items() if k.endswith(b"state=running")]
             assert all(run_id.encode() not in v for k, v in written.items() if k in running)
             assert written == await rebuilt_index(a)
+
+    asyncio.run(main())
+
+
+def test_an_append_replaces_texts_stored_the_old_way_one_hash_per_field(
+    settings: Settings,
+) -> None:
+    """Postings written before a run's texts became one JSON object kept them in a hash per
+    field (<base>:t:<field>): the run's next append removes those and stores the object."""
+
+    async def main() -> None:
+        async with Client.connect(settings=settings) as client:
+            run_id = new_id()
+            run = Run.blank(run_id)
+            run.start(cmd.StartRun(run_id=run_id, scenario="synthetic", args={}), T0, args={})
+            run = await saved(client, run)
+            base = client.keys.query_index(client.keys.shard_of(run_id))
+            # The old layout, as an earlier version left it.
+            raw = await client.redis.hget(f"{base}:p", run_id)
+            assert raw is not None
+            stored = json.loads(raw)
+            old_texts = json.loads(stored["t"])
+            stored["t"] = old_texts
+            await client.redis.hset(f"{base}:p", run_id, json.dumps(stored))
+            await client.redis.hdel(f"{base}:t", run_id)
+            for field, text in old_texts.items():
+                await client.redis.hset(f"{base}:t:{field}", run_id, text)
+            client.store._indexed.forget(run_id)  # as after a restart
+
+            run.begin(T0 + 1, "w")
+            run = await saved(client, run)
+            written = await dump_index(client)
+            assert not [k for k in written if k.startswith(f"{base}:t:".encode())]
+            assert json.loads(written[f"{base}:t".encode()][run_id.encode()])["state"] == (
+                "running"
+            )
+            assert written == await rebuilt_index(client)
+
+    asyncio.run(main())
+
+
+def test_a_rebuild_keeps_what_workers_append_meanwhile(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run a is appended to after the rebuild dropped the index (its entries are there when
+    the batch comes: diffed), run b after the rebuild read its events (the index holds a
+    newer summary: kept). The result is what a rebuild without them writes."""
+
+    async def main() -> None:
+        async with Client.connect(settings=settings) as client:
+            ids = []
+            for i in range(6):
+                run_id = new_id()
+                run = Run.blank(run_id)
+                run.start(cmd.StartRun(run_id=run_id, scenario="synthetic"), T0 + i)
+                await saved(client, run)
+                ids.append(run_id)
+            a, b = ids[1], ids[4]
+
+            async def begin(run_id: str) -> None:
+                run = await client.store.load(run_id)
+                run.begin(T0 + 50, "w")
+                await saved(client, run)
+
+            drop, summarize = index._drop, events.encoded_summary
+
+            async def drop_then_append(*args: Any) -> None:
+                await drop(*args)
+                await begin(a)
+
+            def summarize_then_append(state: RunState) -> tuple[bytes, bytes]:
+                if state.run_id == b and state.state == "queued":
+                    # Another process appends now, before the rebuild writes b.
+                    thread = threading.Thread(target=asyncio.run, args=(begin_elsewhere(b),))
+                    thread.start()
+                    thread.join()
+                return summarize(state)
+
+            async def begin_elsewhere(run_id: str) -> None:
+                async with Client.connect(settings=settings) as other:
+                    run = await other.store.load(run_id)
+                    run.begin(T0 + 50, "w")
+                    await saved(other, run)
+
+            monkeypatch.setattr(index, "_drop", drop_then_append)
+            monkeypatch.setattr(index, "encoded_summary", summarize_then_append)
+            await index.rebuild(client.redis, client.keys, client.store)
+            monkeypatch.undo()
+            assert (await client.get(a)).state == "running"
+            assert (await client.get(b)).state == "running"
+            assert (await client.get(ids[0])).state == "queued"
+            written = await dump_index(client)
+            assert written == await rebuilt_index(client)
 
     asyncio.run(main())

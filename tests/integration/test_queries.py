@@ -249,13 +249,18 @@ def _random_shape(rng: random.Random) -> Shape:
     )
 
 
-@pytest.mark.parametrize("budget", [0, 10**9], ids=["intersect", "walk"])
+@pytest.mark.parametrize(
+    ("budget", "max_values"),
+    [(0, 5000), (10**9, 5000), (0, 0), (10**9, 0)],
+    ids=["intersect", "walk", "intersect-read-texts", "walk-read-texts"],
+)
 def test_both_query_strategies_agree_with_the_reference(
-    settings: Settings, budget: int, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, budget: int, max_values: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from runstream.store import search
 
     monkeypatch.setattr(search, "WALK_BUDGET", budget)
+    monkeypatch.setattr(search, "MAX_VALUES", max_values)
     rng = random.Random(11)
 
     async def body(client: Client) -> None:
@@ -267,6 +272,8 @@ def test_both_query_strategies_agree_with_the_reference(
             ["scenario=in:synthetic,notify", f"created_at=gte:{iso(10)}", "name=has:a"],
             ["args.items=gte:10", "actor=neq:bob"],
             ["duration_ms=gte:1000", "description=has:import"],
+            ["name=gte:alpha", "labels=has:gold", "scenario=has:i"],
+            ["state=lt:running", "name=has:zz"],
         ]
         sorts = [["created_at:desc"], ["state", "name:desc"], ["items_processed:desc", "id"]]
         for filters in combos:
@@ -290,6 +297,9 @@ def test_both_query_strategies_agree_with_the_reference(
         ["started_at"],
         ["ended_at:desc", "duration_ms:desc"],
         ["scenario", "scenario_version:desc", "actor", "description", "updated_at"],
+        ["args.items", "name:desc"],
+        ["args.namespace:desc", "created_at"],
+        ["state", "args.items:desc"],
     ],
 )
 def test_sorting_by_several_keys_each_asc_or_desc(settings: Settings, sort: list[str]) -> None:
@@ -439,8 +449,9 @@ PROPERTY = settings(
 )
 
 filter_texts = st.lists(st.sampled_from(FILTER_TEXTS), min_size=0, max_size=3)
+SORT_KEYS = (*query.SORTABLE, "args.items", "args.namespace", "args.flag")
 sort_specs = st.lists(
-    st.tuples(st.sampled_from(query.SORTABLE), st.sampled_from(["asc", "desc"])),
+    st.tuples(st.sampled_from(SORT_KEYS), st.sampled_from(["asc", "desc"])),
     min_size=1,
     max_size=3,
     unique_by=lambda t: t[0],
@@ -454,6 +465,7 @@ sort_specs = st.lists(
     sort=sort_specs,
     limit=st.integers(1, 8),
     budget=st.sampled_from([0, 10**9]),
+    max_values=st.sampled_from([0, 5000]),
 )
 def test_a_query_over_the_index_returns_what_the_filter_returns_over_the_runs_state(
     settings: Settings,
@@ -462,12 +474,13 @@ def test_a_query_over_the_index_returns_what_the_filter_returns_over_the_runs_st
     sort: list[tuple[str, str]],
     limit: int,
     budget: int,
+    max_values: int,
 ) -> None:
     from runstream.store import search
 
     s = msgspec.structs.replace(settings, prefix=settings.prefix + new_id()[-6:])
-    old_budget = search.WALK_BUDGET
-    search.WALK_BUDGET = budget
+    old_budget, old_max_values = search.WALK_BUDGET, search.MAX_VALUES
+    search.WALK_BUDGET, search.MAX_VALUES = budget, max_values
 
     async def body(client: Client) -> None:
         states = []
@@ -486,7 +499,7 @@ def test_a_query_over_the_index_returns_what_the_filter_returns_over_the_runs_st
     try:
         run_async(body, s)
     finally:
-        search.WALK_BUDGET = old_budget
+        search.WALK_BUDGET, search.MAX_VALUES = old_budget, old_max_values
 
 
 def test_history_events_carry_the_bulk_id_of_their_command() -> None:

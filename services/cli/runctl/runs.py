@@ -29,7 +29,7 @@ FilterOpt = Annotated[
         "--filter",
         "-f",
         help="FIELD=OP:VALUE (repeatable), OP one of " + ", ".join(query.OPERATORS) + "; "
-        "fields: " + ", ".join(query.FIELDS) + ", args.<name>. Times ISO 8601 with a zone.",
+        "fields: " + query.RUNS.field_names() + ". Times ISO 8601 with a zone.",
     ),
 ]
 LabelOpt = Annotated[
@@ -88,11 +88,12 @@ def build_query(
     sort: list[str] | None = None,
     limit: int = 50,
     marker: str | None = None,
+    schema: query.Schema = query.RUNS,
 ) -> query.Query:
     if marker is not None:
         check_id(marker)
     try:
-        return query.build(filters, labels, sort, limit, marker)
+        return query.build(filters, labels, sort, limit, marker, schema)
     except query.BadQuery as exc:
         raise CliError(str(exc), errors.BAD_INPUT) from None
 
@@ -116,7 +117,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--sort",
                 help="KEY[:asc|desc], repeatable or comma-separated (default created_at:asc); "
-                "keys: " + ", ".join(query.SORTABLE) + ". The run id breaks ties.",
+                "keys: " + query.RUNS.sort_names() + ". The run id breaks ties. "
+                "An argument sorts numbers first, then texts.",
             ),
         ] = None,
         limit: Annotated[int, typer.Option(help="Runs per page (1..1000).")] = 50,
@@ -125,21 +127,28 @@ def register(app: typer.Typer) -> None:
         ] = None,
         count: Annotated[bool, typer.Option("--count", help="Print how many match.")] = False,
         deleted: Annotated[
-            bool, typer.Option("--deleted", help="List tombstones of deleted runs instead.")
+            bool,
+            typer.Option(
+                "--deleted",
+                help="List the tombstones of deleted runs instead (oldest first); --filter and "
+                "--sort on " + query.TOMBSTONES.field_names() + ".",
+            ),
         ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     ) -> None:
         """Runs matching the filters, a page at a time (the next: --marker LAST_ID)."""
-        texts = filters_from(filter_, label, state, scenario)
         if deleted:
-            if texts or sort or marker:
+            if state is not None or label:
                 raise CliError(
-                    "--deleted takes no --filter, --label, --state, --scenario, --sort or "
-                    "--marker: it lists tombstones, oldest first",
+                    "--deleted lists tombstones, which have no state or labels: filter them "
+                    "with --filter on " + query.TOMBSTONES.field_names(),
                     errors.BAD_INPUT,
                 )
-            _list_deleted(limit, count, as_json)
+            texts = filters_from(filter_, None, None, scenario)
+            q = build_query(texts, None, sort, limit, marker, query.TOMBSTONES)
+            _list_deleted(q, count, as_json)
             return
+        texts = filters_from(filter_, label, state, scenario)
         q = build_query(texts, label, sort, limit, marker)
         if count:
             n = _run(lambda c: c.count(q))
@@ -165,7 +174,7 @@ def register(app: typer.Typer) -> None:
                 table.add_row(
                     r.id,
                     r.scenario,
-                    r.state,
+                    r.state + (" (tracked)" if r.tracked else ""),
                     _items(r),
                     str(r.effects["applied"]),
                     query.iso(r.created_at) or "-",
@@ -202,34 +211,39 @@ def register(app: typer.Typer) -> None:
             out.print(f"{'':>15}  {c['at']}  {what} by {c['actor']}{extra}{bulk}", markup=False)
 
 
-def _list_deleted(limit: int, count: bool, as_json: bool) -> None:
-    try:
-        query.check_limit(limit)
-    except query.BadQuery as exc:
-        raise CliError(str(exc), errors.BAD_INPUT) from None
-    tombs: list[Tombstone] = _run(lambda c: c.tombstones())
+def _list_deleted(q: query.Query, count: bool, as_json: bool) -> None:
     if count:
+        n = _run(lambda c: c.count_deleted(q))
         if as_json:
-            print_json({"count": len(tombs)})
+            print_json({"count": n})
         else:
-            out.print(str(len(tombs)))
+            out.print(str(n))
         return
-    tombs = tombs[:limit]
+
+    async def page(client: Client) -> list[Tombstone]:
+        try:
+            return await client.search_deleted(q)
+        except MarkerNotFound as exc:
+            raise CliError(str(exc), errors.NOT_FOUND) from None
+
+    tombs = _run(page)
     if as_json:
         print_json([tomb_view(t) for t in tombs])
-        return
-    table = Table("id", "scenario", "deleted", "by", "effects left", "irreversible")
-    table.columns[0].no_wrap = True
-    for t in tombs:
-        table.add_row(
-            t.run_id,
-            t.scenario,
-            query.iso(t.deleted_at) or "-",
-            t.actor,
-            str(t.effects_left),
-            str(t.irreversible),
-        )
-    out.print(table)
+    else:
+        table = Table("id", "scenario", "deleted", "by", "effects left", "irreversible")
+        table.columns[0].no_wrap = True
+        for t in tombs:
+            table.add_row(
+                t.run_id,
+                t.scenario,
+                query.iso(t.deleted_at) or "-",
+                t.actor,
+                str(t.effects_left),
+                str(t.irreversible),
+            )
+        out.print(table)
+    if len(tombs) == q.limit:
+        err.print(f"more may follow: --marker {tombs[-1].run_id}", markup=False)
 
 
 def show_lines(s: RunSummary) -> list[tuple[str, str]]:

@@ -1,9 +1,40 @@
--- Fragment (included by append, delete, index_put_if_newer): bring one run's entries in the
+-- Fragment (included by append, delete, index_put_batch): bring one run's entries in the
 -- query index from its previous postings to new ones (runstream.query.postings), touching
 -- only what changed. Index keys are built from the shard's index base key, so they share
--- the shard's hash tag: <base>:z:<field> sorted sets, <base>:s:<field>=<value> sets, and
--- <base>:p, the hash run_id -> postings the next update compares with.
+-- the shard's hash tag: <base>:z:<field> sorted sets, <base>:s:<field>=<value> sets,
+-- <base>:t, the hash run_id -> the run's texts (one JSON object), and <base>:p, the hash
+-- run_id -> postings the next update compares with; and <base>:v:<field>, the values a
+-- keyword field (or a label) has in some run of the shard, which lets lua/query.lua answer
+-- has/gt/lt on them from the value sets.
 -- new_postings '' removes the run from the index.
+
+-- A run joins or leaves the value set <base>:s:<field>=<value>, and the value joins or
+-- leaves its field's values when the set is new or gone. Arguments have no such list (their
+-- texts hide their types).
+local function value_field(member)
+  local eq = string.find(member, '=', 1, true)
+  local field = string.sub(member, 1, eq - 1)
+  if string.sub(field, 1, 5) == 'args.' then return nil end
+  return field, string.sub(member, eq + 1)
+end
+
+local function set_add(base, member, run_id)
+  local key = base .. ':s:' .. member
+  redis.call('SADD', key, run_id)
+  if redis.call('SCARD', key) == 1 then
+    local field, value = value_field(member)
+    if field then redis.call('SADD', base .. ':v:' .. field, value) end
+  end
+end
+
+local function set_remove(base, member, run_id)
+  local key = base .. ':s:' .. member
+  redis.call('SREM', key, run_id)
+  if redis.call('EXISTS', key) == 0 then
+    local field, value = value_field(member)
+    if field then redis.call('SREM', base .. ':v:' .. field, value) end
+  end
+end
 
 -- The run's postings as last written ('' = none: the run left the index).
 local function store_postings(postings_key, run_id, new_postings)
@@ -32,17 +63,23 @@ local function index_update(base, run_id, new_postings)
   local had = {}
   for _, member in ipairs(old.s) do
     had[member] = true
-    if not keep[member] then redis.call('SREM', base .. ':s:' .. member, run_id) end
+    if not keep[member] then set_remove(base, member, run_id) end
   end
   for _, member in ipairs(new.s) do
-    if not had[member] then redis.call('SADD', base .. ':s:' .. member, run_id) end
+    if not had[member] then set_add(base, member, run_id) end
   end
-  local old_t, new_t = old.t or {}, new.t or {}
-  for field, _ in pairs(old_t) do
-    if new_t[field] == nil then redis.call('HDEL', base .. ':t:' .. field, run_id) end
+  local old_t, new_t = old.t or '', new.t or ''
+  if type(old_t) == 'table' then
+    -- Postings from before the texts were one object: a hash per field.
+    for field, _ in pairs(old_t) do redis.call('HDEL', base .. ':t:' .. field, run_id) end
+    old_t = ''
   end
-  for field, text in pairs(new_t) do
-    if old_t[field] ~= text then redis.call('HSET', base .. ':t:' .. field, run_id, text) end
+  if old_t ~= new_t then
+    if new_t == '' then
+      redis.call('HDEL', base .. ':t', run_id)
+    else
+      redis.call('HSET', base .. ':t', run_id, new_t)
+    end
   end
   store_postings(postings_key, run_id, new_postings)
 end
@@ -51,7 +88,7 @@ end
 -- for the run (based_on, '' = none): valid only while those are still the stored ones, and
 -- then it saves decoding both postings and comparing every entry. ops: a JSON array of
 -- triples (op, field or member, value): za/zr sorted set add/remove, sa/sr value set
--- add/remove, ta/tr text hash set/delete. ops '' (the caller knows nothing) or other stored
+-- add/remove, ta/tr the run's texts set (value)/delete. ops '' (the caller knows nothing) or other stored
 -- postings: index_update does it all.
 local function index_apply(base, run_id, new_postings, based_on, ops)
   local postings_key = base .. ':p'
@@ -64,10 +101,10 @@ local function index_apply(base, run_id, new_postings, based_on, ops)
     local op, name, value = list[i], list[i + 1], list[i + 2]
     if op == 'za' then redis.call('ZADD', base .. ':z:' .. name, value, run_id)
     elseif op == 'zr' then redis.call('ZREM', base .. ':z:' .. name, run_id)
-    elseif op == 'sa' then redis.call('SADD', base .. ':s:' .. name, run_id)
-    elseif op == 'sr' then redis.call('SREM', base .. ':s:' .. name, run_id)
-    elseif op == 'ta' then redis.call('HSET', base .. ':t:' .. name, run_id, value)
-    elseif op == 'tr' then redis.call('HDEL', base .. ':t:' .. name, run_id)
+    elseif op == 'sa' then set_add(base, name, run_id)
+    elseif op == 'sr' then set_remove(base, name, run_id)
+    elseif op == 'ta' then redis.call('HSET', base .. ':t', run_id, value)
+    elseif op == 'tr' then redis.call('HDEL', base .. ':t', run_id)
     end
   end
   store_postings(postings_key, run_id, new_postings)

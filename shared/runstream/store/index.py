@@ -40,7 +40,7 @@ async def _drop(redis: aredis.Redis, keys: Keys, shard: int) -> None:
 
 async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt:
     """Drop each shard's read models and rebuild them from the runs' events."""
-    put = redis.register_script(lua.source("index_put_if_newer"))
+    put = redis.register_script(lua.source("index_put_batch"))
     await redis.script_load(put.script)
     runs = events = 0
     for shard in range(keys.shards):
@@ -58,39 +58,56 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt
                     pipe.xrange(keys.events(run_id))
                 histories = await pipe.execute()
             with_outputs: list[tuple[str, list[ev.Event]]] = []
+            entries: list[str | bytes | int | float] = []
+            no_outputs: list[str] = []
+            for run_id, stream in zip(batch, histories, strict=True):
+                history = [ev.decode_event(f[Fields.EVENT]) for _, f in replies.entries(stream)]
+                state = RunState(run_id=run_id)
+                for event in history:
+                    apply(state, event)
+                if state.state in ("new", "deleted"):
+                    continue
+                summary, postings = encoded_summary(state)
+                entries += (
+                    run_id,
+                    summary,
+                    state.version,
+                    "1" if state.needs_executor else "0",
+                    state.runnable_score,
+                    postings,
+                )
+                if outputs.outputs_in(history):
+                    with_outputs.append((run_id, history))
+                else:  # nothing to keep: what outputs.rebuild would leave
+                    no_outputs.append(run_id)
+                runs += 1
+                events += state.version
             async with redis.pipeline(transaction=False) as pipe:
-                for run_id, entries in zip(batch, histories, strict=True):
-                    history = [
-                        ev.decode_event(f[Fields.EVENT]) for _, f in replies.entries(entries)
-                    ]
-                    state = RunState(run_id=run_id)
-                    for event in history:
-                        apply(state, event)
-                    if state.state in ("new", "deleted"):
-                        continue
-                    summary, postings = encoded_summary(state)
+                if entries:
                     lua.queue_evalsha(
                         pipe,
                         put.sha,
                         [keys.index(shard), keys.runnable(shard), keys.query_index(shard)],
-                        [
-                            run_id,
-                            summary,
-                            state.version,
-                            "1" if state.needs_executor else "0",
-                            state.runnable_score,
-                            postings,
-                        ],
+                        [len(entries) // 6, *entries],
                     )
-                    if outputs.outputs_in(history):
-                        with_outputs.append((run_id, history))
-                    else:  # nothing to keep: what outputs.rebuild would leave
-                        pipe.delete(
-                            keys.logs(run_id), keys.results(run_id), keys.result_meta(run_id)
-                        )
+                if no_outputs:
+                    # The shard's run keys share its hash tag: one command for the batch
+                    # (raw: a cluster pipeline's unlink() refuses several keys, the command
+                    # is routed by them).
+                    pipe.execute_command(
+                        "UNLINK",
+                        *(
+                            key
+                            for run_id in no_outputs
+                            for key in (
+                                keys.logs(run_id),
+                                keys.results(run_id),
+                                keys.result_meta(run_id),
+                            )
+                        ),
+                    )
+                    for run_id in no_outputs:
                         pipe.hdel(keys.meta(run_id), "log_dropped")
-                    runs += 1
-                    events += state.version
                 await pipe.execute()
             for run_id, history in with_outputs:
                 await outputs.rebuild(redis, keys, run_id, history, store.settings.max_log_lines)

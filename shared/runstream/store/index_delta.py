@@ -20,7 +20,7 @@ from runstream.query import Posting
 # Runs whose last written postings are remembered (a few KB each).
 REMEMBERED_RUNS = 4096
 
-NONE: Posting = {"z": {}, "s": [], "t": {}}
+NONE: Posting = {"z": {}, "s": [], "t": ""}
 
 _ops_encoder = msgspec.json.Encoder()
 
@@ -30,7 +30,9 @@ def delta(old: Posting, new: Posting) -> list[str]:
     index_update would make to go from ``old`` to ``new``."""
     ops: list[str] = []
     _dict_delta(ops, old["z"], new["z"], "za", "zr")
-    _dict_delta(ops, old.get("t", {}), new.get("t", {}), "ta", "tr")
+    old_t, new_t = old.get("t", ""), new.get("t", "")
+    if old_t != new_t:
+        ops += ("ta", "", new_t) if new_t else ("tr", "", "")
     old_s, new_s = set(old["s"]), set(new["s"])
     for member in old_s - new_s:
         ops += ("sr", member, "")

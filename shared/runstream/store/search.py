@@ -19,6 +19,11 @@ _encode = msgspec.json.Encoder().encode
 # A walk in sort order that expects to read more runs than this intersects the index
 # sets first (lua/query.lua).
 WALK_BUDGET = 3000
+# has/gt/lt on a keyword field or a label is answered from the sets of the field's values
+# that match while it has at most MAX_VALUES values in a shard and at most MAX_MATCHING
+# match; else each run's text is read (lua/query.lua).
+MAX_VALUES = 5000
+MAX_MATCHING = 200
 
 
 class MarkerNotFound(LookupError):
@@ -69,7 +74,31 @@ def clause(f: Filter) -> dict[str, Any]:
         # Keyword and text fields are read from the index's text hashes.
         text = kind in (Kind.KEYWORD, Kind.TEXT)
         scan = {"field": f.field, "arg": False, "op": op, "values": list(f.values), "text": text}
+        if kind in (Kind.KEYWORD, Kind.LABELS):
+            # The values of the field that match, when there are not too many: their sets.
+            values = {"field": f.field, "op": op, "values": list(f.values)}
+            return {"neg": neg, "sets": sets, "ranges": ranges, "scan": scan, "values": values}
     return {"neg": neg, "sets": sets, "ranges": ranges, "scan": scan}
+
+
+def _marker_place(marker: RunSummary, q: Query) -> dict[str, list[Any]]:
+    """Where the marker run stands per sort key, as lua/query.lua's tuple() has it."""
+    z = query.postings(marker)["z"]
+    classes: list[int] = []
+    scores: list[str] = []
+    texts: list[str] = []
+    for k in q.sort:
+        if k.field in FIELDS:
+            value = FIELDS[k.field].read(marker)
+            classes.append(1)
+            scores.append(z[k.field])
+            texts.append(value if isinstance(value, str) else "")
+            continue
+        cls, value = query.sort_value(marker, k.field)
+        classes.append(cls)
+        scores.append(repr(value) if cls == 1 else "0")
+        texts.append(value.decode() if cls == 2 else "")
+    return {"classes": classes, "scores": scores, "texts": texts}
 
 
 class Searcher:
@@ -81,19 +110,17 @@ class Searcher:
 
     def _plan(self, q: Query, count: bool, marker: RunSummary | None) -> bytes:
         sort = [
-            [k.field, k.desc, FIELDS[k.field].kind in (Kind.ID, Kind.KEYWORD, Kind.TEXT)]
+            [
+                k.field,
+                k.desc,
+                k.field in FIELDS and FIELDS[k.field].kind in (Kind.ID, Kind.KEYWORD, Kind.TEXT),
+                k.field not in FIELDS,  # args.<name>
+            ]
             for k in q.sort
         ]
         marker_plan: dict[str, Any] | bool = False
         if marker is not None:
-            z = query.postings(marker)["z"]
-            marker_plan = {
-                "id": marker.id,
-                "scores": [z[k.field] for k in q.sort],
-                "texts": [
-                    v if isinstance(v := FIELDS[k.field].read(marker), str) else "" for k in q.sort
-                ],
-            }
+            marker_plan = {"id": marker.id, **_marker_place(marker, q)}
         return _encode(
             {
                 "clauses": [clause(f) for f in q.filters],
@@ -102,6 +129,8 @@ class Searcher:
                 "count": count,
                 "marker": marker_plan,
                 "walk_budget": WALK_BUDGET,
+                "max_values": MAX_VALUES,
+                "max_matching": MAX_MATCHING,
             }
         )
 
