@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint bench chaos soak clean chromium
+.PHONY: venv run test lint bench chaos soak clean asyncapi chromium
 
 venv: $(STAMP)
 
@@ -56,6 +56,10 @@ bench: venv
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = query ]; then $(BIN)/python bench/query_bench.py; fi
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = ui ]; then $(MAKE) --no-print-directory chromium; \
 	  $(BIN)/python bench/ui_bench.py; fi
+
+# The AsyncAPI document of the message interface (checked in; a test keeps it up to date).
+asyncapi: venv
+	$(BIN)/python -m runstream.asyncapi > docs/asyncapi.json
 
 soak: venv
 	$(BIN)/python bench/soak.py

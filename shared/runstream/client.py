@@ -546,11 +546,17 @@ class Client:
         return dropped, lines
 
     async def follow_logs(
-        self, run_id: str, *, since: float | None = None, poll: float = 1.0
+        self,
+        run_id: str,
+        *,
+        since: float | None = None,
+        after: str | None = None,
+        poll: float = 1.0,
     ) -> AsyncIterator[LogLine]:
-        """The run's lines as they are logged, until it no longer runs (then the rest)."""
+        """The run's lines as they are logged (after the entry id ``after``, when given),
+        until it no longer runs (then the rest)."""
         await self.get(run_id)
-        after = outputs.log_position(since)
+        after = after or outputs.log_position(since)
         key = self.keys.logs(run_id)
         while True:
             summary = await self.find(run_id)  # checked before reading: no line is missed

@@ -24,7 +24,7 @@ PAGING = frozenset({"sort", "limit", "marker", "count"})
 _STATE_OPS = frozenset({"eq", "neq", "in", "nin"})
 
 
-def _checked_state(f: Filter) -> Filter:
+def checked_state(f: Filter) -> Filter:
     if f.field == "state" and f.op in _STATE_OPS:
         for value in f.values:
             if value not in STATES:
@@ -39,7 +39,7 @@ def filters_of(params: Iterable[tuple[str, str]]) -> list[Filter]:
         if name in PAGING:
             continue
         try:
-            found.append(_checked_state(parse_filter(f"{name}={value}")))
+            found.append(checked_state(parse_filter(f"{name}={value}")))
         except BadQuery as exc:
             raise bad_input(str(exc), field=name) from None
     return found

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from runstream import revert
@@ -44,14 +44,15 @@ ROLE_FOR: dict[type[cmd.Command], Role] = {
     cmd.CancelRun: "operator",
     cmd.RevertRun: "admin",
     cmd.DeleteRun: "admin",
+    cmd.TrackRun: "operator",
 }
 MAX_WAIT_S = 300.0
 
 RunIdParam = Annotated[str, Parameter(pattern=RUN_ID_PATTERN, description="A run id (26 chars)")]
 KeyHeader = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         required=False,
         description="A retried request with the same key is applied once.",
     ),
@@ -246,6 +247,11 @@ class RunsController(Controller):
                 args=data.args,
                 name=data.name or "",
                 description=data.description or "",
+            )
+        if api.registry.find(command.scenario) is None:
+            known = ", ".join(s.name for s in api.registry)
+            raise bad_input(
+                f"unknown scenario {command.scenario!r}; scenarios: {known}", "scenario", 422
             )
         try:
             scenario = api.registry.get(command.scenario)

@@ -48,14 +48,14 @@ def _mistral_fault(request: Request[Any, Any, Any], exc: Exception) -> Response[
         h for t, h in EXCEPTION_HANDLERS.items() if isinstance(t, type) and isinstance(exc, t)
     )
     problem_response = handler(request, exc)
-    problem = problem_response.content
-    assert isinstance(problem, Problem)
+    problem: dict[str, Any] = problem_response.content  # a Problem, as sent (to_wire)
+    status = int(problem["status"])
     body = {
-        "faultcode": "Client" if problem.status < 500 else "Server",
-        "faultstring": problem.message,
+        "faultcode": "Client" if status < 500 else "Server",
+        "faultstring": problem["message"],
         "debuginfo": None,
     }
-    return Response(body, status_code=problem.status, headers=problem_response.headers)
+    return Response(body, status_code=status, headers=problem_response.headers)
 
 
 MISTRAL_HANDLERS: ExceptionHandlersMap = {t: _mistral_fault for t in EXCEPTION_HANDLERS}
