@@ -24,7 +24,7 @@ from runstream.settings import Settings
 from .support import assert_contiguous, chunk_ranges, fast, history, until, worker_pool
 
 ITEMS = 150
-ARGS = {"items": ITEMS, "delay_ms": 3, "edges_per_item": 2}
+ARGS: dict[str, object] = {"items": ITEMS, "delay_ms": 3, "edges_per_item": 2}
 
 
 def _master_of(cluster: LocalCluster, key: str) -> int:
