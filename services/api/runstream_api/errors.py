@@ -122,7 +122,9 @@ def _lookup(_: Request[Any, Any, Any], exc: LookupError) -> Response[Problem]:
     return _respond(Problem(status=404, error="not_found", message=str(exc)))
 
 
-def _redis(_: Request[Any, Any, Any], exc: redis.RedisError) -> Response[Problem]:
+def _redis(
+    _: Request[Any, Any, Any], exc: redis.RedisError | redis.exceptions.RedisClusterException
+) -> Response[Problem]:
     # Never the URL (it may carry a password): the kind of trouble is enough here.
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if isinstance(exc, redis.ResponseError):
@@ -152,5 +154,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     RunNotFound: _lookup,
     ResultNotFound: _lookup,
     redis.RedisError: _redis,
+    # The cluster client's "no node answers" is not a RedisError.
+    redis.exceptions.RedisClusterException: _redis,
     Exception: _unexpected,
 }
