@@ -49,14 +49,16 @@ lint: venv
 	$(BIN)/kubernetes-validate --strict --quiet deploy/k8s/*/*.yaml
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
 
-# BENCH=engine, BENCH=query or BENCH=ui runs one section alone (query: 100,000 runs, about
-# 3 min; ui: the admin UI's runs page with 100,000 runs and live updates in chromium).
+# BENCH=engine, BENCH=query, BENCH=ui or BENCH=api runs one section alone (query: 100,000
+# runs, about 3 min; ui: the admin UI's runs page with 100,000 runs and live updates in
+# chromium; api: the HTTP API driven by wrk, which it needs: apt-get install wrk).
 BENCH ?= all
 bench: venv
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = engine ]; then $(BIN)/python bench/run.py; fi
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = query ]; then $(BIN)/python bench/query_bench.py; fi
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = ui ]; then $(MAKE) --no-print-directory chromium; \
 	  $(BIN)/python bench/ui_bench.py; fi
+	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = api ]; then $(BIN)/python bench/api_bench.py; fi
 
 # The AsyncAPI document of the message interface (checked in; a test keeps it up to date).
 asyncapi: venv
