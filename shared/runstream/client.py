@@ -24,6 +24,7 @@ import redis.asyncio as aredis
 
 from runstream import catalog, query, revert
 from runstream.catalog import PublishedScenario
+from runstream.connect import open_redis
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import ACTIVE, WAITING_BAND, RunSummary
@@ -155,7 +156,7 @@ class Client:
         settings = settings or load_settings()
         if redis_url:
             settings = msgspec.structs.replace(settings, redis_url=check_redis_url(redis_url))
-        redis = aredis.Redis.from_url(settings.connection_url())
+        redis = open_redis(settings)
         try:
             yield cls(redis, settings)
         finally:
@@ -545,11 +546,17 @@ class Client:
         return dropped, lines
 
     async def follow_logs(
-        self, run_id: str, *, since: float | None = None, poll: float = 1.0
+        self,
+        run_id: str,
+        *,
+        since: float | None = None,
+        after: str | None = None,
+        poll: float = 1.0,
     ) -> AsyncIterator[LogLine]:
-        """The run's lines as they are logged, until it no longer runs (then the rest)."""
+        """The run's lines as they are logged (after the entry id ``after``, when given),
+        until it no longer runs (then the rest)."""
         await self.get(run_id)
-        after = outputs.log_position(since)
+        after = after or outputs.log_position(since)
         key = self.keys.logs(run_id)
         while True:
             summary = await self.find(run_id)  # checked before reading: no line is missed

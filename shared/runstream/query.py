@@ -46,6 +46,9 @@ class Field:
     kind: Kind
     read: Callable[[Any], Any]  # a RunSummary, or a Tombstone (TOMBSTONE_FIELDS)
     equality_only: bool = False  # a yes/no field: eq, neq, in, nin
+    # The index keeps a sorted set of its values (sorting walks it). A keyword rarely sorted
+    # by has none, which saves a write per run: its matches are sorted as they are read.
+    sorted_set: bool = True
 
     @property
     def sortable(self) -> bool:
@@ -66,7 +69,7 @@ FIELDS: dict[str, Field] = {
     for f in (
         _f("id", Kind.ID),
         _f("scenario", Kind.KEYWORD),
-        _f("scenario_version", Kind.KEYWORD),
+        Field("scenario_version", Kind.KEYWORD, lambda s: s.scenario_version, sorted_set=False),
         _f("state", Kind.KEYWORD),
         _f("name", Kind.KEYWORD),
         _f("actor", Kind.KEYWORD),
@@ -79,11 +82,17 @@ FIELDS: dict[str, Field] = {
         _f("duration_ms", Kind.NUMBER),
         _f("items_processed", Kind.NUMBER),
         _f("priority", Kind.NUMBER),
-        _f("source_run_id", Kind.KEYWORD),
+        Field("source_run_id", Kind.KEYWORD, lambda s: s.source_run_id, sorted_set=False),
         _f("input_bytes", Kind.NUMBER),
         _f("output_bytes", Kind.NUMBER),
         _f("effects_left", Kind.NUMBER),
-        Field("tracked", Kind.KEYWORD, lambda s: "true" if s.tracked else "false", True),
+        Field(
+            "tracked",
+            Kind.KEYWORD,
+            lambda s: "true" if s.tracked else "false",
+            equality_only=True,
+            sorted_set=False,
+        ),
     )
 }
 ARGS_PREFIX = "args."
@@ -487,15 +496,16 @@ def postings(summary: RunSummary) -> Posting:
 
 def _post(
     summary: RunSummary,
-    fields: tuple[tuple[str, Callable[[Any], Any], Kind], ...],
+    fields: tuple[tuple[str, Callable[[Any], Any], Kind, bool], ...],
     z: dict[str, str],
     s: list[str],
     t: dict[str, str],
 ) -> None:
-    for name, read, kind in fields:
+    for name, read, kind, sorted_set in fields:
         value = read(summary)
         if kind is Kind.KEYWORD:
-            z[name] = _text_score(value)
+            if sorted_set:
+                z[name] = _text_score(value)
             s.append(f"{name}={value}")
             t[name] = value
         elif kind is Kind.NUMBER or kind is Kind.TIME:
@@ -526,7 +536,7 @@ STATIC_REMEMBERED = 4096  # runs (the worker appends to a run several times in a
 
 
 def _static_postings(summary: RunSummary) -> _Static:
-    made_of = tuple(read(summary) for _, read, _ in _STARTED if read is not _labels)
+    made_of = tuple(read(summary) for _, read, _, _ in _STARTED if read is not _labels)
     known = _static_by_run.get(summary.id)
     if (
         known is not None
@@ -572,7 +582,7 @@ _STARTED_NAMES = frozenset(
         "tracked",
     }
 )
-_POSTED = tuple((name, field.read, field.kind) for name, field in FIELDS.items())
+_POSTED = tuple((name, f.read, f.kind, f.sorted_set) for name, f in FIELDS.items())
 _STARTED = tuple(p for p in _POSTED if p[0] in _STARTED_NAMES)
 _CHANGING = tuple(p for p in _POSTED if p[0] not in _STARTED_NAMES)
 _labels = FIELDS["labels"].read

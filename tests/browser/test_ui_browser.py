@@ -122,6 +122,26 @@ def test_revert_shows_the_plan_and_delete_defaults_to_revert_first(
     shot(page, "deleted")
 
 
+def test_the_runs_page_follows_state_changes_live(admin: Page, stack: ApiService) -> None:
+    page = admin
+    run_id = start_via_api(stack, items=3, delay_ms=3000)  # no item done for a while
+    stack.wait_state(run_id, "running")
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{stack.url}/ui/runs")
+    page.evaluate("window.__sameDocument = true")
+    row = page.locator(f'tr[data-run-id="{run_id}"]')
+    expect(row.locator("[data-field=state]")).to_have_text("running")
+    page.wait_for_timeout(500)  # the event stream is open
+    stopped = stack.http.post(f"/runs/{run_id}/stop", params={"wait": "true"}, json={})
+    assert stopped.status_code == 200, stopped.text
+    expect(row.locator("[data-field=state]")).to_have_text("stopped")
+    assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+    assert page.evaluate("window.runstreamLive.changes") >= 1
+    assert not errors, errors  # an update that throws would leave the rest of its batch
+    stack.http.post(f"/runs/{run_id}/cancel", json={})
+
+
 def test_filters_sorting_and_paging(admin: Page, stack: ApiService) -> None:
     page = admin
     ids = []

@@ -41,6 +41,9 @@ def test_a_started_run_is_polled_to_its_end_and_listed(api: ApiService) -> None:
     assert response.headers["content-location"] == f"/runs/{run_id}"
     run = api.wait_state(run_id, "succeeded")
     assert run["items_processed"] == 30
+    # Times in ISO 8601 with the zone, never epoch floats.
+    assert run["created_at"].endswith("Z") and run["ended_at"].endswith("Z")
+    assert run["created_at"] <= run["started_at"] <= run["ended_at"]
     assert run["actor"] == "tester"  # the token's subject
     poll = api.http.get(f"/commands/{command_id}")
     assert poll.status_code == 200
@@ -146,8 +149,10 @@ def test_unknown_and_malformed_runs_and_bad_input_are_json_errors(api: ApiServic
     no_scenario = api.http.post("/runs", json={"scenario": "nope"})
     assert no_scenario.status_code == 422
     assert "nope" in no_scenario.json()["message"]
+    assert no_scenario.json()["field"] == "scenario"
     bad_args = api.http.post("/runs", json={"scenario": "synthetic", "args": {"items": "many"}})
     assert bad_args.status_code == 422
+    assert bad_args.json()["field"] == "args"
     assert "items" in bad_args.json()["message"]
     unknown_field = api.http.post("/runs", json={"scenario": "synthetic", "colour": "red"})
     assert unknown_field.status_code == 400
@@ -233,6 +238,12 @@ def test_openapi_31_document_and_a_docs_page_without_cdn(api: ApiService) -> Non
     spec = doc.json()
     assert spec["openapi"].startswith("3.1")
     assert "/runs/{run_id}/stop" in spec["paths"]
+    created_at = spec["components"]["schemas"]["RunSummary"]["properties"]["created_at"]
+    assert created_at["format"] == "date-time" and "string" in created_at["type"]
+    messages = api.http.get("/asyncapi").json()
+    assert messages["asyncapi"].startswith("3.")
+    prefix = api.settings.prefix
+    assert messages["channels"]["commands"]["address"] == f"{prefix}:{{{prefix}:s0}}:commands"
     page = api.http.get("/schema")
     assert page.status_code == 200
     assert "http://" not in page.text and "https://" not in page.text, page.text

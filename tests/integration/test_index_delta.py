@@ -16,9 +16,12 @@ from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.domain.run import Run, RunState
 from runstream.ids import new_id
+from runstream.query import Query
 from runstream.settings import Settings
 from runstream.store import events, index
+from runstream.store.search import IndexOutdated
 
+from .support import runctl_async
 from .test_queries import ACTORS, ARGS, LABELS, NAMES, SCENARIOS, T0, dump_index
 
 
@@ -223,5 +226,31 @@ def test_a_rebuild_keeps_what_workers_append_meanwhile(
             assert (await client.get(ids[0])).state == "queued"
             written = await dump_index(client)
             assert written == await rebuilt_index(client)
+
+    asyncio.run(main())
+
+
+def test_queries_over_an_index_in_the_old_layout_ask_for_a_rebuild(settings: Settings) -> None:
+    """Runs indexed by an older version have no value sets for some fields: a query would
+    miss them. It is refused, naming the fix, until `runctl rebuild-index` ran."""
+
+    async def main() -> None:
+        async with Client.connect(settings=settings) as client:
+            run_id = new_id()
+            run = Run.blank(run_id)
+            run.start(cmd.StartRun(run_id=run_id, scenario="synthetic"), T0)
+            await saved(client, run)
+            base = client.keys.query_index(client.keys.shard_of(run_id))
+            await client.redis.hset(f"{base}:t:state", run_id, "queued")
+        async with Client.connect(settings=settings) as client:
+            with pytest.raises(IndexOutdated, match="runctl rebuild-index"):
+                await client.search(Query())
+        refused = await runctl_async(settings, "list")
+        assert refused.code == 1, refused
+        assert "rebuild-index" in refused.stderr
+        rebuilt = await runctl_async(settings, "rebuild-index")
+        assert rebuilt.code == 0, rebuilt
+        listed = await runctl_async(settings, "list", "--json")
+        assert [r["id"] for r in json.loads(listed.stdout)] == [run_id]
 
     asyncio.run(main())

@@ -4,18 +4,27 @@ validation message, actions recorded with the token's subject, and what a viewer
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
+import json
 import re
+import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
+from runstream.contracts import commands as cmd
+from runstream.keys import Fields, Keys
 from runstream.settings import Settings
+from runstream.store import dlq
 from runstream.tokens import Role
 
 from .api_service import ApiService, api_service, create_token
+from .support import connect, run_id_on
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +161,123 @@ def test_bulk_preview_counts_the_runs_the_action_fits(api: ApiService) -> None:
         assert "1 accepted" in sent.text
         stopped = api.wait_state(slow, "stopped")
         assert stopped["reason"] == "bulk test"
+
+
+def live_batches(
+    browser: httpx.Client, *, last_event_id: str = "", run: str = ""
+) -> Generator[tuple[str, dict[str, Any]], None, None]:
+    """(event id, batch) of the /ui/live stream, as they come."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    params = {"run": run} if run else {}
+    with browser.stream("GET", "/ui/live", headers=headers, params=params) as stream:
+        event_id, kind = "", ""
+        for line in stream.iter_lines():
+            if line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:") and kind == "runs":
+                yield event_id, json.loads(line[5:])
+
+
+def test_live_sends_changed_runs_and_resumes_where_it_stopped(api: ApiService) -> None:
+    with signed_in(api, "ada", "admin") as browser:
+        stream = live_batches(browser)
+        run_id = start(browser, items="40", delay_ms="25")
+        states: list[str] = []
+        first_id = ""
+        for event_id, batch in stream:
+            mine = [c for c in batch["runs"] if c["id"] == run_id]
+            if mine:
+                first_id = first_id or event_id
+                states.append(mine[-1]["state"])
+                if states[-1] == "succeeded":
+                    break
+        stream.close()
+        assert states[-1] == "succeeded" and len(states) >= 2
+        # A page that lost its connection after the first batch gets what came after.
+        resumed = live_batches(browser, last_event_id=first_id, run=run_id)
+        for _, batch in resumed:
+            assert all(c["id"] == run_id for c in batch["runs"])
+            if batch["runs"][-1]["state"] == "succeeded":
+                break
+        resumed.close()
+
+
+def test_dead_letters_are_listed_retried_and_dropped(api: ApiService) -> None:
+    keys = Keys(api.settings.prefix, api.settings.shards)
+    stop = cmd.encode_command(cmd.StopRun(run_id=run_id_on(keys, 0)))
+
+    async def park() -> None:
+        async with connect(api.settings) as r:
+            await dlq.park(r, keys, api.settings, 0, "1-1", {Fields.COMMAND: stop}, "testing")
+            await dlq.park(r, keys, api.settings, 1, "1-2", {Fields.COMMAND: b"junk"}, "garbled")
+
+    asyncio.run(park())
+    with signed_in(api, "vic", "viewer") as viewer:
+        listed = viewer.get("/ui/dead-letters")
+        assert "testing" in listed.text and "garbled" in listed.text
+        # A viewer is offered nothing.
+        assert re.findall(r'/ui/dead-letters/[^/"]+/(retry|drop)', listed.text) == []
+    with signed_in(api, "ada", "admin") as admin:
+        page = admin.get("/ui/dead-letters").text
+        retry = re.search(r'action="(/ui/dead-letters/[^"]+/retry)"', page)
+        assert retry, page
+        done = admin.post(retry.group(1), follow_redirects=True)
+        assert done.status_code == 200
+        assert "published again" in done.text and "testing" not in done.text
+        drop = re.search(r'action="(/ui/dead-letters/[^"]+/drop)"', done.text)
+        assert drop
+        dropped = admin.post(drop.group(1), follow_redirects=True)
+        assert "dropped" in dropped.text and "No dead letters." in dropped.text
+
+
+def test_conflicts_name_the_run_that_changed_the_element(api: ApiService) -> None:
+    namespace = "c" + uuid.uuid4().hex[:6]
+    with signed_in(api, "ada", "admin") as browser:
+        first = start(browser, items="4", edges_per_item="0", namespace=namespace)
+        api.wait_state(first, "succeeded")
+        second = start(browser, items="2", edges_per_item="0", namespace=namespace)
+        api.wait_state(second, "succeeded")
+        plan = browser.get(f"/ui/runs/{first}/revert").text
+        assert "This is the plan of a dry run" in plan
+        assert re.search(r"<strong>2</strong> conflicts", plan)
+        link = f'<a href="/ui/runs/{second}">{second}</a>'
+        assert f"n:{namespace}:0" in plan and link in plan
+        assert 'name="force"' in plan  # force is offered, not chosen
+        browser.post(f"/ui/runs/{first}/act/revert")
+        api.wait_state(first, "reverted")
+        page = browser.get(f"/ui/runs/{first}").text
+        assert "Conflicts" in page and link in page
+
+
+def test_rerun_starts_a_run_with_the_same_arguments(api: ApiService) -> None:
+    with signed_in(api, "olga", "operator") as browser:
+        source = start(browser, items="3", seed="7")
+        api.wait_state(source, "succeeded")
+        answer = browser.post(f"/ui/runs/{source}/act/rerun")
+        assert answer.status_code == 303
+        rerun = answer.headers["location"].rsplit("/", 1)[-1]
+        assert rerun != source
+        body = api.wait_state(rerun, "succeeded")
+        assert body["source_run_id"] == source and body["args"]["seed"] == 7
+        assert body["actor"] == "olga"
+        assert f'Re-run of <a href="/ui/runs/{source}">' in browser.get(f"/ui/runs/{rerun}").text
+
+
+def test_results_download_one_by_one_and_as_an_archive(api: ApiService) -> None:
+    with signed_in(api, "vic", "viewer") as viewer, signed_in(api, "ada", "admin") as admin:
+        run_id = start(admin, items="4", result_every="2", result_bytes="10", log_lines="1")
+        api.wait_state(run_id, "succeeded")
+        page = viewer.get(f"/ui/runs/{run_id}").text
+        names = re.findall(rf'href="/ui/runs/{run_id}/results/([^"]+)"', page)
+        assert names == ["part-1.txt", "part-2.txt"], names
+        assert "item 3 line 0" in page  # the log
+        one = viewer.get(f"/ui/runs/{run_id}/results/part-1.txt")
+        assert one.status_code == 200 and len(one.content) == 10
+        assert "attachment" in one.headers["content-disposition"]
+        archive = viewer.get(f"/ui/runs/{run_id}/results.tar.gz")
+        with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+            assert sorted(tar.getnames()) == names
+        missing = viewer.get(f"/ui/runs/{run_id}/results/nope.txt")
+        assert missing.status_code == 404 and "part-1.txt" in missing.text

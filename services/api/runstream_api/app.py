@@ -17,13 +17,23 @@ from runstream.settings import Settings, load_settings
 from runstream.tokens import TokenStore
 from runstream_api.auth import provide_caller
 from runstream_api.context import ApiContext, provide_api
-from runstream_api.docs import assets_router, openapi_config
+from runstream_api.docs import assets_router, asyncapi_document, openapi_config
 from runstream_api.errors import EXCEPTION_HANDLERS
 from runstream_api.events_routes import all_events, run_events
+from runstream_api.limits import check_query_length, rate_limit
 from runstream_api.metrics import service_routes
 from runstream_api.mistral.routes import mistral_router
+from runstream_api.ops_routes import (
+    BulkController,
+    DeadLettersController,
+    network_stats,
+    tombstones,
+    track_run,
+)
+from runstream_api.outputs_routes import OutputsController
 from runstream_api.runs_routes import CommandsController, RunsController
 from runstream_api.scenarios_routes import ScenariosController
+from runstream_api.times import iso_responses, openapi_times
 from runstream_api.ui import routes as ui
 
 # A request body larger than this is refused (413) before it is read whole.
@@ -60,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             structlog.get_logger("runstream_api").info("api_started")
             yield
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             *service_routes,
@@ -69,7 +79,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CommandsController,
             all_events,
             run_events,
+            OutputsController,
+            BulkController,
+            track_run,
+            network_stats,
+            tombstones,
+            DeadLettersController,
             assets_router(),
+            asyncapi_document,
             mistral_router(),
             ui.router(),
         ],
@@ -82,4 +99,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         template_config=ui.template_config(),
         request_max_body_size=MAX_BODY_BYTES,
         lifespan=[lifespan],
+        after_request=iso_responses,
+        before_request=check_query_length,
+        middleware=[limiter.middleware] if (limiter := rate_limit(settings.api_rate_limit)) else [],
     )
+    openapi_times(app.openapi_schema)  # generated once, here: the wire's times in it too
+    return app

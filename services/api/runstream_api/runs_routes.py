@@ -14,21 +14,21 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from runstream import revert
 from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
-from runstream.domain.run import STATES, Rejected, RunSummary
+from runstream.domain.run import Rejected, RunSummary
 from runstream.domain.scenarios import BadArguments
 from runstream.ids import RUN_ID_PATTERN, new_id
 from runstream.keys import Fields
 from runstream.store import replies
 from runstream.store.network import NetworkStore
-from runstream.tokens import ALL_PROJECTS, Role, TokenRecord
-from runstream_api import dispatch
+from runstream.tokens import Role, TokenRecord
+from runstream_api import dispatch, run_query
 from runstream_api.auth import project_of, require, require_run, visible_project
 from runstream_api.bodies import DeleteBody, ReasonBody, RevertBody, StartBody
 from runstream_api.context import ApiContext
@@ -44,14 +44,15 @@ ROLE_FOR: dict[type[cmd.Command], Role] = {
     cmd.CancelRun: "operator",
     cmd.RevertRun: "admin",
     cmd.DeleteRun: "admin",
+    cmd.TrackRun: "operator",
 }
 MAX_WAIT_S = 300.0
 
 RunIdParam = Annotated[str, Parameter(pattern=RUN_ID_PATTERN, description="A run id (26 chars)")]
 KeyHeader = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         required=False,
         description="A retried request with the same key is applied once.",
     ),
@@ -64,10 +65,24 @@ TimeoutParam = Annotated[
 ]
 
 
-class RunPage(msgspec.Struct, kw_only=True):
+class RunPage(msgspec.Struct, kw_only=True, omit_defaults=True):
     runs: list[RunSummary]
     # Pass as ?marker= for the next page; absent on the last page.
     next_marker: str | None = None
+    # How many runs match (every page), when asked with ?count=true.
+    count: int | None = None
+
+
+LIST_DOC = (
+    "Every query parameter but sort, limit, marker and count is a filter FIELD=OP:VALUE "
+    "(FIELD=VALUE for eq) on a run field (id, scenario, scenario_version, state, name, "
+    "actor, description, labels, created_at, updated_at, started_at, ended_at, duration_ms, "
+    "items_processed, priority, source_run_id, input_bytes, output_bytes, effects_left, "
+    "tracked) or an argument (args.NAME); OP is one of eq, neq, in, nin (comma-separated "
+    "values), gt, gte, lt, lte, has (substring); times are ISO 8601 with a zone. Repeated "
+    "filters all apply. Example: ?state=in:running,stopped&created_at=gte:2026-11-01T00:00:00Z"
+    "&sort=created_at:desc&limit=50&count=true. Default order: oldest first."
+)
 
 
 class HistoryEntry(msgspec.Struct, kw_only=True):
@@ -156,35 +171,34 @@ class RunsController(Controller):
     path = "/runs"
     tags = ("runs",)
 
-    @get("/", summary="List runs, oldest first")
+    @get("/", summary="List runs: filters, sort, marker paging, count", description=LIST_DOC)
     async def list_runs(
         self,
         api: ApiContext,
         caller: TokenRecord,
-        run_state: Annotated[
-            str | None, Parameter(query="state", description="Only runs in this state.")
+        request: Request[Any, Any, Any],
+        sort: Annotated[
+            list[str] | None,
+            Parameter(description="KEY[:asc|desc], comma-separated or repeated."),
         ] = None,
-        scenario: Annotated[str | None, Parameter(description="Only this scenario.")] = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE, description="Page size.")] = 50,
         marker: Annotated[
-            str | None,
-            Parameter(pattern=RUN_ID_PATTERN, description="The last run of the page before."),
+            str | None, Parameter(description="The last run of the page before.")
         ] = None,
+        count: Annotated[
+            bool, Parameter(description="Also say how many runs match (all pages).")
+        ] = False,
     ) -> RunPage:
-        if run_state is not None and run_state not in STATES:
-            raise bad_input(f"bad state {run_state!r}: one of {', '.join(STATES)}", field="state")
         require(caller, "viewer", visible_project(caller))
-        runs = await api.client.list_runs(state=run_state, scenario=scenario)
-        if caller.project != ALL_PROJECTS:
-            runs = [r for r in runs if project_of(api, r.scenario) == caller.project]
-        if marker is not None:
-            at = next((i for i, r in enumerate(runs) if r.id == marker), None)
-            if at is None:
-                raise bad_input(f"marker {marker} is not a listed run", field="marker")
-            runs = runs[at + 1 :]
-        page = runs[:limit]
-        more = len(runs) > limit
-        return RunPage(runs=page, next_marker=page[-1].id if more else None)
+        filters = run_query.filters_of(request.query_params.multi_items())
+        q = run_query.build(
+            filters, sort or [], limit, marker, run_query.project_filter(api, caller)
+        )
+        # One more than asked: whether a next page exists.
+        runs = await run_query.search(api, msgspec.structs.replace(q, limit=limit + 1))
+        page, more = runs[:limit], len(runs) > limit
+        total = await run_query.count(api, q) if count else None
+        return RunPage(runs=page, next_marker=page[-1].id if more else None, count=total)
 
     @post(
         "/",
@@ -233,6 +247,11 @@ class RunsController(Controller):
                 args=data.args,
                 name=data.name or "",
                 description=data.description or "",
+            )
+        if api.registry.find(command.scenario) is None:
+            known = ", ".join(s.name for s in api.registry)
+            raise bad_input(
+                f"unknown scenario {command.scenario!r}; scenarios: {known}", "scenario", 422
             )
         try:
             scenario = api.registry.get(command.scenario)

@@ -7,14 +7,11 @@ why, then a summary. Exit status: 0 all done, 1 some rejected, 5 some not answer
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any
 
-import msgspec
 import typer
 from rich.progress import Progress
 
@@ -22,7 +19,8 @@ from runctl import errors
 from runctl.common import _check_command, _run, err, out
 from runctl.errors import CliError
 from runctl.runs import build_query, print_json
-from runstream.client import Client, WaitTimeout
+from runstream import bulk
+from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.domain.run import RunSummary
 from runstream.ids import new_id
@@ -35,27 +33,10 @@ WhereOpt = Annotated[
     ),
 ]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-SHOWN_IN_DRY_RUN = 10
-PARALLEL = 16  # commands in flight at once
-PAGE = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    run_id: str
-    outcome: str  # done | rejected | timeout
-    detail: str
 
 
 async def _matches(client: Client, where: list[str]) -> list[RunSummary]:
-    q = build_query(where, None, ["created_at"], PAGE)
-    found: list[RunSummary] = []
-    while True:
-        page = await client.search(q)
-        found += page
-        if len(page) < PAGE:
-            return found
-        q = msgspec.structs.replace(q, marker=page[-1].id)
+    return await bulk.matches(client, build_query(where, None).filters)
 
 
 def run_bulk(
@@ -90,30 +71,27 @@ def run_bulk(
             err.print("nothing sent", markup=False)
             return
 
-    async def body(client: Client) -> list[Done]:
-        gate = asyncio.Semaphore(PARALLEL)
-        results: list[Done] = []
+    async def body(client: Client) -> list[bulk.Done]:
         with Progress(console=err, transient=True, disable=as_json) as progress:
             task = progress.add_task(f"{what} ({bulk_id})", total=len(matches))
 
-            async def one(run_id: str) -> None:
-                async with gate:
-                    try:
-                        o = await client.execute(make(run_id, bulk_id), wait=wait, timeout=timeout)
-                        done = Done(run_id, "rejected" if o.rejected else "done", o.reason)
-                    except WaitTimeout as exc:
-                        done = Done(run_id, "timeout", str(exc))
-                results.append(done)
+            def seen(done: bulk.Done) -> None:
                 progress.advance(task)
                 if not as_json:
                     line = done.outcome + (f": {done.detail}" if done.detail else "")
-                    progress.console.print(f"{what} {run_id}: {line}", markup=False)
+                    progress.console.print(f"{what} {done.run_id}: {line}", markup=False)
 
-            await asyncio.gather(*(one(r.id) for r in matches))
-        return results
+            return await bulk.apply(
+                client,
+                (r.id for r in matches),
+                lambda run_id: make(run_id, bulk_id),
+                wait=wait,
+                timeout=timeout,
+                on_done=seen,
+            )
 
     results = _run(body)
-    counts = {k: sum(1 for r in results if r.outcome == k) for k in ("done", "rejected", "timeout")}
+    counts = bulk.counts(results)
     if as_json:
         print_json(
             {
@@ -135,7 +113,7 @@ def run_bulk(
 
 
 def _preview(what: str, matches: list[RunSummary], as_json: bool) -> None:
-    first = matches[:SHOWN_IN_DRY_RUN]
+    first = matches[: bulk.SHOWN_IN_DRY_RUN]
     if as_json:
         view: dict[str, Any] = {
             "dry_run": True,

@@ -22,6 +22,7 @@ from runstream.contracts import commands as cmd
 from runstream.ids import is_run_id
 from runstream.settings import Settings, load_settings
 from runstream.shards import ShardCountMismatch
+from runstream.store.search import IndexOutdated
 
 # Piped output is not cut to 80 columns: ids and states must stay whole for scripts.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -66,6 +67,8 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
         raise CliError(str(exc), errors.BAD_INPUT) from None
     except ShardCountMismatch as exc:
         raise CliError(str(exc), errors.BAD_INPUT) from None
+    except IndexOutdated as exc:
+        raise CliError(str(exc), errors.REJECTED) from None
     except Exception as exc:
         mapped = cli_error(exc, settings.redis_url)
         if mapped is None:

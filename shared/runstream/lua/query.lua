@@ -7,7 +7,8 @@ local q = cjson.decode(ARGV[1])
 -- q.clauses: {neg, sets = {member...}, ranges = {{field, min, max, lo, lo_in, hi, hi_in}...},
 --             scan = false | {field, arg, op, values, text}}: a run matches a clause when it
 --             is in one of the sets or ranges or the scan holds, negated when neg.
--- q.sort: {{field, desc, text, arg}...}, the run id last; q.limit; q.count;
+-- q.sort: {{field, desc, text, unsorted}...} (unsorted: 'arg' an argument, 'text' a keyword
+--          without a sorted set, false), the run id last; q.limit; q.count;
 -- q.marker: false | {id, classes = {...}, scores = {...}, texts = {...}} (one per sort key)
 -- q.walk_budget: how many runs a walk in sort order may expect to read before the planner
 --             narrows the runs down with the index sets instead.
@@ -141,15 +142,19 @@ local function tuple(id, primary_score)
   if t == nil then
     t = {c = {}, n = {}}
     for i, k in ipairs(q.sort) do
-      local score = (i == 1 and primary_score) or redis.call('ZSCORE', zkey(k[1]), id)
-      if k[4] then
-        if score then
-          t.c[i], t.n[i] = 1, num(score)
-        else
-          t.c[i], t.n[i] = (text_of(id, k[1]) and 2 or 0), 0
-        end
+      if k[4] == 'text' then
+        t.c[i], t.n[i] = 1, 0 -- a keyword without a sorted set: its text decides
       else
-        t.c[i], t.n[i] = 1, num(score or '-inf')
+        local score = (i == 1 and primary_score) or redis.call('ZSCORE', zkey(k[1]), id)
+        if k[4] then -- an argument: a number (its score), a text, or none
+          if score then
+            t.c[i], t.n[i] = 1, num(score)
+          else
+            t.c[i], t.n[i] = (text_of(id, k[1]) and 2 or 0), 0
+          end
+        else
+          t.c[i], t.n[i] = 1, num(score or '-inf')
+        end
       end
     end
     tuples[id] = t
@@ -165,7 +170,7 @@ local function order_cmp(a, ta, b, tb, b_texts)
       r = ta.c[i] < tb.c[i] and -1 or 1
     elseif ta.n[i] ~= tb.n[i] then
       r = ta.n[i] < tb.n[i] and -1 or 1
-    elseif (k[3] and ta.n[i] ~= -math.huge) or (k[4] and ta.c[i] == 2) then
+    elseif (k[3] and ta.n[i] ~= -math.huge) or (k[4] == 'arg' and ta.c[i] == 2) then
       r = bytes_cmp(text_of(a, k[1]) or '', b_texts and b_texts[i] or text_of(b, k[1]) or '')
     end
     if r ~= 0 then return k[2] and -r or r end

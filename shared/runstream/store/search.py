@@ -30,6 +30,15 @@ class MarkerNotFound(LookupError):
     """The --marker run is not in the index (deleted, or never existed)."""
 
 
+class IndexOutdated(RuntimeError):
+    """A shard's query index has entries in an older layout: queries would miss runs."""
+
+
+# A key only the layout before the texts became one object per run had (a hash per text
+# field); a rebuild drops it, a run's next append removes its own entries from it.
+_OLD_LAYOUT_KEY = ":t:state"
+
+
 def _bound(value: float, inclusive: bool) -> str:
     return ("" if inclusive else "(") + repr(float(value))
 
@@ -81,6 +90,14 @@ def clause(f: Filter) -> dict[str, Any]:
     return {"neg": neg, "sets": sets, "ranges": ranges, "scan": scan}
 
 
+def _unsorted(field: str) -> str | bool:
+    """How lua/query.lua orders by a key without a sorted set in the index: 'arg' (an
+    argument: numbers, then texts), 'text' (a keyword: by its text); False: it has one."""
+    if field not in FIELDS:
+        return "arg"
+    return False if FIELDS[field].sorted_set else "text"
+
+
 def _marker_place(marker: RunSummary, q: Query) -> dict[str, list[Any]]:
     """Where the marker run stands per sort key, as lua/query.lua's tuple() has it."""
     z = query.postings(marker)["z"]
@@ -91,7 +108,7 @@ def _marker_place(marker: RunSummary, q: Query) -> dict[str, list[Any]]:
         if k.field in FIELDS:
             value = FIELDS[k.field].read(marker)
             classes.append(1)
-            scores.append(z[k.field])
+            scores.append(z.get(k.field, "0"))
             texts.append(value if isinstance(value, str) else "")
             continue
         cls, value = query.sort_value(marker, k.field)
@@ -114,7 +131,7 @@ class Searcher:
                 k.field,
                 k.desc,
                 k.field in FIELDS and FIELDS[k.field].kind in (Kind.ID, Kind.KEYWORD, Kind.TEXT),
-                k.field not in FIELDS,  # args.<name>
+                _unsorted(k.field),
             ]
             for k in q.sort
         ]
@@ -137,14 +154,29 @@ class Searcher:
     async def _each_shard(self, plan: bytes) -> list[Any]:
         k = self.keys
         if not self._loaded:  # EVALSHA in a pipeline does not load the script by itself
+            await self._check_layout()
             await self.redis.script_load(self._query.script)
             self._loaded = True
         # One script call per shard (each touches only its shard's slot), pipelined.
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in range(k.shards):
                 base = k.query_index(shard)
-                pipe.evalsha(self._query.sha, 3, base, k.index(shard), f"{base}:tmp", plan)
+                lua.queue_evalsha(
+                    pipe, self._query.sha, [base, k.index(shard), f"{base}:tmp"], [plan]
+                )
             return list(await pipe.execute())
+
+    async def _check_layout(self) -> None:
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(k.shards):
+                pipe.exists(k.query_index(shard) + _OLD_LAYOUT_KEY)
+            old = [shard for shard, n in enumerate(await pipe.execute()) if n]
+        if old:
+            raise IndexOutdated(
+                f"the query index of shard {old[0]} was written by an older runstream and "
+                "would miss runs: run `runctl rebuild-index` once"
+            )
 
     async def _marker(self, run_id: str) -> RunSummary:
         raw = await self.redis.hget(self.keys.index(self.keys.shard_of(run_id)), run_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post, put
@@ -20,9 +21,10 @@ from runstream.contracts import commands as cmd
 from runstream.domain.run import RunSummary
 from runstream.domain.scenarios import BadArguments
 from runstream.ids import new_id
+from runstream.query import Query
 from runstream.tokens import TokenRecord
-from runstream_api import dispatch
-from runstream_api.auth import project_of, require, require_run
+from runstream_api import dispatch, run_query
+from runstream_api.auth import require, require_run, visible_project
 from runstream_api.context import ApiContext
 from runstream_api.errors import EXCEPTION_HANDLERS, ApiError, Problem
 from runstream_api.mistral import filters, mapping
@@ -46,14 +48,14 @@ def _mistral_fault(request: Request[Any, Any, Any], exc: Exception) -> Response[
         h for t, h in EXCEPTION_HANDLERS.items() if isinstance(t, type) and isinstance(exc, t)
     )
     problem_response = handler(request, exc)
-    problem = problem_response.content
-    assert isinstance(problem, Problem)
+    problem: dict[str, Any] = problem_response.content  # a Problem, as sent (to_wire)
+    status = int(problem["status"])
     body = {
-        "faultcode": "Client" if problem.status < 500 else "Server",
-        "faultstring": problem.message,
+        "faultcode": "Client" if status < 500 else "Server",
+        "faultstring": problem["message"],
         "debuginfo": None,
     }
-    return Response(body, status_code=problem.status, headers=problem_response.headers)
+    return Response(body, status_code=status, headers=problem_response.headers)
 
 
 MISTRAL_HANDLERS: ExceptionHandlersMap = {t: _mistral_fault for t in EXCEPTION_HANDLERS}
@@ -70,27 +72,6 @@ def _json_object(value: Any, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise fault(400, f"{field} must be a JSON object")
     return value
-
-
-def _sort(docs: list[dict[str, Any]], keys: str, dirs: str) -> list[dict[str, Any]]:
-    sort_keys = [k.strip() for k in (keys or "created_at").split(",") if k.strip()]
-    sort_dirs = [d.strip() for d in (dirs or "").split(",") if d.strip()]
-    for key in sort_keys:
-        if key not in _FIELDS:
-            raise fault(400, f"cannot sort by {key!r}: one of {', '.join(sorted(_FIELDS))}")
-    for d in sort_dirs:
-        if d not in ("asc", "desc"):
-            raise fault(400, f"bad sort_dirs {d!r}: asc or desc")
-    if "id" not in sort_keys:
-        sort_keys.append("id")  # a total order: marker paging needs one
-    # Sort by the least significant key first (a stable sort keeps the earlier keys' order).
-    for i in range(len(sort_keys) - 1, -1, -1):
-        direction = sort_dirs[i] if i < len(sort_dirs) else (sort_dirs[0] if sort_dirs else "asc")
-        key = sort_keys[i]
-        docs.sort(
-            key=lambda d: "" if d.get(key) is None else str(d[key]), reverse=direction == "desc"
-        )
-    return docs
 
 
 async def _run_of(api: ApiContext, execution_id: str) -> RunSummary:
@@ -126,25 +107,26 @@ async def list_executions(
     sort_dirs: str = "asc",
     fields: str = "",
 ) -> dict[str, Any]:
-    require(caller, "viewer", caller.project if caller.project != "*" else "default")
-    query = {
-        k: v for k, v in request.query_params.items() if k not in _PAGING and k not in _IGNORED
-    }
+    require(caller, "viewer", visible_project(caller))
+    params = [
+        (k, v)
+        for k, v in request.query_params.multi_items()
+        if k not in _PAGING and k not in _IGNORED
+    ]
     try:
-        wanted = filters.parse_filters(query, _FIELDS)
+        wanted = filters.parse_filters(params, api.registry)
+        order = filters.sort_keys(sort_keys, sort_dirs)
+        after = filters.run_id_of(marker) if marker else None
     except filters.BadFilter as exc:
         raise fault(400, str(exc)) from None
-    runs = await api.client.list_runs()
-    visible = [r for r in runs if caller.project in ("*", project_of(api, r.scenario))]
-    docs = [d for d in map(_doc, visible) if all(f.matches(d) for f in wanted)]
-    docs = _sort(docs, sort_keys, sort_dirs)
-    if marker:
-        at = next((i for i, d in enumerate(docs) if d["id"] == marker), None)
-        if at is None:
-            raise fault(400, f"marker {marker} is not a listed execution")
-        docs = docs[at + 1 :]
+    scope = run_query.project_filter(api, caller)
     size = limit or MAX_PAGE
-    page, more = docs[:size], len(docs) > size
+    # One more than asked: whether a next page exists.
+    q = Query(
+        filters=(*wanted, *([scope] if scope else [])), sort=order, limit=size + 1, marker=after
+    )
+    runs = await run_query.search(api, q)
+    page, more = [_doc(r) for r in runs[:size]], len(runs) > size
     if fields:
         keep = {f.strip() for f in fields.split(",")} | {"id"}
         unknown = keep - _FIELDS
@@ -153,12 +135,10 @@ async def list_executions(
         page = [{k: v for k, v in d.items() if k in keep} for d in page]
     body: dict[str, Any] = {"executions": page}
     if more:
-        params = {k: v for k, v in request.query_params.items() if k != "marker"}
-        params["marker"] = page[-1]["id"]
-        params.setdefault("limit", str(size))
-        from urllib.parse import urlencode
-
-        body["next"] = f"{str(request.base_url).rstrip('/')}/v2/executions?{urlencode(params)}"
+        again = {k: v for k, v in request.query_params.items() if k != "marker"}
+        again["marker"] = page[-1]["id"]
+        again.setdefault("limit", str(size))
+        body["next"] = f"{str(request.base_url).rstrip('/')}/v2/executions?{urlencode(again)}"
     return body
 
 

@@ -1,16 +1,16 @@
 """Live updates for the pages: server-sent events, one message per batch of changed runs.
 
-The shards' feeds are read from a cursor (one entry id per shard, sent as the event id, so
-a browser that reconnects with Last-Event-ID misses nothing); the runs that changed in a
-batch are sent as their current summaries. Batching (at most one message per
-``COALESCE_S``) keeps a page abreast however fast runs change: a run that changed ten
-times in a batch is sent once, as it is now.
+The shards' feeds are followed with ``runstream.feed`` (as the API's ``/events`` does),
+from a cursor sent as each message's id, so a browser that reconnects with Last-Event-ID
+misses nothing. Unlike ``/events`` (one message per event), a page gets the runs that
+changed in a batch as their current summaries, at most one message per ``COALESCE_S``:
+a run that changed ten times in a batch is sent once, as it is now, so a page keeps
+abreast however fast runs change.
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,22 +18,20 @@ import msgspec
 from litestar import Request, get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from runstream import feed
 from runstream.client import Client
 from runstream.domain.run import RunSummary
-from runstream.keys import Fields
-from runstream.store import replies
 from runstream.tokens import ALL_PROJECTS, TokenRecord
 from runstream_api.auth import project_of, require, visible_project
 from runstream_api.context import ApiContext
 
 COALESCE_S = 0.25
-HEARTBEAT_MS = 15_000
-BATCH = 5000
-_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}\Z")
+# Idle: a comment this often, so a closed connection is noticed and proxies keep it open.
+KEEP_ALIVE_S = 15.0
 _summary = msgspec.json.Decoder(RunSummary)
 
 
-class Change(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Change(msgspec.Struct, kw_only=True):
     """What a page shows of a run that changed (``gone``: deleted)."""
 
     id: str
@@ -53,44 +51,40 @@ class Batch(msgspec.Struct):
 _encoder = msgspec.json.Encoder()
 
 
-def parse_cursor(text: str, shards: int) -> dict[int, str] | None:
-    """A Last-Event-ID as positions per shard; None if it is not one (start from now)."""
-    parts = [p.strip() for p in text.split(",")] if text else []
-    if len(parts) != shards or not all(_ENTRY_ID.match(p) for p in parts):
+def start_cursor(text: str, shards: int) -> feed.Cursor | None:
+    """A Last-Event-ID as a cursor; None if it is none (follow from now on)."""
+    try:
+        return feed.Cursor.parse(text, range(shards)) if text else None
+    except feed.BadPosition:
         return None
-    return dict(enumerate(parts))
-
-
-async def newest(client: Client) -> dict[int, str]:
-    async with client.redis.pipeline(transaction=False) as pipe:
-        for shard in range(client.keys.shards):
-            pipe.xrevrange(client.keys.feed(shard), count=1)
-        last = await pipe.execute()
-    return {
-        shard: (entries[0][0].decode() if (entries := replies.entries(reply)) else "0-0")
-        for shard, reply in enumerate(last)
-    }
 
 
 async def changed_runs(
-    client: Client, cursor: dict[int, str], only: str | None = None
-) -> AsyncIterator[list[Change]]:
-    """Batches of changes from ``cursor`` on (which it advances); an empty batch now and
-    then while nothing happens, so a closed connection is noticed."""
-    feeds = {client.keys.feed(shard): shard for shard in cursor}
-    while True:
-        reply = await client.redis.xread(
-            {feed: cursor[shard] for feed, shard in feeds.items()}, count=BATCH, block=HEARTBEAT_MS
-        )
-        changed: dict[str, None] = {}
-        for stream, entries in replies.streams(reply):
-            shard = feeds[replies.text(stream)]
-            for entry_id, fields in entries:
-                cursor[shard] = entry_id.decode()
-                run_id = fields[Fields.RUN].decode()
-                if only is None or run_id == only:
-                    changed[run_id] = None
-        yield await _summaries(client, list(changed))
+    client: Client, cursor: feed.Cursor, only: str | None = None
+) -> AsyncIterator[tuple[feed.Cursor, list[Change]]]:
+    """Batches of changed runs (and the cursor after them); an empty one when idle for
+    KEEP_ALIVE_S."""
+    pending: dict[str, None] = {}
+    opened = idle = time.monotonic()
+    block_ms = int(COALESCE_S * 1000)
+    async for item in feed.follow(
+        client.redis, client.keys, cursor, block_ms=block_ms, run_id=only
+    ):
+        now = time.monotonic()
+        if item is not None:
+            cursor = item.cursor
+            if not pending:
+                opened = now
+            pending[item.run_id] = None
+            if now - opened < COALESCE_S:
+                continue
+        if pending:
+            yield cursor, await _summaries(client, list(pending))
+            pending.clear()
+            idle = now
+        elif now - idle >= KEEP_ALIVE_S:
+            yield cursor, []
+            idle = now
 
 
 async def _summaries(client: Client, run_ids: list[str]) -> list[Change]:
@@ -126,9 +120,10 @@ async def live(
 ) -> ServerSentEvent:
     require(ui_caller, "viewer", visible_project(ui_caller))
     client = api.client
-    cursor = parse_cursor(request.headers.get("last-event-id", ""), client.keys.shards)
-    if cursor is None:
-        cursor = await newest(client)
+    shards = range(client.keys.shards)
+    resumed = start_cursor(request.headers.get("last-event-id", ""), client.keys.shards)
+    cursor = resumed or await feed.newest(client.redis, client.keys, shards)
+    missed = bool(resumed and await feed.gaps(client.redis, client.keys, resumed))
     scoped = ui_caller.project != ALL_PROJECTS
     scenarios: dict[str, str] = {}
 
@@ -142,14 +137,14 @@ async def live(
 
     async def messages() -> AsyncIterator[ServerSentEventMessage]:
         yield ServerSentEventMessage(retry=2000, comment="live")
-        async for batch in changed_runs(client, cursor, only=run or None):
+        if missed:  # the feed lost updates this page never saw: it is stale
+            yield ServerSentEventMessage(data="{}", event="gap")
+        async for position, batch in changed_runs(client, cursor, only=run or None):
             shown = [c for c in batch if await project_ok(c.id)]
             if not shown:
                 yield ServerSentEventMessage(comment="idle")
                 continue
             text = _encoder.encode(Batch(shown)).decode()
-            position = ",".join(cursor[s] for s in sorted(cursor))
-            yield ServerSentEventMessage(data=text, event="runs", id=position)
-            await asyncio.sleep(COALESCE_S)
+            yield ServerSentEventMessage(data=text, event="runs", id=position.text())
 
     return ServerSentEvent(messages(), headers={"Cache-Control": "no-store"})

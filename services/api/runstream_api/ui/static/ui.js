@@ -41,9 +41,9 @@
   });
 
   // ------------------------------------------------------------------ live updates
-  // Measured by the benchmark: batches and changes seen, and how far behind the newest
-  // change of the last batch was when it arrived (ms).
-  const stats = (window.runstreamLive = { batches: 0, changes: 0, lagMs: 0, maxLagMs: 0 });
+  // Measured by the benchmark: batches and changes seen, and how long the oldest change
+  // of each batch had waited when the page showed it (ms).
+  const stats = (window.runstreamLive = { batches: 0, changes: 0, lagMs: 0, maxLagMs: 0, lags: [] });
   let source = null;
   let sourceUrl = "";
 
@@ -57,7 +57,7 @@
       state.className = "state state-" + c.state;
     }
     const bar = row.querySelector("[data-field=progress]");
-    if (bar && c.items_total) { bar.max = c.items_total; bar.value = c.items_processed; }
+    if (bar && c.items_total) { bar.max = c.items_total; bar.value = c.items_processed || 0; }
     const items = row.querySelector("[data-field=items]");
     if (items) {
       items.textContent = fmt(c.items_processed || 0) +
@@ -110,12 +110,12 @@
     const batch = JSON.parse(e.data);
     stats.batches += 1;
     stats.changes += batch.runs.length;
-    let newest = 0;
+    let oldest = Infinity;
     const config = document.getElementById("live-config");
     const runId = config && config.dataset.run;
     let unseen = 0;
     batch.runs.forEach(function (c) {
-      newest = Math.max(newest, c.updated_at || 0);
+      if (c.updated_at) oldest = Math.min(oldest, c.updated_at);
       if (runId) {
         // Deleted (after its revert, perhaps): the run's address now says so.
         if (c.id === runId && c.gone) window.location.assign("/ui/runs/" + runId);
@@ -125,9 +125,11 @@
       const row = document.querySelector('tr[data-run-id="' + c.id + '"]');
       if (row) updateRow(row, c); else unseen += 1;
     });
-    if (newest) {
-      stats.lagMs = Math.max(0, Date.now() - newest * 1000);
+    if (oldest !== Infinity) {
+      // How stale the batch's oldest change was when the page showed it.
+      stats.lagMs = Math.max(0, Date.now() - oldest * 1000);
       stats.maxLagMs = Math.max(stats.maxLagMs, stats.lagMs);
+      if (stats.lags.length < 10000) stats.lags.push(stats.lagMs);
     }
     const note = document.getElementById("live-note");
     if (note && unseen) {
@@ -146,8 +148,23 @@
     if (!url || !window.EventSource) return;
     source = new EventSource(url);
     source.addEventListener("runs", onBatch);
+    source.addEventListener("gap", function () {
+      // The feed lost updates this page never got (it was away too long): say so.
+      const note = document.getElementById("live-note");
+      if (note) note.textContent = "Some live updates were missed: reload the page to be sure.";
+      const config = document.getElementById("live-config");
+      if (config && config.dataset.run) refreshRun(config.dataset.run);
+    });
   }
 
+  // A boosted navigation swaps the page in place: move focus to the new content, as a
+  // page load would, so keyboard and screen-reader users start at the top of it.
+  document.addEventListener("htmx:afterSettle", function (e) {
+    if (e.detail.boosted && e.detail.target === document.body) {
+      const main = document.getElementById("main");
+      if (main) main.focus({ preventScroll: true });
+    }
+  });
   document.addEventListener("DOMContentLoaded", setupLive);
   document.addEventListener("htmx:afterSettle", setupLive);
 })();
