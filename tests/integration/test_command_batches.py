@@ -72,7 +72,8 @@ def test_a_batch_saves_every_runs_first_command_in_one_round_trip(settings: Sett
                 scenario_version=scenario.version,
                 args={"items": 2},
             )
-            assert (await store.save(existing)).status == "ok"
+            # Stored by another worker: this one has to load it.
+            assert (await EventStore(r, keys, settings).save(existing)).status == "ok"
 
             start_fresh = cmd.StartRun(run_id=fresh, scenario="synthetic", args={"items": 1})
             start_twice = cmd.StartRun(run_id=twice, scenario="synthetic", args={"items": 1})
@@ -122,5 +123,56 @@ def test_a_batch_saves_every_runs_first_command_in_one_round_trip(settings: Sett
             versions = {i: await r.hget(keys.meta(i), "v") for i in (fresh, twice, queued)}
             await processor.handle_batch(0, entries)
             assert {i: await r.hget(keys.meta(i), "v") for i in versions} == versions
+
+    asyncio.run(body())
+
+
+def test_a_run_this_worker_saved_last_is_not_loaded_again_unless_it_changed_since(
+    settings: Settings,
+) -> None:
+    """The worker keeps the runs it saved: the next command for one is decided on that copy,
+    without a load. If another process appended meanwhile, the append meets the newer
+    version, and the command is decided again on the run as stored."""
+
+    async def body() -> None:
+        keys = Keys(settings.prefix, settings.shards)
+        async with Client.connect(settings=settings) as client:
+            r = client.redis
+            await r.xgroup_create(keys.commands(0), keys.group, id="0", mkstream=True)
+            store = RecordingStore(r, keys, settings)
+            processor = CommandProcessor(store, settings, load_registry(), Slots())
+            kept, changed = run_id_on(keys, 0), run_id_on(keys, 0)
+
+            async def handle(*commands: cmd.Command) -> None:
+                for command in commands:
+                    await client.send(command)
+                reply = await r.xreadgroup(keys.group, "me", {keys.commands(0): ">"}, count=100)
+                entries = [(i.decode(), f) for i, f in replies.streams(reply)[0][1]]
+                await processor.handle_batch(0, entries)
+
+            starts = [
+                cmd.StartRun(run_id=i, scenario="synthetic", args={"items": 1})
+                for i in (kept, changed)
+            ]
+            await handle(*starts)
+            # Someone else (another worker's store) stops one of them meanwhile.
+            other = EventStore(r, keys, settings)
+            elsewhere = await other.load(changed)
+            elsewhere.stop(cmd.StopRun(run_id=changed, reason="elsewhere"), time.time())
+            assert (await other.save(elsewhere)).status == "ok"
+
+            store.loads.clear()
+            await handle(
+                cmd.StopRun(run_id=kept, reason="here"),
+                cmd.CancelRun(run_id=changed, reason="here"),
+            )
+            assert store.loads == [], "both were decided on the runs as saved here"
+            assert (await client.get(kept)).state == "stopped"
+            # The cancel met the newer version, was decided again on the stored run (the
+            # one stopped elsewhere) and applied to it.
+            cancelled = [ev.event_type(e) for _, e in await feed_events(r, keys, changed)]
+            assert cancelled == ["RunQueued", "RunStopped", "RunCancelled"]
+            assert (await client.get(changed)).state == "cancelled"
+            assert await pending_count(r, keys.commands(0), keys.group) == 0
 
     asyncio.run(body())

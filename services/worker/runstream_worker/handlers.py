@@ -187,8 +187,17 @@ class CommandProcessor:
     ) -> dict[str, tuple[Items, Run | None]]:
         """The first command of each run: loads in one round trip, saves in another. What
         is left of each run's commands, with the run to go on with (None: load it)."""
-        to_load = [r for r, items in by_run.items() if not isinstance(items[0][1], cmd.StartRun)]
-        loaded = dict(zip(to_load, await self.store.load_many(to_load), strict=True))
+        loaded: dict[str, Run] = {}
+        to_load: list[str] = []
+        for run_id, items in by_run.items():
+            if not isinstance(items[0][1], cmd.StartRun):
+                kept = self.store.recent(run_id)
+                if kept is None:
+                    to_load.append(run_id)
+                else:
+                    loaded[run_id] = kept
+        if to_load:
+            loaded.update(zip(to_load, await self.store.load_many(to_load), strict=True))
         rest: dict[str, tuple[Items, Run | None]] = {}
         decided: list[tuple[str, Items, Decision]] = []
         now = time.time()
@@ -315,9 +324,11 @@ class CommandProcessor:
         self, shard: int, run: Run | None, entry_id: str, command: cmd.Command
     ) -> Run | None:
         ack = Ack(shard, entry_id)
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             if run is None:
-                run = await self.store.load(command.run_id)
+                # As this worker last saved it, if it did: the append checks the version.
+                kept = self.store.recent(command.run_id) if attempt == 0 else None
+                run = kept or await self.store.load(command.run_id)
             now = time.time()
             decision = await self._decide(run, command, now, ack)
             if decision.save is None:

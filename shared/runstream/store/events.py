@@ -9,6 +9,7 @@ message, all at once. So a command is acknowledged exactly when its events are s
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,6 +31,8 @@ from runstream.store.index_delta import IndexMemory
 REJECTION_MEMORY_S = 7 * 24 * 3600
 
 LOAD_PAGE = 500
+# Runs kept as this process last saved them (see EventStore.recent): a few KB each.
+RECENT_RUNS = 4096
 
 Status = Literal["ok", "dup", "stale", "lease", "deleted"]
 
@@ -137,6 +140,8 @@ class EventStore:
         self._reject = redis.register_script(lua.source("reject"))
         self._load = redis.register_script(lua.source("load"))
         self._indexed = IndexMemory()
+        # run id -> (version, the Run as saved at that version): see ``recent``.
+        self._recent: OrderedDict[str, tuple[int, Run]] = OrderedDict()
 
     # ------------------------------------------------------------------ reading
     def _load_keys(self, run_id: str) -> list[str]:
@@ -158,6 +163,26 @@ class EventStore:
         if reply[0] == b"leased":
             return None
         return await self._fold(run_id, reply)
+
+    def recent(self, run_id: str) -> Run | None:
+        """A copy of the run as this process last saved it, if that object has not changed
+        since (else None). It may be stale (another process appended since): good for a
+        decision whose append checks the version, as every append does; on 'stale', load."""
+        kept = self._recent.get(run_id)
+        if kept is None:
+            return None
+        version, run = kept
+        if run.state.version != version or run.new_events:
+            del self._recent[run_id]  # changed since (by whoever holds it): not as saved
+            return None
+        return Run(_state_decoder.decode(_state_encoder.encode(run.state)))
+
+    def _saved(self, run: Run) -> None:
+        run_id = run.state.run_id
+        self._recent[run_id] = (run.state.version, run)
+        self._recent.move_to_end(run_id)
+        while len(self._recent) > RECENT_RUNS:
+            self._recent.popitem(last=False)
 
     async def load_many(self, run_ids: Sequence[str]) -> list[Run]:
         """Several runs in one pipelined round trip (plus one per run with a long tail)."""
@@ -277,8 +302,10 @@ class EventStore:
             result = AppendResult(status.decode(), int(version))
             if result.status == "ok":
                 self._indexed.wrote(run_id, postings, posting)
+                self._saved(run)
             else:
                 self._indexed.forget(run_id)  # someone else's append may have come first
+                self._recent.pop(run_id, None)
             return result
 
         keys = [
@@ -348,6 +375,7 @@ class EventStore:
         def done(reply: Any) -> AppendResult:
             status, version = reply
             self._indexed.forget(run_id)
+            self._recent.pop(run_id, None)
             return AppendResult(status.decode(), int(version))
 
         return _Call(self._delete, keys, args, done)
