@@ -36,7 +36,13 @@ def iso_times(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     return {
-        key: (iso(item) if _is_time(key, item) else item if key in USER_DATA else iso_times(item))
+        key: (
+            iso(item)
+            if _is_time(key, item)
+            else iso_times(item)
+            if isinstance(item, dict | list) and key not in USER_DATA
+            else item
+        )
         for key, item in value.items()
     }
 
