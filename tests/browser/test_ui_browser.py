@@ -165,9 +165,9 @@ def test_filters_sorting_and_paging(admin: Page, stack: ApiService) -> None:
     count = int(page.locator("#runs-count strong").inner_text().replace(",", ""))
     assert count >= 27
     expect(page.locator("table.runs tbody tr")).to_have_count(25)
-    page.get_by_role("link", name="Name").click()  # sort by name, descending first
+    page.get_by_role("link", name="Run", exact=True).click()  # sort by name, descending first
     expect(page.locator("th[aria-sort]")).to_have_attribute("aria-sort", "descending")
-    page.get_by_role("link", name="Name").click()
+    page.get_by_role("link", name="Run", exact=True).click()
     expect(page.locator("th[aria-sort]")).to_have_attribute("aria-sort", "ascending")
     page.locator("#next-page").click()
     expect(page.get_by_role("link", name="First page")).to_be_visible()

@@ -24,7 +24,7 @@ from runstream_api.ui.render import page
 PAGE_SIZES = (25, 50, 100, 200)
 # The columns the table sorts by (the query's sort keys).
 COLUMNS = (
-    ("name", "Name"),
+    ("name", "Run"),
     ("scenario", "Scenario"),
     ("state", "State"),
     ("items_processed", "Progress"),
