@@ -60,20 +60,6 @@ local function num(score)
   return tonumber(score)
 end
 
--- A run's score in a field's sorted set (false: none), read once: a range test and the
--- order may both need it.
-local scores = {}
-local function zscore(field, id)
-  local by_id = scores[field]
-  if by_id == nil then by_id = {}; scores[field] = by_id end
-  local score = by_id[id]
-  if score == nil then
-    score = redis.call('ZSCORE', zkey(field), id)
-    by_id[id] = score
-  end
-  return score
-end
-
 -- ------------------------------------------------------------------ matching one run
 local function scan_values(id, scan)
   if scan.text then return {text_of(id, scan.field) or ''} end
@@ -130,7 +116,7 @@ local function clause_hit(id, c)
   end
   if not hit then
     for _, r in ipairs(c.ranges) do
-      if in_range(zscore(r[1], id), r) then hit = true break end
+      if in_range(redis.call('ZSCORE', zkey(r[1]), id), r) then hit = true break end
     end
   end
   if not hit and c.scan then hit = scan_hit(id, c.scan) end
@@ -159,7 +145,7 @@ local function tuple(id, primary_score)
       if k[4] == 'text' then
         t.c[i], t.n[i] = 1, 0 -- a keyword without a sorted set: its text decides
       else
-        local score = (i == 1 and primary_score) or zscore(k[1], id)
+        local score = (i == 1 and primary_score) or redis.call('ZSCORE', zkey(k[1]), id)
         if k[4] then -- an argument: a number (its score), a text, or none
           if score then
             t.c[i], t.n[i] = 1, num(score)
@@ -357,21 +343,9 @@ if q.count and #narrowing == 0 then candidates = ids end
 if walk then
   checks = q.clauses
 else
-  -- A loose range on a later sort key is cheaper to test while reading the page (its
-  -- score is read for the order anyway) than to narrow the runs by.
-  local later_keys = {}
-  for i, k in ipairs(q.sort) do
-    if i > 1 and not k[4] then later_keys[k[1]] = true end
-  end
-  local function test_while_reading(c, size)
-    return not q.count and #c.ranges == 1 and #c.sets == 0 and later_keys[c.ranges[1][1]]
-      and size >= total / 4
-  end
   for i, entry in ipairs(narrowing) do
     if candidates == nil then
       candidates = clause_key(entry[1])
-    elseif test_while_reading(entry[1], entry[2]) then
-      checks[#checks + 1] = entry[1]
     else
       local narrowed = narrow(candidates, entry[1])
       if narrowed then candidates = narrowed else checks[#checks + 1] = entry[1] end
