@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint bench chaos soak clean chromium
+.PHONY: venv run test lint bench chaos soak clean asyncapi chromium
 
 venv: $(STAMP)
 
@@ -17,8 +17,16 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/runctl dev
 
+# The whole suite on one Redis, then a representative part of it on a local Redis Cluster
+# (3 masters): the lifecycle, revert, queries, API, rolling restart, runctl flows.
+CLUSTER_TESTS = tests/integration/test_worker_inprocess.py tests/integration/test_queries.py \
+	tests/integration/test_revert_conflicts.py tests/integration/test_api_http.py \
+	tests/integration/test_lease_loss.py tests/integration/test_command_batches.py \
+	tests/integration/test_api_events.py tests/integration/test_rolling_restart.py \
+	tests/e2e/test_runctl_flows.py
 test: venv chromium
 	$(BIN)/pytest -q
+	$(BIN)/pytest -q --redis=cluster $(CLUSTER_TESTS)
 
 # The admin UI's browser tests drive Debian's chromium (Playwright cannot download its own
 # here): installed with apt when missing and possible; else those tests skip, saying why.
@@ -41,14 +49,20 @@ lint: venv
 	$(BIN)/kubernetes-validate --strict --quiet deploy/k8s/*/*.yaml
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
 
-# BENCH=engine, BENCH=query or BENCH=ui runs one section alone (query: 100,000 runs, about
-# 3 min; ui: the admin UI's runs page with 100,000 runs and live updates in chromium).
+# BENCH=engine, BENCH=query, BENCH=ui or BENCH=api runs one section alone (query: 100,000
+# runs, about 3 min; ui: the admin UI's runs page with 100,000 runs and live updates in
+# chromium; api: the HTTP API driven by wrk, which it needs: apt-get install wrk).
 BENCH ?= all
 bench: venv
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = engine ]; then $(BIN)/python bench/run.py; fi
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = query ]; then $(BIN)/python bench/query_bench.py; fi
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = ui ]; then $(MAKE) --no-print-directory chromium; \
 	  $(BIN)/python bench/ui_bench.py; fi
+	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = api ]; then $(BIN)/python bench/api_bench.py; fi
+
+# The AsyncAPI document of the message interface (checked in; a test keeps it up to date).
+asyncapi: venv
+	$(BIN)/python -m runstream.asyncapi > docs/asyncapi.json
 
 soak: venv
 	$(BIN)/python bench/soak.py

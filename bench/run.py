@@ -48,6 +48,7 @@ import redis.asyncio as aredis
 
 from runstream import processes
 from runstream.client import Client
+from runstream.connect import open_redis
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.embedded import EmbeddedRedis
@@ -818,7 +819,7 @@ async def run_bench(settings: Settings, worker: Worker, sizes: Sizes, results: R
     url = settings.redis_url
     async with Client.connect(url, settings) as client:
         # Its own connection pool: the feed reader never waits behind the senders.
-        watcher = FeedWatcher(aredis.Redis.from_url(url), client.keys, worker)
+        watcher = FeedWatcher(open_redis(settings), client.keys, worker)
         await watcher.start()
         bench = Bench(client, watcher, worker, sizes, results)
         try:

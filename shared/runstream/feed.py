@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import msgspec
 import redis.asyncio as aredis
 
+from runstream import multi_read
 from runstream.contracts import events as ev
 from runstream.keys import Fields, Keys
 from runstream.store import replies
@@ -132,7 +133,7 @@ async def follow(
             keys.feed(shard): position for shard, position in cursor.positions.items()
         }
         shard_of_feed = {keys.feed(shard).encode(): shard for shard in cursor.positions}
-        reply = replies.streams(await redis.xread(streams, count=batch, block=block_ms))
+        reply = replies.streams(await multi_read.xread(redis, streams, count=batch, block=block_ms))
         if not reply:
             yield None
             continue

@@ -5,17 +5,25 @@ that prints or logs a URL or an error that may embed one goes through ``redacted
 or ``scrub``. TLS (``rediss://``) takes redis-py's query parameters (``ssl_ca_certs``,
 ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``); ``with_tls_files`` adds them from
 settings.
+
+A cluster is named by ``redis+cluster://[user:password@]host:port,host:port[/0][?...]``
+(``rediss+cluster://`` for TLS): the nodes to start from (any of the cluster's nodes; the
+client discovers the rest), the credentials and query parameters shared by every node.
+``redis_target`` splits such a URL into a plain URL of its first node and the node list.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from redis.connection import parse_url as redis_parse_url
 
-SCHEMES = ("redis", "rediss", "unix")
+# A cluster scheme -> the scheme of its nodes' plain URL.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
 MASK = "***"
 # Query parameters whose value is a secret.
 _SECRET_PARAMS = frozenset({"password"})
@@ -26,7 +34,8 @@ _HEAD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[:/]*")
 _QUERY_SECRET = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&\s#]*)", re.IGNORECASE)
 _EXPECTED = (
     "expected redis://[[user]:password@]host[:port][/db], rediss://... (TLS) "
-    "or unix:///path/to/socket"
+    "unix:///path/to/socket, or redis+cluster://[[user]:password@]host:port,host:port "
+    "(rediss+cluster:// with TLS) for a Redis Cluster"
 )
 
 
@@ -85,6 +94,43 @@ def secrets_of(url: str) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
+@dataclass(frozen=True)
+class RedisTarget:
+    """What a REDIS_URL names: one server, or a cluster reached through ``nodes``."""
+
+    # A redis://, rediss:// or unix:// URL: the server, or a cluster's first node (with
+    # the credentials and query parameters every node shares).
+    url: str
+    # A cluster's start-up nodes (host, port); empty for one server.
+    nodes: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def cluster(self) -> bool:
+        return bool(self.nodes)
+
+
+def _host_port(node: str) -> tuple[str, int]:
+    """``host[:port]`` (``[v6]:port`` too) as urlsplit reads it: ValueError when bad."""
+    parts = urlsplit(f"redis://{node}")
+    port = parts.port
+    if not parts.hostname or parts.netloc != node:
+        raise ValueError(f"node {node!r} is not host:port")
+    return parts.hostname, 6379 if port is None else port
+
+
+def redis_target(url: str) -> RedisTarget:
+    """Split a cluster URL into its first node's plain URL and its nodes; any other URL is
+    one server. ValueError (that may quote the URL: scrub it) when a node is malformed."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in CLUSTER_SCHEMES:
+        return RedisTarget(url)
+    end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    userinfo, at, hosts = rest[:end].rpartition("@")
+    names = hosts.split(",")
+    nodes = tuple(_host_port(n) for n in names)
+    return RedisTarget(f"{CLUSTER_SCHEMES[scheme]}://{userinfo}{at}{names[0]}{rest[end:]}", nodes)
+
+
 def check_redis_url(url: str, name: str = "REDIS_URL") -> str:
     """Return ``url`` if redis-py can connect with it, else raise BadRedisUrl with a
     one-line reason (the URL shown without its password)."""
@@ -94,6 +140,8 @@ def check_redis_url(url: str, name: str = "REDIS_URL") -> str:
     if scheme not in SCHEMES:
         what = f"unknown scheme {scrub(scheme, secrets)!r}" if scheme else "no scheme://"
         raise BadRedisUrl(f"{name}={shown} is not a Redis URL ({what}); {_EXPECTED}")
+    if scheme in CLUSTER_SCHEMES:
+        return _check_cluster_url(url, name, shown, secrets)
     try:
         parts = urlsplit(url)
         port = parts.port  # parses the port: ValueError when not a number in range
@@ -112,6 +160,21 @@ def check_redis_url(url: str, name: str = "REDIS_URL") -> str:
     db = unquote(parts.path).strip("/")
     if db and not db.isdigit():
         raise BadRedisUrl(f"{name}={shown}: database {db!r} is not a number; {_EXPECTED}")
+    return url
+
+
+def _check_cluster_url(url: str, name: str, shown: str, secrets: list[str]) -> str:
+    try:
+        target = redis_target(url)
+    except ValueError as exc:
+        reason = scrub(str(exc), secrets)
+        raise BadRedisUrl(f"{name}={shown} is not a valid URL ({reason}); {_EXPECTED}") from None
+    if any(port == 0 for _, port in target.nodes):
+        raise BadRedisUrl(f"{name}={shown}: port 0 is not a port; {_EXPECTED}")
+    db = unquote(urlsplit(target.url).path).strip("/")
+    if db not in ("", "0"):
+        raise BadRedisUrl(f"{name}={shown}: a Redis Cluster has only database 0, not {db!r}")
+    check_redis_url(target.url, name)
     return url
 
 

@@ -76,6 +76,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
     log_format: str = "auto"  # auto | json | console
+    # The HTTP API answers one caller (token, else address) at most this many requests per
+    # second, then 429 with Retry-After; 0: no limit.
+    api_rate_limit: int = 200
 
     def connection_url(self) -> str:
         """What redis-py and faststream connect with: the URL plus the TLS file settings."""
@@ -138,6 +141,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             raise ValueError(f"bad setting: RUNSTREAM_{name.upper()} must be at least 1")
     if not 0 <= settings.metrics_port <= 65535:
         raise ValueError("bad setting: RUNSTREAM_METRICS_PORT must be 0 (off) to 65535")
+    if settings.api_rate_limit < 0:
+        raise ValueError("bad setting: RUNSTREAM_API_RATE_LIMIT must be 0 (no limit) or more")
     if settings.dlq_maxlen < 1:
         raise ValueError("bad setting: RUNSTREAM_DLQ_MAXLEN must be at least 1")
     if settings.dlq_keep_bytes < 0 or settings.dlq_max_age_s < 0:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis.asyncio as aredis
 
 from runstream import processes
+from runstream.connect import open_redis
 from runstream.embedded import free_port
 from runstream.keys import Keys
 from runstream.processes import WorkerProcess
@@ -25,7 +25,7 @@ from .support import WorkerPool, fast, service_env, worker_pool
 
 
 async def _create_token(settings: Settings, subject: str, role: Role, project: str) -> str:
-    client = aredis.Redis.from_url(settings.redis_url)
+    client = open_redis(settings)
     try:
         store = TokenStore(client, Keys(settings.prefix, settings.shards))
         text, _ = await store.create(subject, role, project)

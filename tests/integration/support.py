@@ -21,6 +21,7 @@ import msgspec
 import redis.asyncio as aredis
 
 from runstream import processes
+from runstream.connect import open_redis
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import Run
@@ -103,7 +104,7 @@ async def until(
 # --------------------------------------------------------------------------- redis
 @contextlib.asynccontextmanager
 async def connect(settings: Settings) -> AsyncIterator[aredis.Redis]:
-    client = aredis.Redis.from_url(settings.redis_url)
+    client = open_redis(settings)
     try:
         yield client
     finally:

@@ -49,6 +49,10 @@ def test_runctl_dev_serves_the_api_and_stops_it(tmp_path: Path, settings: Settin
         )
         assert started.status_code == 200, started.text
         assert started.json()["run"]["state"] == "succeeded"
+        # The banner says where the admin UI is; the same token signs in there.
+        assert f"{api}/ui" in banner, banner
+        signed_in = httpx.post(f"{api}/ui/login", data={"token": token[0]}, timeout=10)
+        assert signed_in.status_code == 303, signed_in.text
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -240,6 +240,10 @@ def test_openapi_31_document_and_a_docs_page_without_cdn(api: ApiService) -> Non
     assert "/runs/{run_id}/stop" in spec["paths"]
     created_at = spec["components"]["schemas"]["RunSummary"]["properties"]["created_at"]
     assert created_at["format"] == "date-time" and "string" in created_at["type"]
+    messages = api.http.get("/asyncapi").json()
+    assert messages["asyncapi"].startswith("3.")
+    prefix = api.settings.prefix
+    assert messages["channels"]["commands"]["address"] == f"{prefix}:{{{prefix}:s0}}:commands"
     page = api.http.get("/schema")
     assert page.status_code == 200
     assert "http://" not in page.text and "https://" not in page.text, page.text

@@ -9,10 +9,10 @@ import time
 from typing import Any
 
 import pytest
-import redis
 import redis.asyncio as aredis
 
 from runstream.client import Client
+from runstream.connect import open_blocking_redis
 from runstream.domain.run import Run
 from runstream.domain.scenarios import load_registry
 from runstream.keys import Keys
@@ -110,7 +110,7 @@ def test_only_the_lease_holder_resolves_a_pending_chunk(settings: Settings) -> N
             run = await _prepared_chunk(r, s, keys, run_id, {"items": 10}, 5)
             token = f"{run_id}:{run.state.pending.chunk if run.state.pending else -1}"
             await r.set(keys.lease(run_id), "new-holder", px=60_000)
-            step_reads = redis.Redis.from_url(s.connection_url())
+            step_reads = open_blocking_redis(s)
             stale = Executor(
                 EventStore(r, keys, s),
                 NetworkStore(r, keys),

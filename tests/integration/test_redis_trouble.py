@@ -166,6 +166,18 @@ def test_something_that_is_not_redis_is_unreachable(settings: Settings) -> None:
             assert_no_password(result.stdout, result.stderr)
 
 
+def test_a_cluster_nobody_answers_for_is_unreachable(settings: Settings) -> None:
+    from runstream.embedded import free_port
+
+    url = f"redis+cluster://:{PASSWORD}@127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    result = runctl(at(settings, url), "list")
+    line = one_line(result, UNREACHABLE)
+    assert "cannot reach the Redis Cluster" in line, result
+    assert_no_password(result.stdout, result.stderr)
+    bad = one_line(runctl(at(settings, "redis+cluster://127.0.0.1:7000/2"), "list"), BAD_INPUT)
+    assert "only database 0" in bad
+
+
 def test_a_malformed_dead_letter_id_is_bad_input(settings: Settings) -> None:
     for argv in (["dlq", "retry", "nope"], ["dlq", "drop", "nope"], ["dlq", "drop", "1-2-3"]):
         line = one_line(runctl(settings, *argv), BAD_INPUT)

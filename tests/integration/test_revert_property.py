@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runstream import revert as revert_module
+from runstream.connect import open_redis
 from runstream.contracts import events as ev
 from runstream.contracts.commands import RevertRun, StartRun
 from runstream.domain.run import Run
@@ -128,7 +129,7 @@ def run_async(settings_: Settings, body: Callable[[Env], Awaitable[T]]) -> T:
     )
 
     async def main() -> T:
-        client = aredis.Redis.from_url(example.redis_url)
+        client = open_redis(example)
         try:
             keys = Keys(example.prefix, example.shards)
             env = Env(client, EventStore(client, keys, example), NetworkStore(client, keys), keys)

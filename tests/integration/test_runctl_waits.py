@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import redis
-import redis.asyncio as aredis
 
 from runstream import catalog
+from runstream.connect import open_redis
 from runstream.domain.scenarios import load_registry
 from runstream.keys import Keys
 from runstream.settings import Settings
@@ -92,7 +92,7 @@ def test_no_worker_is_exit_8_and_a_worker_that_never_takes_it_is_5(
     keys = Keys(settings.prefix, settings.shards)
 
     async def publish() -> None:  # a worker published its scenarios, then went away
-        client = aredis.Redis.from_url(settings.redis_url)
+        client = open_redis(settings)
         try:
             await catalog.publish(client, keys, load_registry(), "gone")
         finally:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import re
+import tarfile
 import uuid
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -228,3 +230,54 @@ def test_dead_letters_are_listed_retried_and_dropped(api: ApiService) -> None:
         assert drop
         dropped = admin.post(drop.group(1), follow_redirects=True)
         assert "dropped" in dropped.text and "No dead letters." in dropped.text
+
+
+def test_conflicts_name_the_run_that_changed_the_element(api: ApiService) -> None:
+    namespace = "c" + uuid.uuid4().hex[:6]
+    with signed_in(api, "ada", "admin") as browser:
+        first = start(browser, items="4", edges_per_item="0", namespace=namespace)
+        api.wait_state(first, "succeeded")
+        second = start(browser, items="2", edges_per_item="0", namespace=namespace)
+        api.wait_state(second, "succeeded")
+        plan = browser.get(f"/ui/runs/{first}/revert").text
+        assert "This is the plan of a dry run" in plan
+        assert re.search(r"<strong>2</strong> conflicts", plan)
+        link = f'<a href="/ui/runs/{second}">{second}</a>'
+        assert f"n:{namespace}:0" in plan and link in plan
+        assert 'name="force"' in plan  # force is offered, not chosen
+        browser.post(f"/ui/runs/{first}/act/revert")
+        api.wait_state(first, "reverted")
+        page = browser.get(f"/ui/runs/{first}").text
+        assert "Conflicts" in page and link in page
+
+
+def test_rerun_starts_a_run_with_the_same_arguments(api: ApiService) -> None:
+    with signed_in(api, "olga", "operator") as browser:
+        source = start(browser, items="3", seed="7")
+        api.wait_state(source, "succeeded")
+        answer = browser.post(f"/ui/runs/{source}/act/rerun")
+        assert answer.status_code == 303
+        rerun = answer.headers["location"].rsplit("/", 1)[-1]
+        assert rerun != source
+        body = api.wait_state(rerun, "succeeded")
+        assert body["source_run_id"] == source and body["args"]["seed"] == 7
+        assert body["actor"] == "olga"
+        assert f'Re-run of <a href="/ui/runs/{source}">' in browser.get(f"/ui/runs/{rerun}").text
+
+
+def test_results_download_one_by_one_and_as_an_archive(api: ApiService) -> None:
+    with signed_in(api, "vic", "viewer") as viewer, signed_in(api, "ada", "admin") as admin:
+        run_id = start(admin, items="4", result_every="2", result_bytes="10", log_lines="1")
+        api.wait_state(run_id, "succeeded")
+        page = viewer.get(f"/ui/runs/{run_id}").text
+        names = re.findall(rf'href="/ui/runs/{run_id}/results/([^"]+)"', page)
+        assert names == ["part-1.txt", "part-2.txt"], names
+        assert "item 3 line 0" in page  # the log
+        one = viewer.get(f"/ui/runs/{run_id}/results/part-1.txt")
+        assert one.status_code == 200 and len(one.content) == 10
+        assert "attachment" in one.headers["content-disposition"]
+        archive = viewer.get(f"/ui/runs/{run_id}/results.tar.gz")
+        with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+            assert sorted(tar.getnames()) == names
+        missing = viewer.get(f"/ui/runs/{run_id}/results/nope.txt")
+        assert missing.status_code == 404 and "part-1.txt" in missing.text

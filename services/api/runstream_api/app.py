@@ -17,9 +17,10 @@ from runstream.settings import Settings, load_settings
 from runstream.tokens import TokenStore
 from runstream_api.auth import provide_caller
 from runstream_api.context import ApiContext, provide_api
-from runstream_api.docs import assets_router, openapi_config
+from runstream_api.docs import assets_router, asyncapi_document, openapi_config
 from runstream_api.errors import EXCEPTION_HANDLERS
 from runstream_api.events_routes import all_events, run_events
+from runstream_api.limits import check_query_length, rate_limit
 from runstream_api.metrics import service_routes
 from runstream_api.mistral.routes import mistral_router
 from runstream_api.ops_routes import (
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             tombstones,
             DeadLettersController,
             assets_router(),
+            asyncapi_document,
             mistral_router(),
             ui.router(),
         ],
@@ -98,6 +100,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=MAX_BODY_BYTES,
         lifespan=[lifespan],
         after_request=iso_responses,
+        before_request=check_query_length,
+        middleware=[limiter.middleware] if (limiter := rate_limit(settings.api_rate_limit)) else [],
     )
     openapi_times(app.openapi_schema)  # generated once, here: the wire's times in it too
     return app

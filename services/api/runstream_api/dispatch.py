@@ -91,7 +91,9 @@ async def submit(
     """Publish ``command`` and report where it stands: at once (``pending``), once a worker
     accepted (or rejected) it, or once it took effect (``done``); at most ``timeout`` s."""
     tracker = Tracker(command)
-    since = await client.feed_position(command.run_id)
+    # Fire and forget (a first send, not waited for): no feed position, no read after.
+    quick = until == "pending" and not retry
+    since = "" if quick else await client.feed_position(command.run_id)
     if retry:
         # After the feed position: an outcome older than it is in the history.
         await outcomes.from_history(client, tracker)
@@ -101,7 +103,9 @@ async def submit(
         await client.send(command)
     if until != "pending" and not tracker.settled:
         await outcomes.follow(client, tracker, since, timeout, until=until)
-    status = tracker.result(await client.find(command.run_id))
+    # A run just asked to start is not there yet: no need to look.
+    fresh = quick and isinstance(command, cmd.StartRun)
+    status = tracker.result(None if fresh else await client.find(command.run_id))
     metrics.command_answered(status.command, status.status)
     return status
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
-from litestar import Router
+from litestar import Router, get
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
 from litestar.static_files import create_static_files_router
+
+from runstream import asyncapi
+from runstream_api.context import ApiContext
 
 ASSETS = "/schema/assets"
 _SWAGGER = SwaggerRenderPlugin(
@@ -40,3 +44,13 @@ def openapi_config(version: str) -> OpenAPIConfig:
 def assets_router() -> Router:
     directory = Path(str(files("litestar_offline_docs") / "static"))
     return create_static_files_router(path=ASSETS, directories=[directory], name="docs-assets")
+
+
+@get(
+    "/asyncapi",
+    summary="The AsyncAPI 3.0 document of the commands and the events feed (Redis streams)",
+    tags=["service"],
+)
+async def asyncapi_document(api: ApiContext) -> dict[str, Any]:
+    # Public, like /schema: it describes the interface, not the data.
+    return asyncapi.document(api.settings.prefix)

@@ -100,9 +100,18 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
         413: "too_large",
         429: "too_many_requests",
     }.get(exc.status_code, "error")
-    return _respond(
-        Problem(status=exc.status_code, error=code, message=str(exc.detail)), exc.headers
-    )
+    headers = dict(exc.headers or {})
+    message = str(exc.detail)
+    if exc.status_code == 429:
+        # Litestar's limiter says when its window resets; a client waits that long.
+        retry_after = headers.get("RateLimit-Reset", "1")
+        headers["Retry-After"] = retry_after
+        policy = headers.get("RateLimit-Policy", "")
+        message = (
+            f"too many requests from this caller (RateLimit-Policy: {policy}): "
+            f"retry after {retry_after} s"
+        )
+    return _respond(Problem(status=exc.status_code, error=code, message=message), headers)
 
 
 def _bad_command(_: Request[Any, Any, Any], exc: BadCommand) -> Response[Problem]:
@@ -113,7 +122,9 @@ def _lookup(_: Request[Any, Any, Any], exc: LookupError) -> Response[Problem]:
     return _respond(Problem(status=404, error="not_found", message=str(exc)))
 
 
-def _redis(_: Request[Any, Any, Any], exc: redis.RedisError) -> Response[Problem]:
+def _redis(
+    _: Request[Any, Any, Any], exc: redis.RedisError | redis.exceptions.RedisClusterException
+) -> Response[Problem]:
     # Never the URL (it may carry a password): the kind of trouble is enough here.
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if isinstance(exc, redis.ResponseError):
@@ -143,5 +154,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     RunNotFound: _lookup,
     ResultNotFound: _lookup,
     redis.RedisError: _redis,
+    # The cluster client's "no node answers" is not a RedisError.
+    redis.exceptions.RedisClusterException: _redis,
     Exception: _unexpected,
 }

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import get
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from runstream import feed
@@ -37,16 +37,16 @@ PROJECT_CACHE = 10_000
 
 LastEventIdHeader = Annotated[
     str | None,
-    Parameter(
-        header="Last-Event-ID",
+    HeaderParameter(
+        name="Last-Event-ID",
         required=False,
         description="Resume after this event id (the id of the last event received).",
     ),
 ]
 LastEventIdQuery = Annotated[
     str | None,
-    Parameter(
-        query="last_event_id",
+    QueryParameter(
+        name="last_event_id",
         required=False,
         description=(
             "As the Last-Event-ID header, for clients that cannot send headers; "

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from runstream.client import Client
@@ -91,7 +91,7 @@ class OutputsController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=MAX_LINES)] = 1000,
         follow: Annotated[bool, Parameter(description="Follow as server-sent events.")] = False,
         last_event_id: Annotated[
-            str | None, Parameter(header="Last-Event-ID", required=False, pattern=ENTRY_ID)
+            str | None, HeaderParameter(name="Last-Event-ID", required=False, pattern=ENTRY_ID)
         ] = None,
     ) -> Response[Any]:
         require_run(api, caller, "viewer", await existing(api.client, run_id))

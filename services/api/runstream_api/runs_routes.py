@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from runstream import revert
@@ -51,8 +51,8 @@ MAX_WAIT_S = 300.0
 RunIdParam = Annotated[str, Parameter(pattern=RUN_ID_PATTERN, description="A run id (26 chars)")]
 KeyHeader = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         required=False,
         description="A retried request with the same key is applied once.",
     ),

@@ -70,6 +70,8 @@ def _time_schema(schema: Schema) -> None:
             prop.type = [OpenAPIType.STRING, OpenAPIType.NULL]
             prop.format = "date-time"  # type: ignore[assignment]
             prop.description = "ISO 8601 with zone (UTC); null: not yet"
+            if prop.default is not None:
+                prop.default = None  # 0.0 ("not yet") goes out as null
         elif name not in USER_DATA:
             _time_schema(prop)
     for sub in [*(schema.one_of or []), *(schema.any_of or []), *(schema.all_of or [])]:

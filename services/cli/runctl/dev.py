@@ -1,7 +1,9 @@
 """``runctl dev``: a whole runstream on one machine, Redis and workers included.
 
 Redis is an EmbeddedRedis persisting to ``data_dir`` (so runs survive a restart of the
-dev stack); each worker is a separate ``python -m runstream_worker`` process. Workers
+dev stack), or with ``cluster`` a LocalCluster of 3 masters and 3 replicas on ports
+``port`` .. ``port+5`` (AOF in ``data_dir/cluster``, kept likewise); each worker is a
+separate ``python -m runstream_worker`` process. Workers
 that die are restarted with a backoff; Ctrl-C or SIGTERM stops workers first, Redis last.
 """
 
@@ -19,15 +21,16 @@ from pathlib import Path
 from types import FrameType
 
 import msgspec
-import redis.asyncio as aredis
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
 from runstream import processes
+from runstream.connect import open_redis
 from runstream.embedded import EmbeddedRedis
 from runstream.keys import Keys
+from runstream.local_cluster import LocalCluster
 from runstream.processes import (
     API_COMMAND,
     API_READY_MARK,
@@ -80,7 +83,7 @@ class _Worker:
 class _DevStack:
     def __init__(
         self,
-        redis: EmbeddedRedis,
+        redis: EmbeddedRedis | LocalCluster,
         workers: int,
         worker_env: dict[str, str],
         worker_command: Sequence[str],
@@ -194,10 +197,18 @@ class _DevStack:
         table.add_column(style="bold", no_wrap=True)
         table.add_column(overflow="fold")  # paths stay whole, for copy and paste
         table.add_row("REDIS_URL", redacted_url(self.redis.url))
-        table.add_row(
-            "redis-server",
-            f"{escape(self.redis.binary)} ({self.redis.origin}), pid {self.redis.pid}",
-        )
+        if isinstance(self.redis, LocalCluster):
+            ports = ", ".join(str(n.port) for n in self.redis.nodes)
+            shape = f"{self.redis.masters} masters, {self.redis.replicas} replica each"
+            table.add_row(
+                "redis cluster",
+                f"{escape(self.redis.binary)} ({self.redis.origin}): {shape}, ports {ports}",
+            )
+        else:
+            table.add_row(
+                "redis-server",
+                f"{escape(self.redis.binary)} ({self.redis.origin}), pid {self.redis.pid}",
+            )
         table.add_row("data", escape(str(self.redis.data_dir)))
         for worker in self.workers:
             table.add_row(worker.name, f"pid {self.pid(worker)}")
@@ -238,7 +249,7 @@ class _DevStack:
 
 
 async def _dev_token(settings: Settings, url: str) -> str:
-    client = aredis.Redis.from_url(url)
+    client = open_redis(msgspec.structs.replace(settings, redis_url=url))
     try:
         store = TokenStore(client, Keys(settings.prefix, settings.shards))
         token, _ = await store.create("dev", "admin", token_id="dev")
@@ -255,9 +266,10 @@ def run_dev(
     *,
     worker_command: Sequence[str] = WORKER_COMMAND,
     api_port: int | None = None,
+    cluster: bool = False,
 ) -> int:
-    """Run Redis, ``workers`` worker processes and (with ``api_port``) the HTTP API until
-    SIGINT/SIGTERM; return exit code."""
+    """Run Redis (a local Redis Cluster with ``cluster``), ``workers`` worker processes and
+    (with ``api_port``) the HTTP API until SIGINT/SIGTERM; return exit code."""
     console = Console()
     if workers < 0:
         console.print("[red]workers must be 0 or more[/]")
@@ -267,8 +279,16 @@ def run_dev(
     except ValueError as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         return 2
+    redis: EmbeddedRedis | LocalCluster
     try:
-        redis = EmbeddedRedis(port=port, data_dir=data_dir, prefer=prefer)
+        if cluster:
+            if not 0 < port <= 55535 - 6:
+                raise ValueError(f"--port {port}: a cluster needs ports up to 55535 (bus +10000)")
+            redis = LocalCluster(
+                data_dir / "cluster", prefer=prefer, appendonly=True, base_port=port
+            )
+        else:
+            redis = EmbeddedRedis(port=port, data_dir=data_dir, prefer=prefer)
     except (RuntimeError, ValueError) as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         return 1

@@ -184,6 +184,13 @@ def dev(
     api_port: Annotated[
         int, typer.Option(help="Port of the HTTP API (on 127.0.0.1); 0: no API.", min=0)
     ] = 8080,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            help="A local Redis Cluster (3 masters, 1 replica each, ports PORT..PORT+5) "
+            "instead of one server."
+        ),
+    ] = False,
 ) -> None:
     """Run the service locally: an embedded Redis (persistent), worker processes and the
     HTTP API."""
@@ -196,6 +203,7 @@ def dev(
             workers=workers,
             prefer=redis_server,
             api_port=api_port or None,
+            cluster=cluster,
         )
     )
 

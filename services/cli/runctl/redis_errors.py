@@ -65,6 +65,13 @@ def cli_error(exc: BaseException, redis_url: str) -> CliError | None:
                 "RUNSTREAM_TLS_CA / ssl_ca_certs",
                 errors.UNREACHABLE,
             )
+        case redis.exceptions.RedisClusterException():
+            # The cluster client's own trouble (no start-up node answers, slots unknown):
+            # not a RedisError, but Redis is just as unreachable.
+            return CliError(
+                f"cannot reach the Redis Cluster at {where} ({reason}); {_START_HINT}",
+                errors.UNREACHABLE,
+            )
         case redis.ConnectionError() | redis.TimeoutError() | OSError():
             return CliError(
                 f"cannot reach Redis at {where} ({reason}); {_START_HINT}", errors.UNREACHABLE

@@ -18,20 +18,19 @@ import socket
 import time
 from typing import Any
 
-import redis
 import redis.asyncio as aredis
 import structlog
 from faststream.middlewares import AckPolicy
-from faststream.redis import RedisBroker, StreamSub
+from faststream.redis import StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from faststream.redis.message import RedisBatchStreamMessage
 from redis.exceptions import RedisError, ResponseError
 
 from runstream import catalog, logs, shard_metrics
+from runstream.connect import make_broker, open_blocking_redis, open_redis
 from runstream.domain.scenarios import load_registry
 from runstream.keys import Keys
 from runstream.processes import READY_MARK
-from runstream.redis_packing import use_hiredis_packing
 from runstream.redis_url import secrets_of
 from runstream.settings import Settings
 from runstream.shards import ShardCountMismatch, ensure_shard_count
@@ -100,26 +99,24 @@ class Worker:
         self.registry = load_registry(settings.scenario_modules)
         # The composition root: one client, key layout, event store and network store,
         # handed to the command processor, the executor and the upkeep; none builds its own.
-        self.client = use_hiredis_packing(
-            aredis.Redis.from_url(
-                settings.connection_url(), max_connections=settings.max_connections
-            )
+        self.client = open_redis(
+            settings, hiredis_packing=True, max_connections=settings.max_connections
         )
         self.keys = Keys(settings.prefix, settings.shards)
         self.store = EventStore(self.client, self.keys, settings)
         self.network = NetworkStore(self.client, self.keys)
         # Scenario steps read the network from their threads: a blocking client, with
         # timeouts so a hung connection can't hold a run for ever.
-        self.step_reads = redis.Redis.from_url(
-            settings.connection_url(), socket_timeout=10, socket_connect_timeout=10
+        self.step_reads = open_blocking_redis(
+            settings, socket_timeout=10, socket_connect_timeout=10
         )
         self.executor = Executor(
             self.store, self.network, self.step_reads, settings, self.registry, self.name
         )
         self.processor = CommandProcessor(self.store, settings, self.registry, self.executor)
         # Per-message logs at DEBUG: faststream's default INFO line per message costs throughput.
-        self.broker = RedisBroker(
-            settings.connection_url(),
+        self.broker = make_broker(
+            settings,
             log_level=logging.DEBUG,
             # Its lines through structlog (JSON like ours), not its own colour formatter.
             logger=logs.stdlib_logger("faststream.runstream"),

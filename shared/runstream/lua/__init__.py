@@ -8,7 +8,9 @@ A line ``--! include <name>`` is replaced by the text of ``<name>.lua`` (a share
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from importlib import resources
+from typing import Any
 
 _INCLUDE = "--! include "
 
@@ -21,3 +23,10 @@ def source(name: str) -> str:
         source(line.removeprefix(_INCLUDE).strip()) if line.startswith(_INCLUDE) else line
         for line in text.splitlines(keepends=True)
     )
+
+
+def queue_evalsha(pipe: Any, sha: str, keys: Sequence[Any], args: Sequence[Any]) -> None:
+    """Queue an EVALSHA on a pipeline, a single server's or a cluster's. redis-py's cluster
+    pipeline refuses its ``evalsha`` method, but routes the raw command by its keys (one
+    slot per script call: runstream.keys)."""
+    pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)

@@ -114,7 +114,7 @@ async def _call_all(redis: aredis.Redis, calls: Sequence[_Call]) -> list[Any]:
         return []
     async with redis.pipeline(transaction=False) as pipe:
         for call in calls:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            lua.queue_evalsha(pipe, call.script.sha, call.keys, call.args)
         raw = await pipe.execute(raise_on_error=False)
     out: list[Any] = []
     for call, reply in zip(calls, raw, strict=True):

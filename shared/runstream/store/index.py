@@ -84,18 +84,18 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt
                 events += state.version
             async with redis.pipeline(transaction=False) as pipe:
                 if entries:
-                    pipe.evalsha(
+                    lua.queue_evalsha(
+                        pipe,
                         put.sha,
-                        3,
-                        keys.index(shard),
-                        keys.runnable(shard),
-                        keys.query_index(shard),
-                        len(entries) // 6,
-                        *entries,
+                        [keys.index(shard), keys.runnable(shard), keys.query_index(shard)],
+                        [len(entries) // 6, *entries],
                     )
                 if no_outputs:
-                    # The shard's run keys share its hash tag: one command for the batch.
-                    pipe.unlink(
+                    # The shard's run keys share its hash tag: one command for the batch
+                    # (raw: a cluster pipeline's unlink() refuses several keys, the command
+                    # is routed by them).
+                    pipe.execute_command(
+                        "UNLINK",
                         *(
                             key
                             for run_id in no_outputs
@@ -104,7 +104,7 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt
                                 keys.results(run_id),
                                 keys.result_meta(run_id),
                             )
-                        )
+                        ),
                     )
                     for run_id in no_outputs:
                         pipe.hdel(keys.meta(run_id), "log_dropped")

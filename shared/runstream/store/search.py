@@ -161,7 +161,9 @@ class Searcher:
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in range(k.shards):
                 base = k.query_index(shard)
-                pipe.evalsha(self._query.sha, 3, base, k.index(shard), f"{base}:tmp", plan)
+                lua.queue_evalsha(
+                    pipe, self._query.sha, [base, k.index(shard), f"{base}:tmp"], [plan]
+                )
             return list(await pipe.execute())
 
     async def _check_layout(self) -> None:

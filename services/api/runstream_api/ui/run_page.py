@@ -98,8 +98,10 @@ def conflicts(history: list[tuple[str, ev.Event]]) -> list[Conflict]:
 
 
 async def _run_context(
-    api: ApiContext, caller: TokenRecord, run_id: str
+    api: ApiContext, caller: TokenRecord, run_id: str, *, live_part: bool = False
 ) -> tuple[RunSummary, dict[str, Any]]:
+    """What the run's page shows; ``live_part``: only what changes as it goes on (no log,
+    results or arguments: the page follows the log on its own)."""
     client = api.client
     run = await existing(client, run_id)
     require_run(api, caller, "viewer", run)
@@ -107,20 +109,23 @@ async def _run_context(
     state = (await client.store.load(run_id)).state
     history = await client.store.history(run_id)
     entries, progress = timeline(history)
-    dropped, lines = await client.logs(run_id, count=LOG_LINES)
-    return run, {
+    context = {
         "run": run,
         "actions": present.offered(state, caller, project),
         "may_rerun": present.may(caller, "operator", project),
         "timeline": entries,
         "progress_events": progress,
         "conflicts": conflicts(history),
-        "log_lines": lines,
-        "log_dropped": dropped,
-        "log_more": len(lines) == LOG_LINES,
-        "results": await client.results(run_id),
         "active": run.state in ("queued", "running", "reverting"),
     }
+    if not live_part:
+        dropped, lines = await client.logs(run_id, count=LOG_LINES)
+        context |= {
+            "log_lines": lines,
+            "log_dropped": dropped,
+            "results": await client.results(run_id),
+        }
+    return run, context
 
 
 def _gone(request: Request[Any, Any, Any], caller: TokenRecord, exc: ApiError) -> Template:
@@ -155,7 +160,7 @@ class RunPage(Controller):
     ) -> Template:
         """The parts of the page that change as the run goes on (swapped in live)."""
         try:
-            _, context = await _run_context(api, ui_caller, run_id)
+            _, context = await _run_context(api, ui_caller, run_id, live_part=True)
         except ApiError as exc:
             if exc.problem.status in (404, 410):
                 return _gone(request, ui_caller, exc)

@@ -1,0 +1,118 @@
+"""A master of the Redis Cluster dies under load and its replica takes over.
+
+Replication is asynchronous, so what the dead master acknowledged last may be gone (see
+the README's Durability). What must hold: the workers carry on by themselves; every run
+started *after* the failover finishes with each item applied exactly once; and every run
+that survived is consistent with its history (the network holds exactly what its
+confirmed chunks wrote).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis
+from tests.e2e.chaos_checks import namespace_of, synthetic_network
+
+from runstream.client import Client
+from runstream.local_cluster import LocalCluster
+from runstream.settings import Settings
+
+from .support import assert_contiguous, chunk_ranges, fast, history, until, worker_pool
+
+ITEMS = 150
+ARGS: dict[str, object] = {"items": ITEMS, "delay_ms": 3, "edges_per_item": 2}
+
+
+def _master_of(cluster: LocalCluster, key: str) -> int:
+    """The port of the master serving ``key``'s slot."""
+    port = cluster.master_ports()[0]
+    with redis.Redis(port=port, socket_timeout=2) as probe:
+        slot = int(probe.cluster("KEYSLOT", key))
+        for start, end, master, *_ in probe.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return int(master[1])
+    raise AssertionError(f"no master serves slot {slot}")
+
+
+async def _start(client: Client, args: dict[str, object]) -> str:
+    return await client.start("synthetic", dict(args), timeout=30)
+
+
+async def _consistent(client: Client, run_id: str) -> int:
+    """The run's history covers its items once each, in order, and its network is exactly
+    what those items wrote; returns its items."""
+    summary = await client.get(run_id)
+    items = summary.items_processed
+    events = await history(client.redis, client.keys, run_id)
+    assert_contiguous(chunk_ranges(events), items)
+    expected, _ = synthetic_network(run_id, summary.args, items)
+    values = await client.network.elements()
+    actual = {e: v for e, v in values.items() if namespace_of(e) == run_id}
+    assert actual == expected, f"{run_id}: network differs from its {items} items"
+    return items
+
+
+@pytest.mark.timeout(240)
+def test_a_master_failover_loses_and_doubles_nothing_acknowledged_after_it(
+    tmp_path: Path, settings: Settings
+) -> None:
+    with LocalCluster(tmp_path / "cluster", replicas=1, node_timeout_ms=1000) as cluster:
+        s = fast(
+            msgspec.structs.replace(settings, redis_url=cluster.url, shards=4),
+            lease_ms=3000,
+            claim_idle_ms=2000,
+        )
+        with worker_pool(s, tmp_path) as pool:
+            for name in ("w1", "w2"):
+                pool.start(name).wait_ready()
+            asyncio.run(_drive(cluster, s))
+            assert all(w.alive() for w in pool.procs), "a worker died in the failover"
+
+
+async def _drive(cluster: LocalCluster, s: Settings) -> None:
+    async with Client.connect(settings=s) as client:
+        before = [await _start(client, ARGS) for _ in range(4)]
+        await until(lambda: _any_progress(client, before), "the runs to be under way", timeout=30)
+        # The master of the network's slot: every chunk's effects go through it.
+        victim = _master_of(cluster, client.keys.net_values)
+        cluster.kill(victim)
+        await asyncio.to_thread(cluster.wait_ok, 30)
+        assert victim not in cluster.master_ports()
+
+        after = [await _start(client, ARGS) for _ in range(4)]
+        everyone = before + after
+        await until(
+            lambda: _all_settled(client, everyone),
+            "every run to finish after the failover",
+            timeout=150,
+        )
+        for run_id in after:
+            summary = await client.get(run_id)
+            assert summary.state == "succeeded", (run_id, summary.state)
+            assert await _consistent(client, run_id) == ITEMS
+        for run_id in before:
+            if await client.find(run_id) is None:
+                continue  # its start was among the writes the failover lost
+            await _consistent(client, run_id)
+
+
+async def _any_progress(client: Client, run_ids: list[str]) -> bool:
+    for run_id in run_ids:
+        if (await client.get(run_id)).items_processed > 10:
+            return True
+    return False
+
+
+async def _all_settled(client: Client, run_ids: list[str]) -> bool:
+    for run_id in run_ids:
+        try:
+            summary = await client.find(run_id)
+        except (redis.RedisError, OSError):
+            return False  # the cluster is still settling: ask again
+        if summary is not None and summary.state not in ("succeeded", "failed"):
+            return False
+    return True
