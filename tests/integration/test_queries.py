@@ -272,10 +272,16 @@ def test_both_query_strategies_agree_with_the_reference(
             ["scenario=in:synthetic,notify", f"created_at=gte:{iso(10)}", "name=has:a"],
             ["args.items=gte:10", "actor=neq:bob"],
             ["duration_ms=gte:1000", "description=has:import"],
+            ["labels=eq:team=us", "duration_ms=gte:0"],
             ["name=gte:alpha", "labels=has:gold", "scenario=has:i"],
             ["state=lt:running", "name=has:zz"],
         ]
-        sorts = [["created_at:desc"], ["state", "name:desc"], ["items_processed:desc", "id"]]
+        sorts = [
+            ["created_at:desc"],
+            ["state", "name:desc"],
+            ["items_processed:desc", "id"],
+            ["state", "duration_ms:desc"],  # a range on a later sort key: tested while read
+        ]
         for filters in combos:
             for sort in sorts:
                 q = query.build(filters, sort=sort, limit=7)
