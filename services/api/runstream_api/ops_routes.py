@@ -24,7 +24,14 @@ from runstream_api.auth import require, visible_project
 from runstream_api.context import ApiContext
 from runstream_api.errors import ApiError, Problem, bad_input, not_found
 from runstream_api.outcomes import CommandStatus
-from runstream_api.runs_routes import ROLE_FOR, KeyHeader, TimeoutParam, WaitParam, publish
+from runstream_api.runs_routes import (
+    ROLE_FOR,
+    KeyHeader,
+    TimeoutParam,
+    WaitParam,
+    known_scenario,
+    publish,
+)
 
 BulkAction = Literal["stop", "continue", "cancel", "revert", "delete"]
 # Runs one bulk request may touch: beyond, narrow the filters.
@@ -171,10 +178,7 @@ async def track_run(
 ) -> Response[CommandStatus]:
     if idempotency_key is not None:
         dispatch.check_key(idempotency_key)
-    scenario = api.registry.find(data.scenario)
-    if scenario is None:
-        known = ", ".join(s.name for s in api.registry)
-        raise bad_input(f"unknown scenario {data.scenario!r}; scenarios: {known}", "scenario", 422)
+    scenario = known_scenario(api, data.scenario)
     require(caller, ROLE_FOR[cmd.TrackRun], scenario.project)
     command = cmd.TrackRun(
         run_id=new_id(),

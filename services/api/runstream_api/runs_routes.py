@@ -22,7 +22,7 @@ from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import Rejected, RunSummary
-from runstream.domain.scenarios import BadArguments
+from runstream.domain.scenarios import BadArguments, Scenario
 from runstream.ids import RUN_ID_PATTERN, new_id
 from runstream.keys import Fields
 from runstream.store import replies
@@ -116,6 +116,15 @@ def answer(status: CommandStatus) -> Response[CommandStatus]:
         status_code=HTTP_202_ACCEPTED,
         headers={"Location": f"/commands/{status.command_id}"},
     )
+
+
+def known_scenario(api: ApiContext, name: str) -> Scenario[Any]:
+    """The registered scenario ``name``, else 422 on field ``scenario`` listing the known ones."""
+    found = api.registry.find(name)
+    if found is None:
+        known = ", ".join(s.name for s in api.registry)
+        raise bad_input(f"unknown scenario {name!r}; scenarios: {known}", "scenario", 422)
+    return found
 
 
 async def publish(
@@ -248,13 +257,8 @@ class RunsController(Controller):
                 name=data.name or "",
                 description=data.description or "",
             )
-        if api.registry.find(command.scenario) is None:
-            known = ", ".join(s.name for s in api.registry)
-            raise bad_input(
-                f"unknown scenario {command.scenario!r}; scenarios: {known}", "scenario", 422
-            )
+        scenario = known_scenario(api, command.scenario)
         try:
-            scenario = api.registry.get(command.scenario)
             scenario.validate(command.args)
         except BadArguments as exc:
             raise bad_input(str(exc), field="args", status=422) from None
