@@ -263,14 +263,19 @@ def make_filter(
             raise BadQuery(f"operator {op!r} does not apply to labels{where}")
         if op != "has":
             for t in texts:
-                key, eq, value = t.partition("=")
-                if not eq or not key or not value:
+                if split_label(t) is None:
                     raise BadQuery(f"bad label {t!r}{where}: expected key=value")
     if kind is Kind.NUMBER:
         return Filter(name, op, tuple(_checked(_number, t, name, where) for t in texts))
     if kind is Kind.TIME:
         return Filter(name, op, tuple(_checked(parse_time, t, name, where) for t in texts))
     return Filter(name, op, tuple(texts))
+
+
+def split_label(text: str) -> tuple[str, str] | None:
+    """``key=value`` as (key, value); None when either side is empty or there is no ``=``."""
+    key, eq, value = text.partition("=")
+    return (key, value) if eq and key and value else None
 
 
 def _checked(parse: Callable[[str], float], text: str, name: str, where: str) -> float:

@@ -46,6 +46,7 @@ from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import Rejected
 from runstream.ids import new_id
+from runstream.query import split_label
 from runstream.settings import EMBEDDED_PORT
 from runstream.store import dlq
 
@@ -304,10 +305,10 @@ def start(
     args = _parse_args(arg or [], args_file)
     labels: dict[str, str] = {}
     for pair in label or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not value:
+        split = split_label(pair)
+        if split is None:
             raise CliError(f"bad --label {pair!r}: expected KEY=VALUE", errors.BAD_INPUT)
-        labels[key] = value
+        labels[split[0]] = split[1]
     if from_run is None and scenario is None:
         raise CliError("give a SCENARIO, or --from RUN_ID to re-run", errors.BAD_INPUT)
     source_id = _check_id(from_run) if from_run is not None else None

@@ -14,6 +14,7 @@ from markupsafe import Markup
 from runstream.contracts import commands as cmd
 from runstream.domain.scenarios import BadArguments, Scenario
 from runstream.ids import new_id
+from runstream.query import split_label
 from runstream.store import dlq
 from runstream.tokens import ALL_PROJECTS, TokenRecord
 from runstream_api.auth import require, visible_project
@@ -178,10 +179,10 @@ class ScenariosPage(Controller):
 def _labels(text: str) -> dict[str, str]:
     labels: dict[str, str] = {}
     for part in text.replace(",", " ").split():
-        key, eq, value = part.partition("=")
-        if not eq or not key or not value:
+        split = split_label(part)
+        if split is None:
             raise ValueError(f"bad label {part!r}: expected key=value")
-        labels[key] = value
+        labels[split[0]] = split[1]
     return labels
 
 
