@@ -22,7 +22,7 @@ from typing import Any, cast
 import msgspec
 import redis.asyncio as aredis
 
-from runstream import catalog, query, revert
+from runstream import catalog, multi_read, query, revert
 from runstream.catalog import PublishedScenario
 from runstream.connect import open_redis
 from runstream.contracts import commands as cmd
@@ -388,7 +388,9 @@ class Client:
                     f"not taken effect after {timeout:g}s"
                 )
             block = int(min(left, 1) * 1000)
-            reply = replies.streams(await self.redis.xread({feed: since}, count=500, block=block))
+            reply = replies.streams(
+                await multi_read.xread(self.redis, {feed: since}, count=500, block=block)
+            )
             for _, entries in reply:
                 for entry_id, fields in entries:
                     since = entry_id.decode()
@@ -569,7 +571,7 @@ class Client:
                 continue
             if summary is None or summary.state not in ACTIVE:
                 return
-            await self.redis.xread({key: after}, count=1, block=int(poll * 1000))
+            await multi_read.xread(self.redis, {key: after}, count=1, block=int(poll * 1000))
 
     async def results(self, run_id: str) -> list[ResultFile]:
         """The run's result files: name, size in bytes, media type."""

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import cast
 
 import msgspec
 import pytest
 import redis
+import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster
 from tests.e2e.chaos_checks import namespace_of, synthetic_network
 
+from runstream import multi_read
 from runstream.client import Client
+from runstream.connect import open_redis
 from runstream.local_cluster import LocalCluster
 from runstream.settings import Settings
 
@@ -116,3 +121,35 @@ async def _all_settled(client: Client, run_ids: list[str]) -> bool:
         if summary is not None and summary.state not in ("succeeded", "failed"):
             return False
     return True
+
+
+@pytest.mark.timeout(120)
+def test_a_stream_read_goes_on_after_the_clients_first_node_fails(tmp_path: Path) -> None:
+    """redis-py asks its default node for XREAD's keys; when that master dies, reads must
+    reach the stream's new master rather than fail against the dead node for ever (what
+    made a client's wait fail in a CI run)."""
+    with LocalCluster(tmp_path / "cluster", replicas=1, node_timeout_ms=1000) as cluster:
+        asyncio.run(_read_across_failover(cluster))
+
+
+async def _read_across_failover(cluster: LocalCluster) -> None:
+    s = Settings(redis_url=cluster.url)
+    r = cast(RedisCluster, open_redis(s))
+    try:
+        await r.initialize()
+        victim = r.get_default_node().port
+        assert victim in cluster.master_ports()
+        # A stream on another master, so only the client's own view of the cluster is hit.
+        stream = next(f"s{i}" for i in range(1000) if _master_of(cluster, f"s{i}") != victim)
+        await r.xadd(stream, {"n": 1})
+        cluster.kill(victim)
+        await asyncio.to_thread(cluster.wait_ok, 30)
+        deadline = asyncio.get_running_loop().time() + 20
+        reply: object = []
+        while not reply and asyncio.get_running_loop().time() < deadline:
+            reply = await multi_read.xread(
+                cast(aredis.Redis, r), {stream: "0"}, count=10, block=200
+            )
+        assert reply, "no entry read from a live master within 20 s of the failover"
+    finally:
+        await r.aclose()

@@ -9,6 +9,7 @@ from typing import Literal
 
 import msgspec
 
+from runstream import multi_read
 from runstream.client import TARGETS, Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
@@ -131,7 +132,9 @@ async def follow(
         if left <= 0:
             return
         block = max(1, int(min(left, 1.0) * 1000))
-        reply = replies.streams(await client.redis.xread({feed: since}, count=500, block=block))
+        reply = replies.streams(
+            await multi_read.xread(client.redis, {feed: since}, count=500, block=block)
+        )
         for _, entries in reply:
             for entry_id, fields in entries:
                 since = entry_id.decode()
