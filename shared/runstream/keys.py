@@ -100,6 +100,12 @@ class Keys:
         """Sorted set of runs that need an executor (queued, running, reverting)."""
         return f"{self._shard(shard)}:runnable"
 
+    def leases(self, shard: int) -> str:
+        """Sorted set run_id -> when its execution lease ends (Redis ms; 0: given back while
+        the run still needs an executor), kept with the lease keys by the lease scripts, so
+        the scanner reads the runs it may take instead of trying every lease in turn."""
+        return f"{self._shard(shard)}:leases"
+
     # --- one run ------------------------------------------------------------------
     def _run(self, run_id: str) -> str:
         return f"{self._shard(self.shard_of(run_id))}:run:{run_id}"

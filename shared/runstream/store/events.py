@@ -157,7 +157,11 @@ class EventStore:
         """Take the run's execution lease (as Leases.acquire) and load it, in one round
         trip; None if someone else holds the lease. A deleted run is not leased."""
         reply = await self._load(
-            keys=[*self._load_keys(run_id), self.keys.lease(run_id)],
+            keys=[
+                *self._load_keys(run_id),
+                self.keys.lease(run_id),
+                self.keys.leases(self.keys.shard_of(run_id)),
+            ],
             args=[run_id, LOAD_PAGE, owner, lease_ms],
         )
         if reply[0] == b"leased":
@@ -323,6 +327,7 @@ class EventStore:
             k.results(run_id),
             k.result_meta(run_id),
             k.query_index(shard),
+            k.leases(shard),
         ]
         return _Call(self._append, keys, args, done)
 
