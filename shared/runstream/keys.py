@@ -88,6 +88,10 @@ class Keys:
         sorted sets, ``<base>:s:<field>=<value>`` sets, ``<base>:p`` postings per run."""
         return f"{self._shard(shard)}:ix"
 
+    def query_sorted_set(self, shard: int, field: str) -> str:
+        """The sorted set of a shard's runs by ``field`` (e.g. updated_at, in seconds)."""
+        return f"{self.query_index(shard)}:z:{field}"
+
     def query_value_set(self, shard: int, field: str, value: str) -> str:
         """The set of a shard's runs whose ``field`` is ``value`` (e.g. state=running)."""
         return f"{self.query_index(shard)}:s:{field}={value}"
