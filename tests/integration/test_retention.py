@@ -15,6 +15,7 @@ from runstream.embedded import EmbeddedRedis
 from runstream.ids import new_id
 from runstream.keys import Fields
 from runstream.settings import Settings
+from runstream.store import replies
 from runstream_worker.upkeep import expire_runs
 
 EmbeddedFactory = Callable[..., EmbeddedRedis]
@@ -43,7 +44,8 @@ async def _store(client: Client, ended: float, end: str = "succeeded", pin: bool
 async def _deletes_asked(client: Client) -> set[str]:
     asked: set[str] = set()
     for shard in range(client.keys.shards):
-        for _, fields in await client.redis.xrange(client.keys.commands(shard)):
+        stream = await client.redis.xrange(client.keys.commands(shard))
+        for _, fields in replies.entries(stream):
             command = cmd.decode_command(fields[Fields.COMMAND])
             assert isinstance(command, cmd.DeleteRun)
             assert command.actor == "retention" and command.mode == "keep_effects"

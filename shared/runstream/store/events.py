@@ -209,7 +209,7 @@ class EventStore:
         run = Run(_state_decoder.decode(snapshot) if snapshot else RunState(run_id=run_id))
         while True:
             for _entry_id, fields in entries:
-                apply(run.state, ev.decode_event(_field(fields, Fields.EVENT)))
+                apply(run.state, ev.decode_for_fold(_field(fields, Fields.EVENT)))
             if len(entries) < LOAD_PAGE:
                 return run
             # A long tail (no snapshot yet written): page through the rest.
