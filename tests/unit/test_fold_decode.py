@@ -49,4 +49,6 @@ def test_a_chunks_lists_are_left_raw_when_decoded_for_a_fold() -> None:
     assert len(event.effects) == 3
     assert all(isinstance(e, msgspec.Raw) for e in event.effects)
     # Everything else is decoded as usual.
-    assert event.results == {"out0.txt": ""} and ev.decode_event(data).effects[0].element == "n:0-0"
+    assert event.results == {"out0.txt": ""}
+    full = ev.decode_event(data)
+    assert isinstance(full, ev.ChunkPrepared) and full.effects[0].element == "n:0-0"
