@@ -30,7 +30,7 @@ from runstream.ids import new_id
 from runstream.keys import Fields, Keys
 from runstream.processes import WorkerProcess, worker_env
 from runstream.settings import Settings
-from runstream.store import replies
+from runstream.store import dlq, replies
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker.chunk import run_chunk
@@ -129,6 +129,33 @@ async def pending_count(
         stream, group, min="-", max="+", count=10_000, consumername=consumer
     )
     return len(rows)
+
+
+async def delivered_entry(
+    r: aredis.Redis, keys: Keys, shard: int, fields: dict[bytes, bytes], consumer: str = "test"
+) -> str:
+    """Add a message to the shard's command stream and deliver it to ``consumer`` in the
+    same transaction, so a running worker never sees it: what a worker parks in the DLQ."""
+    stream = keys.commands(shard)
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.xadd(stream, fields)  # type: ignore[arg-type]
+        pipe.xreadgroup(keys.group, consumer, {stream: ">"})
+        entry_id, _ = await pipe.execute()
+    return replies.text(entry_id)
+
+
+async def parked(
+    r: aredis.Redis,
+    keys: Keys,
+    settings: Settings,
+    shard: int,
+    fields: dict[bytes, bytes],
+    reason: str,
+) -> str:
+    """A dead letter as a worker leaves one; its source entry's id."""
+    entry_id = await delivered_entry(r, keys, shard, fields)
+    assert await dlq.park(r, keys, settings, shard, entry_id, fields, reason)
+    return entry_id
 
 
 async def feed_events(r: aredis.Redis, keys: Keys, run_id: str) -> list[tuple[int, ev.Event]]:

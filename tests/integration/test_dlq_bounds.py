@@ -17,7 +17,16 @@ from runstream.store import dlq, replies
 from runstream_worker.app import ensure_groups
 from runstream_worker.upkeep import upkeep
 
-from .support import connect, fast, pending_count, run_id_on, runctl_async, until, worker_running
+from .support import (
+    connect,
+    fast,
+    parked,
+    pending_count,
+    run_id_on,
+    runctl_async,
+    until,
+    worker_running,
+)
 
 
 async def _letters(r: aredis.Redis, keys: Keys, n: int) -> list[dlq.DeadLetter] | None:
@@ -70,7 +79,7 @@ def test_a_small_letter_is_kept_whole_and_retried(settings: Settings) -> None:
         payload = cmd.encode_command(cmd.StopRun(run_id=run_id))
         async with connect(s) as r:
             await ensure_groups(r, keys)
-            await dlq.park(r, keys, s, 0, "1-1", {Fields.COMMAND: payload}, "testing")
+            await parked(r, keys, s, 0, {Fields.COMMAND: payload}, "testing")
             (letter,) = await dlq.list_letters(r, keys)
             assert not letter.truncated
             assert letter.payload.encode() == payload and letter.size == len(payload)
@@ -78,7 +87,7 @@ def test_a_small_letter_is_kept_whole_and_retried(settings: Settings) -> None:
             assert await r.xlen(keys.dlq(0)) == 0
             assert [
                 f[Fields.COMMAND] for _, f in replies.entries(await r.xrange(keys.commands(0)))
-            ] == [payload]
+            ] == [payload, payload]  # the original, parked, and the one retried
 
     asyncio.run(body())
 
@@ -93,15 +102,13 @@ def test_the_dead_letter_stream_is_capped_by_count_and_age(settings: Settings) -
             # Letters older than the age cap (ids are milliseconds since the epoch).
             await r.xadd(stream, {"reason": "ancient", "c": b"x"}, id="1000-0")
             await r.xadd(stream, {"reason": "ancient", "c": b"y"}, id="2000-0")
-            await dlq.park(r, keys, s, 0, "1-1", {Fields.COMMAND: b"garbage 0"}, "bad")
-            # Trimmed in the same transaction as the add.
+            await parked(r, keys, s, 0, {Fields.COMMAND: b"garbage 0"}, "bad")
+            # Trimmed in the same call as the add.
             assert [f[Fields.REASON] for _, f in replies.entries(await r.xrange(stream))] == [
                 b"bad"
             ]
             for i in range(1, 9):
-                await dlq.park(
-                    r, keys, s, 0, f"1-{i + 1}", {Fields.COMMAND: b"garbage %d" % i}, "bad"
-                )
+                await parked(r, keys, s, 0, {Fields.COMMAND: b"garbage %d" % i}, "bad")
             kept = [f[Fields.COMMAND] for _, f in replies.entries(await r.xrange(stream))]
             assert kept == [b"garbage %d" % i for i in range(4, 9)]
 
@@ -110,5 +117,29 @@ def test_the_dead_letter_stream_is_capped_by_count_and_age(settings: Settings) -
             await upkeep(r, keys, s)
             assert await r.xlen(stream) == 5
             assert await r.xlen(keys.dlq(1)) == 0
+
+    asyncio.run(body())
+
+
+def test_a_message_claimed_by_a_second_worker_is_parked_once(settings: Settings) -> None:
+    """Worker 1 reads a bad message and pauses; worker 2 claims it and parks it; when
+    worker 1 goes on it must not add a second letter (what the chaos run found: garbage
+    dead-lettered twice)."""
+
+    async def body() -> None:
+        s = fast(settings)
+        keys = Keys(s.prefix, s.shards)
+        stream = keys.commands(0)
+        async with connect(s) as r:
+            await ensure_groups(r, keys)
+            entry_id = replies.text(await r.xadd(stream, {b"x": b"no command here"}))
+            await r.xreadgroup(keys.group, "paused", {stream: ">"}, count=1)
+            await r.xclaim(stream, keys.group, "claimer", 0, [entry_id])
+            fields = {b"x": b"no command here"}
+            assert await dlq.park(r, keys, s, 0, entry_id, fields, "claimer's reason")
+            assert not await dlq.park(r, keys, s, 0, entry_id, fields, "paused's reason")
+            letters = await dlq.list_letters(r, keys)
+            assert [(x.source_id, x.reason) for x in letters] == [(entry_id, "claimer's reason")]
+            assert await pending_count(r, stream, keys.group) == 0
 
     asyncio.run(body())

@@ -20,11 +20,10 @@ import pytest
 from runstream.contracts import commands as cmd
 from runstream.keys import Fields, Keys
 from runstream.settings import Settings
-from runstream.store import dlq
 from runstream.tokens import Role
 
 from .api_service import ApiService, api_service, create_token
-from .support import connect, run_id_on
+from .support import connect, parked, run_id_on
 
 
 @pytest.fixture(scope="module")
@@ -210,8 +209,8 @@ def test_dead_letters_are_listed_retried_and_dropped(api: ApiService) -> None:
 
     async def park() -> None:
         async with connect(api.settings) as r:
-            await dlq.park(r, keys, api.settings, 0, "1-1", {Fields.COMMAND: stop}, "testing")
-            await dlq.park(r, keys, api.settings, 1, "1-2", {Fields.COMMAND: b"junk"}, "garbled")
+            await parked(r, keys, api.settings, 0, {Fields.COMMAND: stop}, "testing")
+            await parked(r, keys, api.settings, 1, {Fields.COMMAND: b"junk"}, "garbled")
 
     asyncio.run(park())
     with signed_in(api, "vic", "viewer") as viewer:

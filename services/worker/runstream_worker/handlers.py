@@ -301,9 +301,12 @@ class CommandProcessor:
         self, shard: int, entry_id: str, fields: dict[bytes, bytes], reason: str
     ) -> None:
         """Park a message that can't be handled, with why; ack it so nothing waits on it."""
-        log.warning("dead_lettered", entry_id=entry_id, reason=reason)
-        await dlq.park(self.redis, self.keys, self.settings, shard, entry_id, fields, reason)
-        metrics.dead_lettered()
+        if await dlq.park(self.redis, self.keys, self.settings, shard, entry_id, fields, reason):
+            log.warning("dead_lettered", entry_id=entry_id, reason=reason)
+            metrics.dead_lettered()
+        else:
+            # Claimed and handled by another worker while this one held it (paused, slow).
+            log.info("dead_letter_already_handled", entry_id=entry_id)
 
     async def _handle_run(self, shard: int, run_id: str, items: Items, run: Run | None) -> None:
         """The run's commands one by one, in order; ``run``: as it stands (None: load it)."""

@@ -1,10 +1,11 @@
 """The dead-letter streams: messages that could not be handled, with why, kept for a person.
 
-One per shard (``<shard>:dlq``), so parking a message and acking it is one transaction.
+One per shard (``<shard>:dlq``), so parking a message and acking it is one script call,
+which parks it only if its XACK still acknowledges the entry (once, whoever claimed it).
 What a letter keeps is bounded: the first ``dlq_keep_bytes`` of the payload, its full
 size and sha256, and whether it was cut (``truncated``); a cut letter cannot be retried.
 The stream is capped by count (``dlq_maxlen``) and by age (``dlq_max_age_s``), trimmed in
-the same transaction as each add and again by upkeep, so garbage can't grow it for ever.
+the same call as each add and again by upkeep, so garbage can't grow it for ever.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import msgspec
 import redis.asyncio as aredis
 from redis.typing import EncodableT, FieldT
 
+from runstream import lua
 from runstream.contracts.commands import BadCommand, decode_command
 from runstream.keys import Fields, Keys
 from runstream.settings import Settings
@@ -59,9 +61,10 @@ async def park(
     entry_id: str,
     fields: dict[bytes, bytes],
     reason: str,
-) -> None:
-    """Move one command message to the shard's dead-letter stream and ack it, atomically;
-    the stream is trimmed to its caps in the same transaction."""
+) -> bool:
+    """Move one command message to the shard's dead-letter stream and ack it, atomically
+    and once (False: another consumer, which claimed the entry, had parked or handled it);
+    the stream is trimmed to its caps in the same call."""
     payload = fields.get(Fields.COMMAND)
     if payload is None:
         payload = msgspec.json.encode(
@@ -78,15 +81,15 @@ async def park(
         Fields.SHA256: hashlib.sha256(payload).hexdigest(),
         Fields.TRUNCATED: "1" if len(kept) < len(payload) else "0",
     }
-    stream = keys.dlq(shard)
-    min_id = _min_id(settings, now)
-    async with redis.pipeline(transaction=True) as pipe:
-        # Exact trims: each add removes at most a few entries, and a cap should mean it.
-        pipe.xadd(stream, letter, maxlen=settings.dlq_maxlen, approximate=False)
-        if min_id is not None:
-            pipe.xtrim(stream, minid=min_id, approximate=False)
-        pipe.xack(keys.commands(shard), keys.group, entry_id)
-        await pipe.execute()
+    min_id = _min_id(settings, now) or ""
+    pairs = [part for name, value in letter.items() for part in (name, value)]
+    # Exact trims: each add removes at most a few entries, and a cap should mean it.
+    script = redis.register_script(lua.source("dlq_park"))
+    parked = await script(
+        keys=[keys.commands(shard), keys.dlq(shard)],
+        args=[keys.group, entry_id, settings.dlq_maxlen, min_id, *pairs],
+    )
+    return bool(parked)
 
 
 async def trim(redis: aredis.Redis, keys: Keys, settings: Settings, shard: int) -> int:
