@@ -486,7 +486,7 @@ def print_rows(rows: list[Row]) -> list[str]:
                 f"{row.redis} {f}: 2 workers {ratio:.2f}x of 1 (target >= {SCALE_TARGET}x "
                 f"while CPU is to spare; workers {w:.2f} + redis {r:.2f} cores, machine "
                 f"{machine:.2f} of {os.cpu_count()}): {verdict}"
-                + ("" if spare else " (machine saturated)")
+                + ("" if spare or verdict == "PASS" else " (machine saturated)")
             )
     return verdicts
 

@@ -30,15 +30,16 @@ def test_many_held_leases_are_renewed_together(embedded_redis: EmbeddedFactory) 
         keys = Keys(s.prefix, s.shards)
         redis = open_redis(s)
         try:
-            leases = Leases(redis, keys, "me", ttl_ms=1500)  # renewed every 0.5 s
+            # Renewed every second: room for a loaded machine (the leases were taken one by one).
+            leases = Leases(redis, keys, "me", ttl_ms=3000)
             runs = [new_id() for _ in range(HELD)]
             for run_id in runs:
                 assert await leases.acquire(run_id)
             assert await leases.renew(runs[0])  # Redis has the script from now on
             before = await _reads(redis)
-            # Each holds for 2.6 s: five renewals each, past the lease's time to live.
+            # Each holds for 3.5 s: three or four renewals each, past the time to live.
             held = await asyncio.gather(
-                *(leases.hold_while(r, asyncio.sleep(2.6, result=r)) for r in runs)
+                *(leases.hold_while(r, asyncio.sleep(3.5, result=r)) for r in runs)
             )
             reads = await _reads(redis) - before
             assert held == runs  # no lease lost: every renewal went through
@@ -46,9 +47,9 @@ def test_many_held_leases_are_renewed_together(embedded_redis: EmbeddedFactory) 
                 assert await redis.get(keys.lease(run_id)) == b"me"
                 shard = keys.shard_of(run_id)
                 assert await redis.zscore(keys.leases(shard), run_id)  # its end, for scans
-            # One round trip per tick (5 or 6), where a renewal per lease would be HELD
+            # One round trip per tick (3 or 4), where a renewal per lease would be HELD
             # round trips per tick.
-            assert reads <= 20, reads
+            assert reads <= 15, reads
         finally:
             await redis.aclose()
 
