@@ -53,9 +53,12 @@ lint: venv
 	$(BIN)/kubernetes-validate --strict --quiet deploy/k8s/*/*.yaml
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
 
-# BENCH=engine, BENCH=query, BENCH=ui or BENCH=api runs one section alone (query: 100,000
-# runs, about 3 min; ui: the admin UI's runs page with 100,000 runs and live updates in
-# chromium; api: the HTTP API driven by wrk, which it needs: apt-get install wrk).
+# BENCH=engine, BENCH=query, BENCH=ui, BENCH=api or BENCH=scale runs one section alone
+# (query: 100,000 runs, about 3 min; ui: the admin UI's runs page with 100,000 runs and live
+# updates in chromium; api: the HTTP API driven by wrk, which it needs: apt-get install wrk;
+# scale: 1, 2 and 4 workers on one Redis and on a local 3-master cluster, and the
+# coordination cost of 1,000 active runs, about 6 min; py-spy, if installed, says where
+# that goes).
 BENCH ?= all
 bench: venv
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = engine ]; then $(BIN)/python bench/run.py; fi
@@ -63,6 +66,7 @@ bench: venv
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = ui ]; then $(MAKE) --no-print-directory chromium; \
 	  $(BIN)/python bench/ui_bench.py; fi
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = api ]; then $(BIN)/python bench/api_bench.py; fi
+	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = scale ]; then $(BIN)/python bench/scale.py; fi
 
 # The AsyncAPI document of the message interface (checked in; a test keeps it up to date).
 asyncapi: venv

@@ -41,12 +41,12 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import redis.asyncio as aredis
 
-from runstream import processes
+from runstream import multi_read, processes
 from runstream.client import Client
 from runstream.connect import open_redis
 from runstream.contracts import commands as cmd
@@ -169,13 +169,14 @@ def sigterm_as_exit() -> Iterator[None]:
 class Worker:
     """One ``python -m runstream_worker`` subprocess, JSON logs to a file."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, name: str = "bench") -> None:
         self.log_path = log_path
+        self.name = name  # its worker name: lease owner and consumer (one per worker)
         self.env = worker_env(settings)
         self.process: WorkerProcess | None = None
 
     def __enter__(self) -> Worker:
-        self.process = WorkerProcess("bench", self.env, self.log_path)
+        self.process = WorkerProcess(self.name, self.env, self.log_path)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -206,15 +207,29 @@ class Worker:
     def cpu_seconds(self) -> float:
         """User+system CPU time of the worker so far (Linux /proc; NaN elsewhere)."""
         try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError, AssertionError):
+            return process_cpu_seconds(self.pid)
+        except AssertionError:
             return float("nan")
 
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return "(no worker log)"
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process so far (Linux /proc/<pid>/stat; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+class Watched(Protocol):
+    """What the feed watcher checks while it waits: the worker (or workers) still live."""
+
+    def check_alive(self) -> None: ...
 
 
 # ----------------------------------------------------------------------------- feed
@@ -237,7 +252,7 @@ class FeedWatcher:
     """Follows every shard's feed with one blocking XREAD (as Client.wait_for does) and
     notes when each event was received: by command id and by (run, event type)."""
 
-    def __init__(self, redis: aredis.Redis, keys: Keys, worker: Worker) -> None:
+    def __init__(self, redis: aredis.Redis, keys: Keys, worker: Watched) -> None:
         self.redis = redis
         self.keys = keys
         self.worker = worker
@@ -249,7 +264,7 @@ class FeedWatcher:
         self._stopping = False
 
     async def start(self) -> None:
-        positions: dict[str, str] = {}
+        positions: dict[multi_read.StreamKey, multi_read.StreamPos] = {}
         for shard in range(self.keys.shards):
             feed = self.keys.feed(shard)
             last = replies.entries(await self.redis.xrevrange(feed, count=1))
@@ -266,10 +281,11 @@ class FeedWatcher:
             if not self._task.done():
                 self._task.cancel()
 
-    async def _follow(self, positions: dict[str, str]) -> None:
+    async def _follow(self, positions: dict[multi_read.StreamKey, multi_read.StreamPos]) -> None:
         while not self._stopping:
             # A short block: returns as soon as an entry arrives, and lets stop() be quick.
-            reply = await self.redis.xread(positions, count=1000, block=200)  # type: ignore[arg-type]
+            # multi_read: also on a cluster, where the shards' feeds live in different slots.
+            reply = await multi_read.xread(self.redis, positions, count=1000, block=200)
             now = time.perf_counter()
             for stream, entries in replies.streams(reply):
                 for entry_id, fields in entries:

@@ -62,3 +62,43 @@ def test_a_worker_with_free_slots_does_not_try_the_leases_of_runs_driven_elsewhe
                 await client.send(cmd.CancelRun(run_id=run_id))
 
     asyncio.run(body())
+
+
+def test_a_run_under_way_continued_while_no_slot_is_free_starts_when_one_frees(
+    embedded_redis: EmbeddedFactory,
+) -> None:
+    """A stopped run under way, continued while the worker's one slot is taken, is in no
+    lease holder's hands: the scan after the slot frees takes it (not the full look, every
+    30 s, that finds runs under way the leases set does not know)."""
+
+    async def body() -> None:
+        server = embedded_redis()
+        s = fast(
+            Settings(redis_url=server.url, prefix="sc", shards=2),
+            max_parallel_runs=1,
+            upkeep_interval_s=600,
+        )
+        async with worker_running(s), Client.connect(settings=s) as client:
+            under_way = await client.start("synthetic", {"items": 10_000, "delay_ms": 20})
+
+            async def started() -> bool:
+                return (await client.get(under_way)).items_processed > 0
+
+            await until(started, "the first run to be under way", timeout=20)
+            await client.send(cmd.StopRun(run_id=under_way))
+            assert (await client.wait(under_way, timeout=20)).state == "stopped"
+            blocker = await client.start("synthetic", {"items": 1, "delay_ms": 3000})
+            await until(lambda: client.redis.exists(client.keys.lease(blocker)), "the slot taken")
+            await client.send(cmd.ContinueRun(run_id=under_way))
+            assert (await client.wait(blocker, timeout=20)).state == "succeeded"
+            freed = asyncio.get_running_loop().time()
+
+            async def driven_again() -> bool:
+                return bool(await client.redis.exists(client.keys.lease(under_way)))
+
+            await until(driven_again, "the continued run to be driven again", timeout=20)
+            # Before: only at the full look, 30 s after the worker started.
+            assert asyncio.get_running_loop().time() - freed < 5
+            await client.send(cmd.CancelRun(run_id=under_way))
+
+    asyncio.run(body())

@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aredis
+from redis.exceptions import NoScriptError
 
 from runstream import lua
 from runstream.keys import Keys
@@ -39,6 +40,9 @@ class Leases:
         self.ttl_ms = ttl_ms
         self._release = redis.register_script(lua.source("lease_release"))
         self._renew = redis.register_script(lua.source("lease_renew"))
+        # Renewals asked for and not yet sent, and the task that sends them together.
+        self._asked: list[tuple[str, asyncio.Future[bool]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def acquire(self, run_id: str) -> bool:
         key = self.keys.lease(run_id)
@@ -50,8 +54,54 @@ class Leases:
         await self._release(keys=keys, args=[self.owner, run_id])
 
     async def renew(self, run_id: str) -> bool:
-        keys = [self.keys.lease(run_id), self.keys.leases(self.keys.shard_of(run_id))]
-        return bool(await self._renew(keys=keys, args=[self.owner, self.ttl_ms, run_id]))
+        """Renew one lease; renewals asked for in the same turn of the event loop go to
+        Redis together, in one pipelined round trip (see ``hold_while``'s common ticks)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)  # its caller may have stopped waiting
+        self._asked.append((run_id, future))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_renewals())
+        # Shielded: a caller that stops waiting must not cancel the others' round trip.
+        return await asyncio.shield(future)
+
+    async def _send_renewals(self) -> None:
+        await asyncio.sleep(0)  # the renewals of this turn join in
+        asked, self._asked = self._asked, []
+        calls: list[tuple[list[str], list[str | int]]] = [
+            (
+                [self.keys.lease(run_id), self.keys.leases(self.keys.shard_of(run_id))],
+                [self.owner, self.ttl_ms, run_id],
+            )
+            for run_id, _ in asked
+        ]
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    lua.queue_evalsha(pipe, self._renew.sha, keys, args)
+                replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:  # the connection, or our cancellation: all unknown
+            for _, future in asked:
+                if future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    future.set_exception(exc)
+                else:
+                    future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), (keys, args), reply in zip(asked, calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):  # not cached there yet: this loads it
+                try:
+                    reply = await self._renew(keys=keys, args=args)
+                except Exception as exc:
+                    reply = exc
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(bool(reply))
 
     async def hold_while(
         self,
@@ -68,10 +118,13 @@ class Leases:
         when the hold ends, for work that outlives its cancellation to see."""
         task = asyncio.ensure_future(work)
         ttl = self.ttl_ms / 1000
+        period = ttl / 3
         expires = time.monotonic() + ttl
         try:
             while True:
-                await asyncio.wait({task}, timeout=ttl / 3)
+                # Every hold renews at the same ticks (a third of the lease's time to live
+                # apart, on the monotonic clock): their renewals share one round trip.
+                await asyncio.wait({task}, timeout=period - time.monotonic() % period)
                 if task.done():
                     return task.result()
                 asked = time.monotonic()

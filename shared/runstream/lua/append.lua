@@ -79,6 +79,12 @@ elseif runnable_score ~= '' then
   -- LT: a waiting run's place (priority, age) is kept until it starts, then it moves
   -- ahead of every waiting one.
   redis.call('ZADD', runnable, 'LT', runnable_score, run_id)
+  -- A run under way that no one holds (continued, or reverted, after it ended): free to
+  -- take at the next scan (runnable_scan.lua finds runs under way in the leases set).
+  -- 1e13: runstream.domain.run.WAITING_BAND, where waiting runs' scores start.
+  if tonumber(runnable_score) < 1e13 and redis.call('EXISTS', lease) == 0 then
+    redis.call('ZADD', leases, 'NX', 0, run_id)
+  end
 end
 if snapshot ~= '' then
   redis.call('SET', snapshot_key, snapshot)
