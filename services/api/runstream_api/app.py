@@ -34,6 +34,7 @@ from runstream_api.outputs_routes import OutputsController
 from runstream_api.runs_routes import CommandsController, RunsController
 from runstream_api.scenarios_routes import ScenariosController
 from runstream_api.times import iso_responses, openapi_times
+from runstream_api.token_cache import TokenCache
 from runstream_api.ui import routes as ui
 
 # A request body larger than this is refused (413) before it is read whole.
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with Client.connect(settings=settings) as client:
-            tokens = TokenStore(client.redis, client.keys)
+            tokens = TokenCache(TokenStore(client.redis, client.keys))
             app.state.api = ApiContext(client, registry, settings, tokens)
             structlog.get_logger("runstream_api").info("api_started")
             yield
