@@ -23,6 +23,7 @@ from runstream_api.events_routes import all_events, run_events
 from runstream_api.limits import check_query_length
 from runstream_api.metrics import service_routes
 from runstream_api.mistral.routes import mistral_router
+from runstream_api.openapi_errors import openapi_errors
 from runstream_api.ops_routes import (
     BulkController,
     DeadLettersController,
@@ -106,5 +107,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Shared by every replica through Redis (0: no limit).
         middleware=[SharedRateLimit(settings.api_rate_limit)] if settings.api_rate_limit else [],
     )
-    openapi_times(app.openapi_schema)  # generated once, here: the wire's times in it too
+    # Generated once, here: the wire's times and error bodies in it too.
+    openapi_times(openapi_errors(app.openapi_schema))
     return app

@@ -301,9 +301,13 @@ async def get_workflow(api: ApiContext, caller: TokenRecord, identifier: str) ->
     raise fault(404, f"Workflow not found [workflow_identifier={identifier}]")
 
 
+# Where the facade is served (Mistral clients are pointed at http://HOST:PORT/v2).
+PREFIX = "/v2"
+
+
 def mistral_router() -> Router:
     return Router(
-        path="/v2",
+        path=PREFIX,
         route_handlers=[
             list_executions,
             get_execution,
