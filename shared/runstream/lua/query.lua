@@ -54,6 +54,13 @@ local function bytes_cmp(a, b)
   return #a < #b and -1 or 1
 end
 
+-- runstream.query.text_score: the first 6 bytes as a number.
+local function text_score(text)
+  local n = 0
+  for i = 1, 6 do n = n * 256 + (string.byte(text, i) or 0) end
+  return n
+end
+
 local function num(score)
   if score == '-inf' then return -math.huge end
   if score == 'inf' or score == '+inf' then return math.huge end
@@ -137,7 +144,10 @@ end
 local primary_key = q.sort[1]
 local first_desc = primary_key[2]
 local tuples = {}
-local function tuple(id, primary_score)
+-- The score of the value of a keyword sort key walked value by value (its text_score).
+local group_score = {}
+-- known_score: the run's score on sort key `level`, read while walking that key.
+local function tuple(id, level, known_score)
   local t = tuples[id]
   if t == nil then
     t = {c = {}, n = {}}
@@ -145,7 +155,8 @@ local function tuple(id, primary_score)
       if k[4] == 'text' then
         t.c[i], t.n[i] = 1, 0 -- a keyword without a sorted set: its text decides
       else
-        local score = (i == 1 and primary_score) or redis.call('ZSCORE', zkey(k[1]), id)
+        local score = (i == level and known_score) or group_score[i]
+          or redis.call('ZSCORE', zkey(k[1]), id)
         if k[4] then -- an argument: a number (its score), a text, or none
           if score then
             t.c[i], t.n[i] = 1, num(score)
@@ -208,6 +219,8 @@ for _, c in ipairs(q.clauses) do
   end
 end
 
+local function sets_only_clause(c) return #c.ranges == 0 end
+
 -- How many runs a clause's sets and ranges hold together (at most).
 local function index_size(c)
   local n = 0
@@ -236,7 +249,36 @@ for _, c in ipairs(q.clauses) do
     end
   end
 end
+-- Smallest first; after it the set clauses before the ranges (sets intersect as sets).
 table.sort(narrowing, function(a, b) return a[2] < b[2] end)
+do
+  local head, sets, ranges = {narrowing[1]}, {}, {}
+  for i = 2, #narrowing do
+    local list = sets_only_clause(narrowing[i][1]) and sets or ranges
+    list[#list + 1] = narrowing[i]
+  end
+  if #narrowing > 0 then
+    narrowing = head
+    for _, e in ipairs(sets) do narrowing[#narrowing + 1] = e end
+    for _, e in ipairs(ranges) do narrowing[#narrowing + 1] = e end
+  end
+end
+
+-- A keyword sort key with few values in the shard is walked value by value, in its
+-- order: each value's runs (one index set) are then ordered by the next keys, so a page
+-- reads about as many runs as it shows instead of every run tied on the key's score.
+local groups = {}
+for i, k in ipairs(q.sort) do
+  if k[5] and redis.call('SCARD', base .. ':v:' .. k[1]) <= q.max_groups then
+    local values = redis.call('SMEMBERS', base .. ':v:' .. k[1])
+    table.sort(values, function(a, b)
+      local r = bytes_cmp(a, b)
+      if k[2] then return r > 0 end
+      return r < 0
+    end)
+    groups[i] = values
+  end
+end
 
 -- Walk the primary sort key and test each run, or narrow the runs down first? Walk when
 -- the clauses look loose enough to fill a page soon (assuming they are independent). A
@@ -245,7 +287,7 @@ table.sort(narrowing, function(a, b) return a[2] < b[2] end)
 -- sorted set in the order of the query: its runs are always sorted here.
 local walk = (not q.count) and not primary_key[4]
   and (total == 0 or selectivity * q.walk_budget >= q.limit)
-  and not (primary_key[3] and primary_key[1] ~= 'id' and #narrowing > 0)
+  and not (primary_key[3] and primary_key[1] ~= 'id' and #narrowing > 0 and not groups[1])
 
 -- ZREMRANGEBYSCORE bounds of the runs outside a range (ZRANGE BYSCORE bounds min, max).
 local function remove_outside(key, min, max)
@@ -263,12 +305,31 @@ local function remove_outside(key, min, max)
   end
 end
 
+-- Keys known to hold plain sets (the index's value sets and what S-commands stored):
+-- intersecting sets with S-commands skips building sorted sets, several times cheaper.
+local is_set = {}
+local function set_key(member)
+  local key = skey(member)
+  is_set[key] = true
+  return key
+end
+local function card(key)
+  return redis.call(is_set[key] and 'SCARD' or 'ZCARD', key)
+end
+local function sets_only(c) return #c.ranges == 0 end
+
 -- The runs of a clause on their own: a set's own key, else a scratch key.
 local function clause_key(c)
-  if #c.sets == 1 and #c.ranges == 0 then return skey(c.sets[1]) end
+  if #c.sets == 1 and #c.ranges == 0 then return set_key(c.sets[1]) end
   if #c.sets == 0 and #c.ranges == 0 then return temp() end -- no run: a key never written
   local parts = {}
   for _, member in ipairs(c.sets) do parts[#parts + 1] = skey(member) end
+  if #c.ranges == 0 then
+    local key = temp()
+    redis.call('SUNIONSTORE', key, unpack(parts))
+    is_set[key] = true
+    return key
+  end
   for _, r in ipairs(c.ranges) do
     local key = temp()
     redis.call('ZRANGESTORE', key, zkey(r[1]), r[2], r[3], 'BYSCORE')
@@ -280,8 +341,33 @@ local function clause_key(c)
   return key
 end
 
+-- The runs of set `from` that also match clause c, which has only sets: with S-commands.
+local function narrow_set(from, c)
+  local key = temp()
+  is_set[key] = true
+  if #c.sets == 0 then return c.neg and from or key end -- no run matches the clause itself
+  if c.neg then
+    local args = {key, from}
+    for _, member in ipairs(c.sets) do args[#args + 1] = skey(member) end
+    redis.call('SDIFFSTORE', unpack(args))
+  elseif #c.sets == 1 then
+    redis.call('SINTERSTORE', key, from, skey(c.sets[1]))
+  else
+    -- in: each value's runs among `from`, then together (from is the smaller side).
+    local parts = {}
+    for _, member in ipairs(c.sets) do
+      local part = temp()
+      redis.call('SINTERSTORE', part, from, skey(member))
+      parts[#parts + 1] = part
+    end
+    redis.call('SUNIONSTORE', key, unpack(parts))
+  end
+  return key
+end
+
 -- The runs of `from` that also match clause c (nil: c is left to the run-by-run test).
 local function narrow(from, c)
+  if is_set[from] and sets_only(c) then return narrow_set(from, c) end
   if #c.ranges > 1 or (#c.ranges == 1 and #c.sets > 0) then return nil end
   if #c.ranges == 1 then
     local r = c.ranges[1]
@@ -323,8 +409,6 @@ end
 
 -- candidates: nil (every run) or a key holding the runs that passed the index clauses so
 -- far; checks: the clauses still to test run by run.
-local candidates = nil
-local checks = {}
 if q.count and #narrowing == 0 and #others == 1 and others[1].neg and not others[1].scan
   and #others[1].ranges == 0 then
   -- Every run but those in some sets.
@@ -332,29 +416,31 @@ if q.count and #narrowing == 0 and #others == 1 and others[1].neg and not others
   local n = redis.call('SCARD', skey(c.sets[1]))
   if #c.sets > 1 then
     local key = temp()
-    local args = {key, #c.sets}
+    local args = {key}
     for _, member in ipairs(c.sets) do args[#args + 1] = skey(member) end
-    n = redis.call('ZUNIONSTORE', unpack(args))
+    n = redis.call('SUNIONSTORE', unpack(args))
   end
   cleanup()
   return {'count', total - n}
 end
-if q.count and #narrowing == 0 then candidates = ids end
-if walk then
-  checks = q.clauses
-else
-  for i, entry in ipairs(narrowing) do
+
+-- The runs the index clauses leave (nil: every run) and the clauses to test run by run.
+local function narrowed()
+  local candidates, checks = nil, {}
+  if q.count and #narrowing == 0 then candidates = ids end
+  for _, entry in ipairs(narrowing) do
     if candidates == nil then
       candidates = clause_key(entry[1])
     else
-      local narrowed = narrow(candidates, entry[1])
-      if narrowed then candidates = narrowed else checks[#checks + 1] = entry[1] end
+      local next_key = narrow(candidates, entry[1])
+      if next_key then candidates = next_key else checks[#checks + 1] = entry[1] end
     end
   end
   for _, c in ipairs(others) do
-    local narrowed = (candidates and not c.scan) and narrow(candidates, c) or nil
-    if narrowed then candidates = narrowed else checks[#checks + 1] = c end
+    local next_key = (candidates and not c.scan) and narrow(candidates, c) or nil
+    if next_key then candidates = next_key else checks[#checks + 1] = c end
   end
+  return candidates, checks
 end
 
 -- The members of a key, a set or a sorted set, in batches.
@@ -373,13 +459,12 @@ local function each_member(key, visit)
 end
 
 if q.count then
-  local source = candidates or ids
+  local candidates, checks = narrowed()
   local n = 0
   if #checks == 0 then
-    n = candidates and redis.call('TYPE', source)['ok'] == 'set' and redis.call('SCARD', source)
-      or redis.call('ZCARD', source)
+    n = card(candidates)
   else
-    each_member(source, function(id) if all_hit(id, checks) then n = n + 1 end end)
+    each_member(candidates, function(id) if all_hit(id, checks) then n = n + 1 end end)
   end
   cleanup()
   return {'count', n}
@@ -397,56 +482,150 @@ local function after_marker(id, t)
 end
 
 local found = {}
-if primary_key[4] then
-  -- Sorted by an argument: every match, in order, here.
-  each_member(candidates or ids, function(id)
-    if all_hit(id, checks) then
-      local t = tuple(id, nil)
-      if after_marker(id, t) then found[#found + 1] = id end
+local function full() return #found >= q.limit end
+
+-- Appends runs in order, sorted among themselves (their keys before the level walked are
+-- equal), to the page.
+local function take(ids_here)
+  table.sort(ids_here, function(a, b) return order_cmp(a, tuples[a], b, tuples[b]) < 0 end)
+  for _, id in ipairs(ids_here) do found[#found + 1] = id end
+end
+
+-- Every match of cand (nil: every run) and checks, sorted here: for a key without a
+-- sorted set in the query's order (an argument, a keyword with many values).
+local function sort_all(level, cand, checks)
+  local here = {}
+  each_member(cand or ids, function(id)
+    if all_hit(id, checks) and after_marker(id, tuple(id, 0, nil)) then
+      here[#here + 1] = id
     end
   end)
-else
-  local source = zkey(primary_key[1])
-  if candidates then
-    -- The candidates in the order of the first sort key.
+  take(here)
+end
+
+-- Walks the sorted set of sort key `level` (past the keys: the run id) over cand and
+-- checks, in the key's direction, until the page is full and the key's score changes.
+-- on_marker: the keys before `level` are the marker's, so the walk starts at its score.
+local function walk_sorted(level, cand, checks, on_marker)
+  local k = q.sort[level]
+  local field, desc = k and k[1] or 'id', (k and k[2]) or (not k and first_desc)
+  local source = zkey(field)
+  if cand then
+    -- The candidates in the order of the key.
     source = temp()
-    redis.call('ZINTERSTORE', source, 2, candidates, zkey(primary_key[1]), 'WEIGHTS', 0, 1)
+    redis.call('ZINTERSTORE', source, 2, cand, zkey(field), 'WEIGHTS', 0, 1)
   end
   local start = 0
-  if marker then
-    local ms = marker.scores[1]
-    if first_desc then
+  if marker and on_marker then
+    local ms = k and marker.scores[level] or marker.id_score
+    if desc then
       start = redis.call('ZCOUNT', source, '(' .. ms, '+inf')
     else
       start = (ms == '-inf') and 0 or redis.call('ZCOUNT', source, '-inf', '(' .. ms)
     end
   end
+  local here = {}
   local last_score = nil
   local batch_size = math.max(q.limit, 100)
   local done = false
   while not done do
     local args = {source, start, start + batch_size - 1}
-    if first_desc then args[#args + 1] = 'REV' end
+    if desc then args[#args + 1] = 'REV' end
     args[#args + 1] = 'WITHSCORES'
     local batch = redis.call('ZRANGE', unpack(args))
     if #batch == 0 then break end
     for i = 1, #batch, 2 do
       local id, score = batch[i], batch[i + 1]
-      -- Past a full page, only runs tied with the last one on the first key may still
+      -- Past a full page, only runs tied with the last one on this key may still
       -- belong to it (a later key decides).
-      if #found >= q.limit and score ~= last_score then done = true break end
-      local t = tuple(id, score)
-      if after_marker(id, t) and all_hit(id, checks) then
-        found[#found + 1] = id
+      if #found + #here >= q.limit and score ~= last_score then done = true break end
+      -- The checks first: past the marker's place most runs are after it.
+      if all_hit(id, checks) and after_marker(id, tuple(id, level, score)) then
+        here[#here + 1] = id
         last_score = score
       end
     end
     start = start + batch_size
   end
+  take(here)
+end
+
+local walk_mode = walk
+local narrowed_cand, narrowed_checks, narrowed_done = nil, nil, false
+
+-- The runs of cand that are in set g.
+local function within(cand, g)
+  local key = temp()
+  if is_set[cand] then
+    is_set[key] = true
+    redis.call('SINTERSTORE', key, cand, g)
+  else
+    redis.call('ZINTERSTORE', key, 2, cand, g, 'WEIGHTS', 1, 0)
+  end
+  return key
+end
+
+-- The runs of the query in the order of the sort keys from `level` on, appended to the
+-- page until it is full. cand/checks: the runs to order (cand nil: every run, checked run
+-- by run: a walk); share: the estimated share of all runs that match; group_sets: the
+-- value sets of the keys before `level` (a walk checks them among its checks).
+local function emit(level, cand, checks, on_marker, share, group_sets)
+  local k = q.sort[level]
+  if k and groups[level] then
+    local next_key = q.sort[level + 1]
+    local next_sorts_all = next_key and next_key[4] and not groups[level + 1]
+    for _, v in ipairs(groups[level]) do
+      local here_marker, skip = false, false
+      if marker and on_marker then
+        local r = bytes_cmp(v, marker.texts[level])
+        if k[2] then r = -r end
+        skip, here_marker = r < 0, r == 0
+      end
+      local g = set_key(k[1] .. '=' .. v)
+      group_score[level] = text_score(v)
+      local size = skip and 0 or redis.call('SCARD', g)
+      if size > 0 then
+        local sub_share = share * (total > 0 and size / total or 0)
+        local sets = {}
+        for _, key in ipairs(group_sets) do sets[#sets + 1] = key end
+        sets[#sets + 1] = g
+        if cand then
+          emit(level + 1, within(cand, g), checks, here_marker, sub_share, sets)
+        elseif walk_mode and (next_sorts_all or sub_share * q.walk_budget < q.limit) then
+          -- Too few of this value's runs match for a walk: narrow them down in Redis.
+          if not narrowed_done then
+            narrowed_cand, narrowed_checks = narrowed()
+            narrowed_done = true
+          end
+          local sub = narrowed_cand
+          for _, key in ipairs(sets) do sub = sub and within(sub, key) or key end
+          emit(level + 1, sub, narrowed_checks, here_marker, sub_share, sets)
+        elseif walk_mode then
+          local with_group = {}
+          for _, c in ipairs(checks) do with_group[#with_group + 1] = c end
+          with_group[#with_group + 1] = {neg = false, sets = {k[1] .. '=' .. v}, ranges = {}}
+          emit(level + 1, nil, with_group, here_marker, sub_share, sets)
+        else
+          emit(level + 1, g, checks, here_marker, sub_share, sets) -- nothing narrows
+        end
+      end
+      if full() then return end
+    end
+  elseif k and k[4] then
+    sort_all(level, cand, checks)
+  else
+    walk_sorted(level, cand, checks, on_marker)
+  end
+end
+
+if walk_mode then
+  emit(1, nil, q.clauses, true, selectivity, {})
+else
+  local candidates, checks = narrowed()
+  emit(1, candidates, checks, true, selectivity, {})
 end
 cleanup()
 
-table.sort(found, function(a, b) return order_cmp(a, tuples[a], b, tuples[b]) < 0 end)
 local out = {'page'}
 for i = 1, math.min(#found, q.limit) do
   out[#out + 1] = redis.call('HGET', runs, found[i])
