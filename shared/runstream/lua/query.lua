@@ -44,9 +44,15 @@ local function summary(id)
   return s
 end
 
--- Bytewise order (Lua's own string order follows the server's locale).
+-- Bytewise order. Lua's own string order follows the server's locale (strcoll): used
+-- when that is bytewise for some telling pairs (the C locale, C.UTF-8), much faster than
+-- comparing byte by byte here.
+local native_order = ('B' < 'a') and ('Z' < '_') and ('_' < 'a') and ('-' < '0')
+  and ('a' < '\195\169') and ('A b' < 'Ab') and ('ab' < 'a\255') and ('a\0b' < 'a\0c')
+  and ('a' < 'a\0') and not ('a\0' < 'a')
 local function bytes_cmp(a, b)
   if a == b then return 0 end
+  if native_order then return a < b and -1 or 1 end
   for i = 1, math.min(#a, #b) do
     local x, y = string.byte(a, i), string.byte(b, i)
     if x ~= y then return x < y and -1 or 1 end
@@ -116,6 +122,9 @@ local function in_range(score, r)
   return true
 end
 
+-- The run a walk is at and its score on the walked key (a range on it needs no lookup).
+local walked_field, walked_id, walked_score = nil, nil, nil
+
 local function clause_hit(id, c)
   local hit = false
   for _, member in ipairs(c.sets) do
@@ -123,7 +132,9 @@ local function clause_hit(id, c)
   end
   if not hit then
     for _, r in ipairs(c.ranges) do
-      if in_range(redis.call('ZSCORE', zkey(r[1]), id), r) then hit = true break end
+      local score = (r[1] == walked_field and walked_id == id) and walked_score
+        or redis.call('ZSCORE', zkey(r[1]), id)
+      if in_range(score, r) then hit = true break end
     end
   end
   if not hit and c.scan then hit = scan_hit(id, c.scan) end
@@ -280,15 +291,6 @@ for i, k in ipairs(q.sort) do
   end
 end
 
--- Walk the primary sort key and test each run, or narrow the runs down first? Walk when
--- the clauses look loose enough to fill a page soon (assuming they are independent). A
--- text first key ties whole groups of runs (its score keeps 6 bytes of the text), so a
--- walk may read all of them: narrow first whenever a clause can. An argument has no
--- sorted set in the order of the query: its runs are always sorted here.
-local walk = (not q.count) and not primary_key[4]
-  and (total == 0 or selectivity * q.walk_budget >= q.limit)
-  and not (primary_key[3] and primary_key[1] ~= 'id' and #narrowing > 0 and not groups[1])
-
 -- ZREMRANGEBYSCORE bounds of the runs outside a range (ZRANGE BYSCORE bounds min, max).
 local function remove_outside(key, min, max)
   if min:sub(1, 1) == '(' then
@@ -424,16 +426,39 @@ if q.count and #narrowing == 0 and #others == 1 and others[1].neg and not others
   return {'count', total - n}
 end
 
--- The runs the index clauses leave (nil: every run) and the clauses to test run by run.
-local function narrowed()
-  local candidates, checks = nil, {}
-  if q.count and #narrowing == 0 then candidates = ids end
-  for _, entry in ipairs(narrowing) do
-    if candidates == nil then
-      candidates = clause_key(entry[1])
+-- The runs the index clauses and the value sets of group_members (field=value) leave
+-- (nil: every run), and the clauses to test run by run. The smallest index clause first,
+-- then the sets (intersected as sets), then the ranges; for a page, a range that most of
+-- the runs left pass is tested while walking instead (a walk reads few of them).
+local function narrowed(group_members)
+  local entries = {}
+  for _, e in ipairs(narrowing) do entries[#entries + 1] = e end
+  for _, member in ipairs(group_members or {}) do
+    local c = {neg = false, sets = {member}, ranges = {}}
+    entries[#entries + 1] = {c, redis.call('SCARD', skey(member))}
+  end
+  table.sort(entries, function(a, b) return a[2] < b[2] end)
+  local ordered, ranges = {entries[1]}, {}
+  for i = 2, #entries do
+    if sets_only_clause(entries[i][1]) then
+      ordered[#ordered + 1] = entries[i]
     else
-      local next_key = narrow(candidates, entry[1])
-      if next_key then candidates = next_key else checks[#checks + 1] = entry[1] end
+      ranges[#ranges + 1] = entries[i]
+    end
+  end
+  for _, e in ipairs(ranges) do ordered[#ordered + 1] = e end
+  local candidates, checks = nil, {}
+  if q.count and #entries == 0 then candidates = ids end
+  for _, entry in ipairs(ordered) do
+    local c, size = entry[1], entry[2]
+    if candidates == nil then
+      candidates = clause_key(c)
+    elseif not q.count and not sets_only_clause(c) and is_set[candidates]
+      and total > 0 and card(candidates) * size / total >= 3 * q.limit then
+      checks[#checks + 1] = c
+    else
+      local next_key = narrow(candidates, c)
+      if next_key then candidates = next_key else checks[#checks + 1] = c end
     end
   end
   for _, c in ipairs(others) do
@@ -539,6 +564,7 @@ local function walk_sorted(level, cand, checks, on_marker)
       -- Past a full page, only runs tied with the last one on this key may still
       -- belong to it (a later key decides).
       if #found + #here >= q.limit and score ~= last_score then done = true break end
+      walked_field, walked_id, walked_score = field, id, score
       -- The checks first: past the marker's place most runs are after it.
       if all_hit(id, checks) and after_marker(id, tuple(id, level, score)) then
         here[#here + 1] = id
@@ -550,30 +576,12 @@ local function walk_sorted(level, cand, checks, on_marker)
   take(here)
 end
 
-local walk_mode = walk
-local narrowed_cand, narrowed_checks, narrowed_done = nil, nil, false
-
--- The runs of cand that are in set g.
-local function within(cand, g)
-  local key = temp()
-  if is_set[cand] then
-    is_set[key] = true
-    redis.call('SINTERSTORE', key, cand, g)
-  else
-    redis.call('ZINTERSTORE', key, 2, cand, g, 'WEIGHTS', 1, 0)
-  end
-  return key
-end
-
 -- The runs of the query in the order of the sort keys from `level` on, appended to the
--- page until it is full. cand/checks: the runs to order (cand nil: every run, checked run
--- by run: a walk); share: the estimated share of all runs that match; group_sets: the
--- value sets of the keys before `level` (a walk checks them among its checks).
-local function emit(level, cand, checks, on_marker, share, group_sets)
+-- page until it is full. group_members: field=value of the keys before `level` (walked
+-- value by value); share: the estimated share of all runs that match.
+local function emit(level, group_members, on_marker, share)
   local k = q.sort[level]
   if k and groups[level] then
-    local next_key = q.sort[level + 1]
-    local next_sorts_all = next_key and next_key[4] and not groups[level + 1]
     for _, v in ipairs(groups[level]) do
       local here_marker, skip = false, false
       if marker and on_marker then
@@ -581,51 +589,47 @@ local function emit(level, cand, checks, on_marker, share, group_sets)
         if k[2] then r = -r end
         skip, here_marker = r < 0, r == 0
       end
-      local g = set_key(k[1] .. '=' .. v)
-      group_score[level] = text_score(v)
-      local size = skip and 0 or redis.call('SCARD', g)
+      local member = k[1] .. '=' .. v
+      local size = skip and 0 or redis.call('SCARD', skey(member))
       if size > 0 then
-        local sub_share = share * (total > 0 and size / total or 0)
-        local sets = {}
-        for _, key in ipairs(group_sets) do sets[#sets + 1] = key end
-        sets[#sets + 1] = g
-        if cand then
-          emit(level + 1, within(cand, g), checks, here_marker, sub_share, sets)
-        elseif walk_mode and (next_sorts_all or sub_share * q.walk_budget < q.limit) then
-          -- Too few of this value's runs match for a walk: narrow them down in Redis.
-          if not narrowed_done then
-            narrowed_cand, narrowed_checks = narrowed()
-            narrowed_done = true
-          end
-          local sub = narrowed_cand
-          for _, key in ipairs(sets) do sub = sub and within(sub, key) or key end
-          emit(level + 1, sub, narrowed_checks, here_marker, sub_share, sets)
-        elseif walk_mode then
-          local with_group = {}
-          for _, c in ipairs(checks) do with_group[#with_group + 1] = c end
-          with_group[#with_group + 1] = {neg = false, sets = {k[1] .. '=' .. v}, ranges = {}}
-          emit(level + 1, nil, with_group, here_marker, sub_share, sets)
-        else
-          emit(level + 1, g, checks, here_marker, sub_share, sets) -- nothing narrows
-        end
+        group_score[level] = text_score(v)
+        local members = {}
+        for _, m in ipairs(group_members) do members[#members + 1] = m end
+        members[#members + 1] = member
+        emit(level + 1, members, here_marker, share * (total > 0 and size / total or 0))
       end
       if full() then return end
     end
-  elseif k and k[4] then
+    return
+  end
+  -- Walk the key's sorted set and test each run, or narrow the runs down first? Walk
+  -- when the clauses look loose enough to fill a page soon (assuming they are
+  -- independent). A text key ties whole groups of runs (its score keeps 6 bytes of the
+  -- text), so a walk may read all of them: narrow first whenever a clause can. An
+  -- argument has no sorted set in the order of the query: its runs are sorted here.
+  local sorts_all = k and k[4]
+  local text_ties = k and k[3] and k[1] ~= 'id'
+  local walk = not sorts_all and (total == 0 or share * q.walk_budget >= q.limit)
+    and not (text_ties and (#narrowing > 0 or #group_members > 0))
+  local cand, checks = nil, q.clauses
+  if walk then
+    checks = {}
+    for _, c in ipairs(q.clauses) do checks[#checks + 1] = c end
+    for _, m in ipairs(group_members) do
+      checks[#checks + 1] = {neg = false, sets = {m}, ranges = {}}
+    end
+  else
+    cand, checks = narrowed(group_members)
+  end
+  if sorts_all then
     sort_all(level, cand, checks)
   else
     walk_sorted(level, cand, checks, on_marker)
   end
 end
 
-if walk_mode then
-  emit(1, nil, q.clauses, true, selectivity, {})
-else
-  local candidates, checks = narrowed()
-  emit(1, candidates, checks, true, selectivity, {})
-end
+emit(1, {}, true, selectivity)
 cleanup()
-
 local out = {'page'}
 for i = 1, math.min(#found, q.limit) do
   out[#out + 1] = redis.call('HGET', runs, found[i])
