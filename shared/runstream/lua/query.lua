@@ -7,13 +7,17 @@ local q = cjson.decode(ARGV[1])
 -- q.clauses: {neg, sets = {member...}, ranges = {{field, min, max, lo, lo_in, hi, hi_in}...},
 --             scan = false | {field, arg, op, values, text}}: a run matches a clause when it
 --             is in one of the sets or ranges or the scan holds, negated when neg.
--- q.sort: {{field, desc, text, unsorted}...} (unsorted: 'arg' an argument, 'text' a keyword
---          without a sorted set, false), the run id last; q.limit; q.count;
--- q.marker: false | {id, classes = {...}, scores = {...}, texts = {...}} (one per sort key)
+-- q.sort: {{field, desc, text, unsorted, keyword}...} (unsorted: 'arg' an argument, 'text' a
+--          keyword without a sorted set, false; keyword: it has value sets, so it can be
+--          walked value by value), the run id last; q.limit; q.count;
+-- q.marker: false | {id, id_score, classes = {...}, scores = {...}, texts = {...}} (one per
+--          sort key)
 -- q.walk_budget: how many runs a walk in sort order may expect to read before the planner
 --             narrows the runs down with the index sets instead.
 -- q.max_values, q.max_matching: has/gt/lt on a keyword field reads the field's values when
 --             it has at most max_values, and joins their sets when at most max_matching match.
+-- q.max_groups: a keyword sort key with at most this many values in the shard is walked value
+--             by value.
 
 local function zkey(field) return base .. ':z:' .. field end
 local function skey(member) return base .. ':s:' .. member end
