@@ -453,10 +453,18 @@ local function narrowed(group_members)
   for _, e in ipairs(ranges) do ordered[#ordered + 1] = e end
   local candidates, checks = nil, {}
   if q.count and #entries == 0 then candidates = ids end
-  for _, entry in ipairs(ordered) do
+  for i, entry in ipairs(ordered) do
     local c, size = entry[1], entry[2]
     if candidates == nil then
       candidates = clause_key(c)
+    elseif q.count and i == #ordered and #others == 0 and #checks == 0 and not c.neg
+      and #c.sets == 0 and #c.ranges == 1 then
+      -- Counting, a last range: its runs among the candidates are counted by score (no
+      -- need to remove the others first).
+      local r = c.ranges[1]
+      local key = temp()
+      redis.call('ZINTERSTORE', key, 2, candidates, zkey(r[1]), 'WEIGHTS', 0, 1)
+      return key, checks, r
     elseif not q.count and not sets_only_clause(c) and is_set[candidates]
       and total > 0 and card(candidates) * size / total >= 3 * q.limit then
       checks[#checks + 1] = c
@@ -488,9 +496,11 @@ local function each_member(key, visit)
 end
 
 if q.count then
-  local candidates, checks = narrowed()
+  local candidates, checks, last_range = narrowed()
   local n = 0
-  if #checks == 0 then
+  if last_range then
+    n = redis.call('ZCOUNT', candidates, last_range[2], last_range[3])
+  elseif #checks == 0 then
     n = card(candidates)
   else
     each_member(candidates, function(id) if all_hit(id, checks) then n = n + 1 end end)
