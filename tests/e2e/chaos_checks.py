@@ -166,8 +166,8 @@ async def collect(client: Client) -> Data:
         n = await redis.xlen(keys.events(run_id))
         if n:
             leftover[run_id] = n
-    values = {text(k): text(v) for k, v in (await redis.hgetall(keys.net_values)).items()}
-    stamps = {text(k): text(v) for k, v in (await redis.hgetall(keys.net_stamps)).items()}
+    values = await client.network.elements()
+    stamps = await client.network.all_stamps()
     outbox = [
         {"id": text(i), **{text(k): text(v) for k, v in f.items()}}
         for i, f in replies.entries(await redis.xrange(keys.outbox))

@@ -82,8 +82,10 @@ async def _drive(cluster: LocalCluster, s: Settings) -> None:
     async with Client.connect(settings=s) as client:
         before = [await _start(client, ARGS) for _ in range(4)]
         await until(lambda: _any_progress(client, before), "the runs to be under way", timeout=30)
-        # The master of the network's slot: every chunk's effects go through it.
-        victim = _master_of(cluster, client.keys.net_values)
+        # The master of the first run's network partition: its chunks' effects go through it.
+        victim = _master_of(
+            cluster, client.keys.net_values(client.keys.partition_of(f"n:{before[0]}:0"))
+        )
         cluster.kill(victim)
         await asyncio.to_thread(cluster.wait_ok, 30)
         assert victim not in cluster.master_ports()

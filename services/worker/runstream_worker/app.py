@@ -33,7 +33,7 @@ from runstream.keys import Keys
 from runstream.processes import READY_MARK
 from runstream.redis_url import secrets_of
 from runstream.settings import Settings
-from runstream.shards import ShardCountMismatch, ensure_shard_count
+from runstream.shards import ShardCountMismatch, ensure_partition_count, ensure_shard_count
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker import metrics
@@ -102,7 +102,7 @@ class Worker:
         self.client = open_redis(
             settings, hiredis_packing=True, max_connections=settings.max_connections
         )
-        self.keys = Keys(settings.prefix, settings.shards)
+        self.keys = Keys.of(settings)
         self.store = EventStore(self.client, self.keys, settings)
         self.network = NetworkStore(self.client, self.keys)
         # Scenario steps read the network from their threads: a blocking client, with
@@ -216,6 +216,7 @@ class Worker:
             try:
                 # Raises ShardCountMismatch (the worker exits): never read the wrong streams.
                 await ensure_shard_count(self.client, self.keys)
+                await ensure_partition_count(self.client, self.keys)
                 await ensure_groups(self.client, self.keys)
                 await heartbeat(self.client, self.keys, self.settings, self.name)
                 await catalog.publish(self.client, self.keys, self.registry, self.name)

@@ -24,7 +24,7 @@ from runstream.domain.scenarios import BadArguments, Registry, ResultLimits
 from runstream.settings import Settings
 from runstream.store import outputs
 from runstream.store.events import EventStore
-from runstream.store.network import NetworkStore
+from runstream.store.network import ElementReserved, NetworkStore
 from runstream_worker import metrics
 from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
 from runstream_worker.chunk_protocol import ChunkProtocol
@@ -262,7 +262,9 @@ class Executor:
             if run_id not in self._given_back:  # else: a renewal that crossed the last append
                 log.warning("lease_lost")
                 metrics.lease_lost()
-        except (redis.RedisError, OSError, NetworkUnavailable) as exc:
+        except (redis.RedisError, OSError, NetworkUnavailable, ElementReserved) as exc:
+            # ElementReserved: a revert step met a chunk being written; the run is driven
+            # again at the next scan, and the step's mark keeps what was done.
             log.warning("drive_interrupted", error=str(exc))
         except Exception:
             log.exception("drive_crashed")
@@ -354,9 +356,10 @@ class Executor:
     def _read_element(self, element: str) -> tuple[str, str]:
         """A step's read of one element (value and stamp), from the chunk's thread."""
         try:
+            part = self.keys.partition_of(element)
             with self._sync.pipeline(transaction=True) as pipe:
-                pipe.hget(self.keys.net_values, element)
-                pipe.hget(self.keys.net_stamps, element)
+                pipe.hget(self.keys.net_values(part), element)
+                pipe.hget(self.keys.net_stamps(part), element)
                 value, stamp = pipe.execute()
         except (redis.RedisError, OSError) as exc:
             raise NetworkUnavailable(f"cannot read {element}: {exc}") from exc
@@ -375,5 +378,5 @@ class Executor:
             return await self.store.load(run.state.run_id)  # the step is redone: its mark answers
         metrics.effects_compensated(step.compensated, len(step.skipped))
         if step.mark:
-            await self.network.forget_revert_step(step.mark)
+            await self.network.forget_revert_step(step.mark, step.partitions)
         return run
