@@ -173,13 +173,13 @@ class Keys:
 
     # --- the network -------------------------------------------------------------
     def partition_of(self, element: str) -> int:
-        """An element's network partition: by its namespace (the node id up to its first
-        ':'; an edge goes with its source node; an id without ':' is its own namespace), so
-        a run working in one namespace writes one partition."""
+        """An element's network partition: by its namespace, the node id up to its last
+        ':' (``n:<ns>:<id>``; an edge goes with its source node; an id without ':' is its
+        own namespace), so a run working in one namespace writes one partition."""
         if self.partitions == 1:
             return 0
         head = element[2:].split("|", 1)[0]
-        namespace = head.split(":", 1)[0]
+        namespace = head.rpartition(":")[0] or head
         return zlib.crc32(namespace.encode()) % self.partitions
 
     def net_values(self, partition: int) -> str:
