@@ -128,9 +128,7 @@ TEST_PARTITIONS = int(os.environ.get("RUNSTREAM_TEST_PARTITIONS", "0"))
 def settings(redis_url: str) -> Iterator[Settings]:
     # A fresh prefix per test isolates tests sharing one Redis without FLUSHDB.
     prefix = "t" + uuid.uuid4().hex[:10]
-    yield Settings(
-        redis_url=redis_url, prefix=prefix, shards=2, network_partitions=TEST_PARTITIONS
-    )
+    yield Settings(redis_url=redis_url, prefix=prefix, shards=2, network_partitions=TEST_PARTITIONS)
     drop_prefix(redis_url, prefix)
 
 
@@ -138,9 +136,7 @@ def settings(redis_url: str) -> Iterator[Settings]:
 def module_settings(redis_url: str) -> Iterator[Settings]:
     """As ``settings``, shared by a module's tests (for data that is costly to make)."""
     prefix = "t" + uuid.uuid4().hex[:10]
-    yield Settings(
-        redis_url=redis_url, prefix=prefix, shards=2, network_partitions=TEST_PARTITIONS
-    )
+    yield Settings(redis_url=redis_url, prefix=prefix, shards=2, network_partitions=TEST_PARTITIONS)
     drop_prefix(redis_url, prefix)
 
 

@@ -74,6 +74,8 @@ def chaos_settings(redis_url: str, prefix: str) -> Settings:
         upkeep_interval_s=2.0,
         shutdown_grace_s=SHUTDOWN_GRACE_S,
         log_format="json",
+        # RUNSTREAM_TEST_PARTITIONS=4: runs spread over partitions (two-phase commits).
+        network_partitions=int(os.environ.get("RUNSTREAM_TEST_PARTITIONS", "0")),
     )
 
 

@@ -201,6 +201,9 @@ class Load:
             "delay_ms": rng.choice([0, 0.5, 1, 1]),
             "notify_every": rng.choice([0, 50]),
             "seed": rng.randrange(1000),
+            # Nodes in several namespaces: with several network partitions, chunks then
+            # span some (a two-phase commit under the chaos).
+            "spread": rng.choice([1, 3]),
         }
         if rng.random() < 0.1:
             args["fail_at"] = rng.randrange(items)

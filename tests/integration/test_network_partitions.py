@@ -132,6 +132,30 @@ def test_a_worker_dying_between_prepare_and_commit_is_rolled_forward(
     asyncio.run(body())
 
 
+def test_a_commit_whose_marks_a_failover_lost_is_finished(settings: Settings) -> None:
+    """Replication is asynchronous: a promoted replica may lack a partition's prepare
+    while another partition is committed. The commit was decided: resolve finishes it."""
+
+    async def body() -> None:
+        s = _partitioned(settings)
+        keys = Keys.of(s)
+        async with connect(s) as r:
+            net = NetworkStore(r, keys)
+            elements = _spread_elements(keys, 2)
+            effects = _effects(elements)
+            parts = net.partitions_of(effects, ())
+            assert (await net.prepare_across(parts, "t8", RUN, 0, effects, ()))[0] == "prepared"
+            head = [e for e in effects if keys.partition_of(e.element) == parts[0]]
+            await net.commit_across(parts[:1], "t8", RUN, 0, head, ())
+            # The failover: partition 1's master lost its last writes.
+            await r.delete(keys.net_chunk(parts[1], "t8"), keys.net_pending(parts[1]))
+            assert await net.resolve_chunk("t8", RUN, 0, effects, ()) == "applied"
+            assert await net.all_stamps() == {e: f"{RUN}/{i}" for i, e in enumerate(elements)}
+            assert await net.reservations() == {}
+
+    asyncio.run(body())
+
+
 def test_a_worker_dying_during_prepare_is_voided_and_can_never_commit(
     settings: Settings,
 ) -> None:

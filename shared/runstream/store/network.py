@@ -52,6 +52,11 @@ it would have seen 'v' (final). Either way a contradiction: once any partition i
 commit ever happens, and once one happened, no 'v' ever appears. Commits and voids are
 idempotent, so a coordinator and a resolver racing each other both finish the same way.
 
+Replication being asynchronous, a failover can lose a master's last writes, marks among
+them, and leave a chunk applied on one partition but unmarked on another (which resolve
+then marks 'v'): the commit was decided, so resolve finishes it everywhere (logged as
+``chunk_marks_lost``) instead of leaving the run stuck.
+
 Reservations keep a prepared element exactly as ``prepare`` checked it until the commit:
 every other writer respects them (``apply_chunk`` treats a reserved element as a conflict,
 ``prepare`` too, a revert step waits, ``put`` refuses). Readers may see a committing chunk
@@ -65,11 +70,14 @@ from typing import Any, Literal, cast
 
 import msgspec
 import redis.asyncio as aredis
+import structlog
 
 from runstream import lua
 from runstream.contracts.events import EffectRecord
 from runstream.keys import Keys
 from runstream.store import replies
+
+log = structlog.get_logger("runstream.network")
 
 CHUNK_MARK_TTL_S = 30 * 24 * 3600
 STEP_MARK_TTL_S = 24 * 3600
@@ -296,12 +304,14 @@ class NetworkStore:
         run_id: str,
         numbered: dict[int, list[tuple[int, EffectRecord]]],
         notifications: Sequence[str],
+        force: bool = False,
     ) -> None:
         k = self.keys
         for part in parts:
             mine = numbered.get(part, [])
             notes = notifications if part == 0 else ()
             args: list[str | int] = [token, run_id, CHUNK_MARK_TTL_S, len(mine)]
+            args.append("1" if force else "0")
             for no, e in mine:
                 args += (e.element, no, e.after)
             args.append(len(notes))
@@ -367,6 +377,13 @@ class NetworkStore:
         numbered = self._numbered(first_effect, effects)
         if all(mark in (b"p", b"a") for mark in marks):
             await self._commit_all(parts, token, run_id, numbered, notifications)
+            return "applied"
+        if b"a" in marks:
+            # Applied on one partition, unmarked or voided on another: only when a
+            # failover lost a master's last writes (its marks). The commit was decided:
+            # finish it, over whatever the lost partition holds now.
+            log.warning("chunk_marks_lost", token=token, marks=[replies.text(m) for m in marks])
+            await self._commit_all(parts, token, run_id, numbered, notifications, force=True)
             return "applied"
         await self._void_all(parts, token, numbered)
         return "voided"
