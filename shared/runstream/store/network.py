@@ -171,6 +171,15 @@ class NetworkStore:
         """Current values and stamps ("" where absent), read together (per partition)."""
         if not elements:
             return [], []
+        if not self.partitioned:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hmget(self.keys.net_values(0), elements)
+                pipe.hmget(self.keys.net_stamps(0), elements)
+                raw_values, raw_stamps = await pipe.execute()
+            return (
+                [v.decode() if v is not None else "" for v in raw_values],
+                [s.decode() if s is not None else "" for s in raw_stamps],
+            )
         values: list[str] = [""] * len(elements)
         stamps: list[str] = [""] * len(elements)
         for part, positions in self._by_partition(elements).items():
