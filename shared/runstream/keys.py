@@ -208,7 +208,12 @@ class Keys:
     @property
     def outbox(self) -> str:
         """Irreversible notifications, as sent (partition 0's)."""
-        return f"{self._nets[0]}:outbox"
+        return self.net_outbox(0)
+
+    def net_outbox(self, partition: int) -> str:
+        """A partition's outbox key: only partition 0's is written (``outbox``); the others
+        name a key of their slot for a script that has no notification to send."""
+        return f"{self._nets[partition]}:outbox"
 
     # --- deployment-wide ---------------------------------------------------------
     @property

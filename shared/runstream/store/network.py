@@ -229,7 +229,14 @@ class NetworkStore:
         args.append(len(notifications))
         args.extend(notifications)
         k = self.keys
-        keys = [k.net_values(part), k.net_stamps(part), k.net_chunk(part, token), k.outbox]
+        # Notifications make partition 0 part of the chunk: another partition's chunk has
+        # none, and names an outbox of its own slot (a script's keys share one slot).
+        keys = [
+            k.net_values(part),
+            k.net_stamps(part),
+            k.net_chunk(part, token),
+            k.net_outbox(part),
+        ]
         if self.partitioned:
             keys.append(k.net_pending(part))
         result = await self._apply(keys=keys, args=args)
