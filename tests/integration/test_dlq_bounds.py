@@ -30,7 +30,7 @@ def test_a_5mb_garbage_message_costs_under_10kb_and_cannot_be_retried(
 ) -> None:
     async def body() -> None:
         s = fast(settings)  # the default dlq_keep_bytes
-        keys = Keys.of(s)
+        keys = Keys(s.prefix, s.shards)
         stream = keys.commands(0)
         garbage = b"\xff" + os.urandom(5 * 1024 * 1024)
         async with connect(s) as r:
@@ -65,7 +65,7 @@ def test_a_5mb_garbage_message_costs_under_10kb_and_cannot_be_retried(
 def test_a_small_letter_is_kept_whole_and_retried(settings: Settings) -> None:
     async def body() -> None:
         s = fast(settings)
-        keys = Keys.of(s)
+        keys = Keys(s.prefix, s.shards)
         run_id = run_id_on(keys, 0)
         payload = cmd.encode_command(cmd.StopRun(run_id=run_id))
         async with connect(s) as r:
@@ -86,7 +86,7 @@ def test_a_small_letter_is_kept_whole_and_retried(settings: Settings) -> None:
 def test_the_dead_letter_stream_is_capped_by_count_and_age(settings: Settings) -> None:
     async def body() -> None:
         s = msgspec.structs.replace(fast(settings), dlq_maxlen=5, dlq_max_age_s=3600)
-        keys = Keys.of(s)
+        keys = Keys(s.prefix, s.shards)
         stream = keys.dlq(0)
         async with connect(s) as r:
             await ensure_groups(r, keys)
