@@ -16,8 +16,10 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import redis
 
 from runstream.client import Client
+from runstream.connect import open_redis
 from runstream.local_cluster import LocalCluster
 from runstream.settings import Settings
 
@@ -94,3 +96,25 @@ async def _finishes(s: Settings, run_id: str, pool_logs: Callable[[], str]) -> N
         summary = await client.get(run_id)
         assert summary.state == "succeeded", summary
         assert summary.items_processed == ARGS["items"]
+
+
+@pytest.mark.timeout(120)
+def test_a_closed_cluster_client_stays_closed(tmp_path: Path) -> None:
+    """redis-py's RedisCluster reconnects on a command after aclose() (it re-reads the
+    topology), opening sockets no one closes: a task outliving the client's owner leaked
+    them (the unclosed socket pytest reported at the end of the cluster run). A command
+    on a closed client now fails like one on a Redis that is gone."""
+    with LocalCluster(tmp_path / "cluster", replicas=0) as cluster:
+        asyncio.run(_use_after_close(cluster.url))
+
+
+async def _use_after_close(url: str) -> None:
+    client = open_redis(Settings(redis_url=url))
+    await client.set("closed-test", "1")
+    await client.aclose()
+    with pytest.raises(redis.ConnectionError, match="client was closed"):
+        await client.get("closed-test")
+    with pytest.raises(redis.ConnectionError, match="client was closed"):
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get("closed-test")
+            await pipe.execute()
