@@ -88,6 +88,10 @@ class Keys:
         sorted sets, ``<base>:s:<field>=<value>`` sets, ``<base>:p`` postings per run."""
         return f"{self._shard(shard)}:ix"
 
+    def query_sorted_set(self, shard: int, field: str) -> str:
+        """The sorted set of a shard's runs by ``field`` (e.g. updated_at, in seconds)."""
+        return f"{self.query_index(shard)}:z:{field}"
+
     def query_value_set(self, shard: int, field: str, value: str) -> str:
         """The set of a shard's runs whose ``field`` is ``value`` (e.g. state=running)."""
         return f"{self.query_index(shard)}:s:{field}={value}"
@@ -99,6 +103,12 @@ class Keys:
     def runnable(self, shard: int) -> str:
         """Sorted set of runs that need an executor (queued, running, reverting)."""
         return f"{self._shard(shard)}:runnable"
+
+    def leases(self, shard: int) -> str:
+        """Sorted set run_id -> when its execution lease ends (Redis ms; 0: given back while
+        the run still needs an executor), kept with the lease keys by the lease scripts, so
+        the scanner reads the runs it may take instead of trying every lease in turn."""
+        return f"{self._shard(shard)}:leases"
 
     # --- one run ------------------------------------------------------------------
     def _run(self, run_id: str) -> str:

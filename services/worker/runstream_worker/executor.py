@@ -18,7 +18,9 @@ from typing import cast
 
 import redis
 import structlog
+from redis.exceptions import NoScriptError
 
+from runstream import lua
 from runstream.domain.run import WAITING_BAND, Run
 from runstream.domain.scenarios import BadArguments, Registry, ResultLimits
 from runstream.redis_trouble import REDIS_TROUBLE
@@ -44,6 +46,10 @@ SHUTDOWN_WAIT_S = 1.0
 CANCEL_WAIT_S = 0.5
 # What interrupts a run's drive without being its fault: it is taken up again later.
 DRIVE_TROUBLE: tuple[type[Exception], ...] = (*REDIS_TROUBLE, NetworkUnavailable)
+# How often the scan also looks for runs under way that the leases set does not know of
+# (leased by a worker of an older version, during a rolling upgrade): that look walks
+# every run under way, the others only what is free to take.
+FULL_SCAN_S = 30.0
 
 
 @dataclass
@@ -103,6 +109,8 @@ class Executor:
         # A run had to wait since the last read: it may go before the line as read.
         self._news = False
         self._read_at = 0.0
+        self._full_scan_at = float("-inf")
+        self._runnable_scan = self.redis.register_script(lua.source("runnable_scan"))
         # Runs another worker held the lease of at the last try: run id -> when to retry.
         self._elsewhere: dict[str, float] = {}
         # Runs whose lease went back with their last append: their drive releases nothing.
@@ -212,20 +220,46 @@ class Executor:
                 return
         self._news = False
         self._read_at = now
+        full = now - self._full_scan_at >= FULL_SCAN_S
+        if full:
+            self._full_scan_at = now
         size = max(64, 4 * self.settings.max_parallel_runs)
         while not self._stopping:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for shard in range(self.keys.shards):
-                    pipe.zrange(self.keys.runnable(shard), 0, size - 1, withscores=True)
-                pages = cast(list[list[tuple[bytes, float]]], await pipe.execute())
+            pages = await self._free_runs(size, full)
             self._line = Line(
-                sorted((score, raw.decode()) for page in pages for raw, score in page),
+                sorted({(score, run_id) for page in pages for run_id, score in page}),
                 complete=all(len(page) < size for page in pages),
             )
             self._backlog = await self._start_in_order(self._line)
             if self._backlog or self._line.complete:
                 return
             size *= 4
+
+    async def _free_runs(self, size: int, full: bool) -> list[list[tuple[str, float]]]:
+        """Per shard, the runs no live lease holds, in order (runnable_scan.lua): at most
+        ``size`` of each kind (given back or ended, waiting; with ``full``, not in the
+        leases set). A shard's page is short when it had no more."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(self.keys.shards):
+                lua.queue_evalsha(
+                    pipe,
+                    self._runnable_scan.sha,
+                    [self.keys.runnable(shard), self.keys.leases(shard)],
+                    [size, WAITING_BAND, "1" if full else ""],
+                )
+            replies = await pipe.execute(raise_on_error=False)
+        pages: list[list[tuple[str, float]]] = []
+        for shard, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):  # not cached on that server yet: load it
+                keys = [self.keys.runnable(shard), self.keys.leases(shard)]
+                reply = await self._runnable_scan(
+                    keys=keys, args=[size, WAITING_BAND, "1" if full else ""]
+                )
+            if isinstance(reply, Exception):
+                raise reply
+            flat = cast(list[bytes], reply)
+            pages.append([(flat[i].decode(), float(flat[i + 1])) for i in range(0, len(flat), 2)])
+        return pages
 
     async def _start_in_order(self, line: Line) -> bool:
         """Start the runs of ``line`` no one drives, in order, while slots are free; True if

@@ -45,12 +45,13 @@ class Leases:
         return bool(await self.redis.set(key, self.owner, nx=True, px=self.ttl_ms))
 
     async def release(self, run_id: str) -> None:
-        await self._release(keys=[self.keys.lease(run_id)], args=[self.owner])
+        shard = self.keys.shard_of(run_id)
+        keys = [self.keys.lease(run_id), self.keys.leases(shard), self.keys.runnable(shard)]
+        await self._release(keys=keys, args=[self.owner, run_id])
 
     async def renew(self, run_id: str) -> bool:
-        return bool(
-            await self._renew(keys=[self.keys.lease(run_id)], args=[self.owner, self.ttl_ms])
-        )
+        keys = [self.keys.lease(run_id), self.keys.leases(self.keys.shard_of(run_id))]
+        return bool(await self._renew(keys=keys, args=[self.owner, self.ttl_ms, run_id]))
 
     async def hold_while(
         self,

@@ -4,7 +4,7 @@ consumers of workers that are gone. Idempotent: every worker may run it."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aredis
@@ -96,30 +96,57 @@ def retention_days(settings: Settings) -> dict[str, float]:
     return {state: days for state, days in by_state.items() if days > 0}
 
 
+# Candidates read per round trip by the retention sweep.
+RETENTION_PAGE = 500
+
+
 async def expire_runs(redis: aredis.Redis, keys: Keys, settings: Settings) -> int:
     """Ask for the deletion of runs past their retention, through the normal command path
     (so the aggregate's checks apply). The command id is derived from the run id and
     version, so workers sweeping at the same time ask only once, and a request rejected
-    once (the run was pinned meanwhile) does not block a later one."""
+    once (the run was pinned meanwhile) does not block a later one.
+
+    Only runs last updated before the shortest retention are read, found by the query
+    index's updated_at set: a sweep costs what is old, not every run there is."""
     keep = retention_days(settings)
     if not keep:
         return 0
     now = time.time()
+    oldest_kept = now - min(keep.values()) * 86400
     sent = 0
     for shard in range(keys.shards):
-        async for run_id, raw in redis.hscan_iter(keys.index(shard), count=500):
-            summary = _summary(raw)
-            days = keep.get(summary.state)
-            if days is None or summary.pinned or summary.updated_at + days * 86400 > now:
-                continue
-            command = cmd.DeleteRun(
-                run_id=run_id.decode(),
-                command_id=f"retention-{run_id.decode()}-{summary.version}",
-                actor="retention",
-                mode="keep_effects",
+        by_update = keys.query_sorted_set(shard, "updated_at")
+        offset = 0
+        while True:
+            run_ids = cast(
+                list[bytes],
+                await redis.zrangebyscore(
+                    by_update, "-inf", oldest_kept, start=offset, num=RETENTION_PAGE
+                ),
             )
-            await redis.xadd(keys.commands(shard), {Fields.COMMAND: cmd.encode_command(command)})
-            sent += 1
+            if not run_ids:
+                break
+            offset += len(run_ids)
+            summaries = await redis.hmget(keys.index(shard), run_ids)
+            for run_id, raw in zip(run_ids, summaries, strict=True):
+                if raw is None:  # deleted since
+                    continue
+                summary = _summary(raw)
+                days = keep.get(summary.state)
+                if days is None or summary.pinned or summary.updated_at + days * 86400 > now:
+                    continue
+                command = cmd.DeleteRun(
+                    run_id=run_id.decode(),
+                    command_id=f"retention-{run_id.decode()}-{summary.version}",
+                    actor="retention",
+                    mode="keep_effects",
+                )
+                await redis.xadd(
+                    keys.commands(shard), {Fields.COMMAND: cmd.encode_command(command)}
+                )
+                sent += 1
+            if len(run_ids) < RETENTION_PAGE:
+                break
     return sent
 
 

@@ -8,7 +8,7 @@ chunk costs a few appends whatever its size.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union, get_args
 
 import msgspec
 
@@ -210,6 +210,28 @@ _encoder = msgspec.json.Encoder()
 
 def decode_event(data: bytes) -> Event:
     return _decoder.decode(data)
+
+
+class _CountedChunkPrepared(ChunkPrepared, frozen=True, kw_only=True, tag="ChunkPrepared"):
+    """A ChunkPrepared as a fold needs it: how many effects, notifications and log lines,
+    not what they are. Each stays raw JSON (skipped over, never built into objects)."""
+
+    effects: list[msgspec.Raw] = []  # type: ignore[assignment]
+    notifications: list[msgspec.Raw] = []  # type: ignore[assignment]
+    log: list[msgspec.Raw] = []  # type: ignore[assignment]
+
+
+# The Event union with the counted ChunkPrepared in place of the full one.
+_FOLDED = tuple(_CountedChunkPrepared if t is ChunkPrepared else t for t in get_args(Event))
+_fold_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Union[_FOLDED])  # noqa: UP007
+
+
+def decode_for_fold(data: bytes) -> Event:
+    """An event as folding it into the run's state needs it (``domain.run.apply``): a
+    chunk's effect, notification and log lists are left undecoded (counted only), the
+    cost of loading a run with big chunks since its last snapshot. Not for anything that
+    reads those lists (revert, history)."""
+    return _fold_decoder.decode(data)
 
 
 def encode_event(event: Event) -> bytes:

@@ -9,12 +9,15 @@
 -- Field names as in runstream.keys.Fields: events 'e'; feed 'r', 'v', 'e'; meta 'v', 'snap_id'.
 -- With the summary, the run's query index postings (index_update.lua: index_apply).
 -- release_lease '1': the executor's last append for the run gives its lease back (DEL
--- instead of PEXPIRE), saving the release's own round trip.
+-- instead of PEXPIRE), saving the release's own round trip. The shard's leases set (KEYS[15])
+-- follows the lease: its new end, or the run leaves it with its last need for an executor.
 --! include index_update
+--! include lease_time
 local events, meta, seen, feed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local index, runnable, lease, commands = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local tombs, snapshot_key = KEYS[9], KEYS[10]
 local logs, results, result_meta, index_base = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local leases = KEYS[15]
 local expected_version, command_id = tonumber(ARGV[1]), ARGV[2]
 local lease_owner, lease_ms, run_id = ARGV[3], ARGV[4], ARGV[5]
 local summary, runnable_score = ARGV[6], ARGV[7]
@@ -41,6 +44,7 @@ if lease_owner ~= '' then
     redis.call('DEL', lease)
   else
     redis.call('PEXPIRE', lease, lease_ms)
+    redis.call('ZADD', leases, now_ms() + tonumber(lease_ms), run_id)
   end
 end
 local last = ''
@@ -70,6 +74,7 @@ if summary ~= '' then
 end
 if runnable_score == '-' then
   redis.call('ZREM', runnable, run_id)
+  redis.call('ZREM', leases, run_id)
 elseif runnable_score ~= '' then
   -- LT: a waiting run's place (priority, age) is kept until it starts, then it moves
   -- ahead of every waiting one.

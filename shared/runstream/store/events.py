@@ -157,7 +157,11 @@ class EventStore:
         """Take the run's execution lease (as Leases.acquire) and load it, in one round
         trip; None if someone else holds the lease. A deleted run is not leased."""
         reply = await self._load(
-            keys=[*self._load_keys(run_id), self.keys.lease(run_id)],
+            keys=[
+                *self._load_keys(run_id),
+                self.keys.lease(run_id),
+                self.keys.leases(self.keys.shard_of(run_id)),
+            ],
             args=[run_id, LOAD_PAGE, owner, lease_ms],
         )
         if reply[0] == b"leased":
@@ -205,7 +209,7 @@ class EventStore:
         run = Run(_state_decoder.decode(snapshot) if snapshot else RunState(run_id=run_id))
         while True:
             for _entry_id, fields in entries:
-                apply(run.state, ev.decode_event(_field(fields, Fields.EVENT)))
+                apply(run.state, ev.decode_for_fold(_field(fields, Fields.EVENT)))
             if len(entries) < LOAD_PAGE:
                 return run
             # A long tail (no snapshot yet written): page through the rest.
@@ -323,6 +327,7 @@ class EventStore:
             k.results(run_id),
             k.result_meta(run_id),
             k.query_index(shard),
+            k.leases(shard),
         ]
         return _Call(self._append, keys, args, done)
 
