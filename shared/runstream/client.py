@@ -170,13 +170,23 @@ class Client:
             self._shards_checked = True
 
     # ------------------------------------------------------------------ commands
-    async def send(self, command: cmd.Command) -> str:
+    async def send(
+        self, command: cmd.Command, before: Callable[[Any], object] | None = None
+    ) -> str:
         """Publish a command on its run's shard; returns the stream entry id. A command the
-        service would refuse as malformed raises BadCommand and is not sent."""
+        service would refuse as malformed raises BadCommand and is not sent. ``before``
+        queues writes on a pipeline that goes in the same round trip, ahead of the command
+        (the API's record of a request: one round trip less per request)."""
         data = cmd.checked_bytes(command, self.settings.max_command_bytes)
         await self.check_shards()
-        shard = self.keys.shard_of(command.run_id)
-        entry = await self.redis.xadd(self.keys.commands(shard), {Fields.COMMAND: data})
+        stream = self.keys.commands(self.keys.shard_of(command.run_id))
+        if before is None:
+            entry = await self.redis.xadd(stream, {Fields.COMMAND: data})
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                before(pipe)
+                pipe.xadd(stream, {Fields.COMMAND: data})
+                entry = (await pipe.execute())[-1]
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     async def feed_position(self, run_id: str) -> str:

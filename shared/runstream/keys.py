@@ -206,6 +206,11 @@ class Keys:
         from), kept a while so a retry with its Idempotency-Key and a poll find it."""
         return f"{self.prefix}:api:command:{command_id}"
 
+    def api_rate(self, caller: str, second: int) -> str:
+        """How many requests ``caller`` (a hashed token or an address) sent to the API in
+        the clock second ``second``, counted by every replica; expires at once after."""
+        return f"{self.prefix}:api:rate:{caller}:{second}"
+
     @property
     def api_tokens(self) -> str:
         """Hash token id -> its record (runstream.tokens.TokenRecord JSON: the sha256 of
