@@ -33,6 +33,7 @@ class Sent:
     entries: list[str] = field(default_factory=list)
     failed_xadds: int = 0
     note: str = ""
+    acked_at: float = 0.0  # when Redis first accepted it (wall clock, as failovers are)
 
     @property
     def kind(self) -> str:
@@ -101,6 +102,7 @@ class Publisher:
         sent = Sent(command, data, shard, note=note)
         self.ledger.sent[command.command_id] = sent
         entry, failures = await self.xadd(shard, {Fields.COMMAND: data})
+        sent.acked_at = time.time()
         sent.entries.append(entry)
         sent.failed_xadds += failures
         return sent
