@@ -33,7 +33,7 @@ from runstream.keys import Fields, Keys
 from runstream.query import Query
 from runstream.redis_url import check_redis_url
 from runstream.settings import Settings, load_settings
-from runstream.shards import ensure_shard_count
+from runstream.shards import ensure_partition_count, ensure_shard_count
 from runstream.store import dlq, index, outputs, replies
 from runstream.store.events import EventStore, Tombstone
 from runstream.store.network import NetworkStore
@@ -142,7 +142,7 @@ class Client:
     def __init__(self, redis: aredis.Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self.keys = Keys(settings.prefix, settings.shards)
+        self.keys = Keys.of(settings)
         self.store = EventStore(redis, self.keys, settings)
         self.network = NetworkStore(redis, self.keys)
         self.searcher = Searcher(redis, self.keys)
@@ -167,6 +167,7 @@ class Client:
         count must be the deployment's (ShardCountMismatch), else commands are stranded."""
         if not self._shards_checked:
             await ensure_shard_count(self.redis, self.keys)
+            await ensure_partition_count(self.redis, self.keys)
             self._shards_checked = True
 
     # ------------------------------------------------------------------ commands
