@@ -74,9 +74,7 @@ async def prepare(settings: Settings, runs: int) -> tuple[str, list[str], float]
     """The stored runs, an admin token, and LIVE_RUNS running runs labelled bench=live."""
     async with Client.connect(settings=settings) as client:
         took = await store_runs(client, runs)
-        token, _ = await TokenStore(client.redis, Keys(settings.prefix, settings.shards)).create(
-            "bench", "admin"
-        )
+        token, _ = await TokenStore(client.redis, Keys.of(settings)).create("bench", "admin")
         live = []
         for i in range(LIVE_RUNS):
             run = Run.blank(new_id())

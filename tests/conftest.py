@@ -118,11 +118,17 @@ def redis_url(
         server.stop()
 
 
+# Network partitions of the tests' deployments: RUNSTREAM_TEST_PARTITIONS=4 runs the suite
+# with chunks spread over several partitions on one Redis too (0: the default, by the kind
+# of Redis).
+TEST_PARTITIONS = int(os.environ.get("RUNSTREAM_TEST_PARTITIONS", "0"))
+
+
 @pytest.fixture
 def settings(redis_url: str) -> Iterator[Settings]:
     # A fresh prefix per test isolates tests sharing one Redis without FLUSHDB.
     prefix = "t" + uuid.uuid4().hex[:10]
-    yield Settings(redis_url=redis_url, prefix=prefix, shards=2)
+    yield Settings(redis_url=redis_url, prefix=prefix, shards=2, network_partitions=TEST_PARTITIONS)
     drop_prefix(redis_url, prefix)
 
 
@@ -130,7 +136,7 @@ def settings(redis_url: str) -> Iterator[Settings]:
 def module_settings(redis_url: str) -> Iterator[Settings]:
     """As ``settings``, shared by a module's tests (for data that is costly to make)."""
     prefix = "t" + uuid.uuid4().hex[:10]
-    yield Settings(redis_url=redis_url, prefix=prefix, shards=2)
+    yield Settings(redis_url=redis_url, prefix=prefix, shards=2, network_partitions=TEST_PARTITIONS)
     drop_prefix(redis_url, prefix)
 
 

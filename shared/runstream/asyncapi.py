@@ -10,7 +10,8 @@ faststream's pydantic-based generator cannot read. The API serves it at ``/async
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, cast
 
 import msgspec
 from faststream.redis import RedisBroker, StreamSub
@@ -89,7 +90,59 @@ def document(prefix: str = DEFAULT_PREFIX, version: str = "1") -> dict[str, Any]
         **schemas,
     }
     doc["servers"]["development"]["description"] = "Any Redis 7 (or Redis Cluster) runstream uses"
-    return doc
+    for name in ("commands", "feed"):
+        _parameterise(doc["channels"][name], keys)
+    return _valid_component_keys(doc)
+
+
+SHARD_PARAMETER = "shardTag"
+
+
+def _parameterise(channel: dict[str, Any], keys: Keys) -> None:
+    """A channel address for every shard: braces in an AsyncAPI address are a parameter,
+    so shard 0's key (``rs:{rs:s0}:commands``, its hash tag in braces) was read as an
+    undeclared parameter ``rs:s0``; the hash tag is the parameter ``shardTag`` now."""
+    tag = "{" + f"{keys.prefix}:s0" + "}"
+    address: str = channel["address"]
+    channel["address"] = address.replace(tag, "{" + SHARD_PARAMETER + "}")
+    channel["parameters"] = {
+        SHARD_PARAMETER: {
+            "description": (
+                f"The shard's hash tag, braces included: `{{{keys.prefix}:sN}}` for shard N, "
+                "0 to the shard count - 1 (a run's shard: crc32(run_id) mod the count). "
+                "It keeps a shard's keys in one Redis Cluster slot."
+            ),
+            "examples": [tag, "{" + f"{keys.prefix}:s1" + "}"],
+        }
+    }
+
+
+_COMPONENT_KEY = re.compile(r"[^A-Za-z0-9.\-_]")
+
+
+def _valid_component_keys(doc: dict[str, Any]) -> dict[str, Any]:
+    """faststream names components ``commands:Message:Payload``; AsyncAPI 3 allows only
+    letters, digits, ``.``, ``-`` and ``_`` in a component's key: ``:`` becomes ``.``,
+    in the keys and in every reference to them."""
+    renamed: dict[str, str] = {}
+    for kind, components in doc["components"].items():
+        for key in list(components):
+            valid = _COMPONENT_KEY.sub(".", key)
+            if valid != key:
+                components[valid] = components.pop(key)
+                renamed[f"#/components/{kind}/{key}"] = f"#/components/{kind}/{valid}"
+    return cast(dict[str, Any], _rewrite_refs(doc, renamed))
+
+
+def _rewrite_refs(value: Any, renamed: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: renamed.get(v, v) if k == "$ref" else _rewrite_refs(v, renamed)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_rewrite_refs(v, renamed) for v in value]
+    return value
 
 
 def text(prefix: str = DEFAULT_PREFIX) -> str:

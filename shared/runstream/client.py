@@ -33,7 +33,7 @@ from runstream.keys import Fields, Keys
 from runstream.query import Query
 from runstream.redis_url import check_redis_url
 from runstream.settings import Settings, load_settings
-from runstream.shards import ensure_shard_count
+from runstream.shards import ensure_partition_count, ensure_shard_count
 from runstream.store import dlq, index, outputs, replies
 from runstream.store.events import EventStore, Tombstone
 from runstream.store.network import NetworkStore
@@ -142,7 +142,7 @@ class Client:
     def __init__(self, redis: aredis.Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self.keys = Keys(settings.prefix, settings.shards)
+        self.keys = Keys.of(settings)
         self.store = EventStore(redis, self.keys, settings)
         self.network = NetworkStore(redis, self.keys)
         self.searcher = Searcher(redis, self.keys)
@@ -167,16 +167,27 @@ class Client:
         count must be the deployment's (ShardCountMismatch), else commands are stranded."""
         if not self._shards_checked:
             await ensure_shard_count(self.redis, self.keys)
+            await ensure_partition_count(self.redis, self.keys)
             self._shards_checked = True
 
     # ------------------------------------------------------------------ commands
-    async def send(self, command: cmd.Command) -> str:
+    async def send(
+        self, command: cmd.Command, before: Callable[[Any], object] | None = None
+    ) -> str:
         """Publish a command on its run's shard; returns the stream entry id. A command the
-        service would refuse as malformed raises BadCommand and is not sent."""
+        service would refuse as malformed raises BadCommand and is not sent. ``before``
+        queues writes on a pipeline that goes in the same round trip, ahead of the command
+        (the API's record of a request: one round trip less per request)."""
         data = cmd.checked_bytes(command, self.settings.max_command_bytes)
         await self.check_shards()
-        shard = self.keys.shard_of(command.run_id)
-        entry = await self.redis.xadd(self.keys.commands(shard), {Fields.COMMAND: data})
+        stream = self.keys.commands(self.keys.shard_of(command.run_id))
+        if before is None:
+            entry = await self.redis.xadd(stream, {Fields.COMMAND: data})
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                before(pipe)
+                pipe.xadd(stream, {Fields.COMMAND: data})
+                entry = (await pipe.execute())[-1]
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     async def feed_position(self, run_id: str) -> str:

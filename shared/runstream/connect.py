@@ -14,6 +14,7 @@ import redis
 import redis.asyncio as aredis
 import redis.asyncio.cluster as acluster
 import redis.cluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from runstream.redis_packing import use_hiredis_packing
 from runstream.redis_url import RedisTarget, redis_target
@@ -31,6 +32,26 @@ def is_cluster(settings: Settings) -> bool:
     return target_of(settings).cluster
 
 
+class ClosedForGood(acluster.RedisCluster):
+    """A RedisCluster that stays closed once ``aclose()``d.
+
+    redis-py's re-reads the topology on the next command after ``aclose()`` and opens new
+    connections, which no one closes: a task that outlived the client's owner (a worker's
+    lease release after its shutdown, say) leaked their sockets. Such a command now fails
+    like one against a Redis that is gone (ConnectionError, a RedisError)."""
+
+    _closed = False
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await super().aclose()
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> acluster.RedisCluster:
+        if self._closed:
+            raise RedisConnectionError("this Redis Cluster client was closed")
+        return await super().initialize(*args, **kwargs)
+
+
 def open_redis(
     settings: Settings, *, hiredis_packing: bool = False, **options: Any
 ) -> aredis.Redis:
@@ -43,7 +64,7 @@ def open_redis(
     target = target_of(settings)
     if target.cluster:
         nodes = [acluster.ClusterNode(host, port) for host, port in target.nodes]
-        client = acluster.RedisCluster.from_url(target.url, startup_nodes=nodes, **options)
+        client = ClosedForGood.from_url(target.url, startup_nodes=nodes, **options)
         return cast(aredis.Redis, client)
     single = aredis.Redis.from_url(target.url, **options)
     return use_hiredis_packing(single) if hiredis_packing else single

@@ -2,14 +2,18 @@
 
 All keys of one shard share the hash tag ``{<prefix>:s<n>}``: a run's events, its shard's
 command stream, feed and indexes live in one Redis Cluster slot, so one Lua script can
-write them atomically. The network has its own tag (``{<prefix>:net}``): a run and the
-network elements it changes live in different slots, which is why effects are written in
-two phases (see ``runstream.store.network``).
+write them atomically. The network has its own tags: one partition (the default on one
+Redis) is ``{<prefix>:net}``; P partitions are ``{<prefix>:net:<p>}``, an element's partition
+coming from its namespace (``partition_of``). A run and the network elements it changes
+live in different slots, which is why effects are written in two phases (see
+``runstream.store.network``).
 """
 
 from __future__ import annotations
 
 import zlib
+
+from runstream.settings import Settings, network_partitions
 
 
 class Fields:
@@ -41,15 +45,28 @@ class Fields:
 
 
 class Keys:
-    def __init__(self, prefix: str, shards: int) -> None:
+    def __init__(self, prefix: str, shards: int, partitions: int = 1) -> None:
         self.prefix = prefix
         self.shards = shards
-        self._net = f"{prefix}:{{{prefix}:net}}"
+        # Network partitions: 1 keeps the single-slot names every deployment started with.
+        self.partitions = partitions
+        if partitions == 1:
+            self._nets = [f"{prefix}:{{{prefix}:net}}"]
+        else:
+            self._nets = [f"{prefix}:{{{prefix}:net:{p}}}" for p in range(partitions)]
+
+    @classmethod
+    def of(cls, settings: Settings) -> Keys:
+        return cls(settings.prefix, settings.shards, network_partitions(settings))
 
     # --- the deployment -------------------------------------------------------------
     def config_shards(self) -> str:
         """The shard count the deployment started with (runstream.shards)."""
         return f"{self.prefix}:config:shards"
+
+    def config_partitions(self) -> str:
+        """The network partition count the deployment started with (runstream.shards)."""
+        return f"{self.prefix}:config:net_partitions"
 
     # --- shards -------------------------------------------------------------------
     def shard_of(self, run_id: str) -> int:
@@ -165,28 +182,48 @@ class Keys:
         ]
 
     # --- the network -------------------------------------------------------------
-    @property
-    def net_values(self) -> str:
+    def partition_of(self, element: str) -> int:
+        """An element's network partition: by its namespace, the node id up to its last
+        ':' (``n:<ns>:<id>``; an edge goes with its source node; an id without ':' is its
+        own namespace), so a run working in one namespace writes one partition."""
+        if self.partitions == 1:
+            return 0
+        head = element[2:].split("|", 1)[0]
+        namespace = head.rpartition(":")[0] or head
+        return zlib.crc32(namespace.encode()) % self.partitions
+
+    def net_values(self, partition: int) -> str:
         """Hash element -> attributes JSON; elements are ``n:<node>`` and ``e:<src>|<dst>``."""
-        return f"{self._net}:values"
+        return f"{self._nets[partition]}:values"
 
-    @property
-    def net_stamps(self) -> str:
+    def net_stamps(self, partition: int) -> str:
         """Hash element -> stamp of the effect that last wrote it (``<run_id>/<n>``)."""
-        return f"{self._net}:stamps"
+        return f"{self._nets[partition]}:stamps"
 
-    def net_chunk(self, token: str) -> str:
-        """Outcome marker of one prepared chunk: 'a' applied or 'v' voided."""
-        return f"{self._net}:chunk:{token}"
+    def net_pending(self, partition: int) -> str:
+        """Hash element -> token of the chunk reserving it (prepared on several partitions,
+        not yet committed or voided); only with more than one partition."""
+        return f"{self._nets[partition]}:pending"
 
-    def net_revert_step(self, step: str) -> str:
-        """Outcome of one revert step (letters per effect), so a redone step repeats it."""
-        return f"{self._net}:revert:{step}"
+    def net_chunk(self, partition: int, token: str) -> str:
+        """Outcome marker of one prepared chunk on a partition: 'a' applied, 'v' voided,
+        'p' prepared (reserved, not yet committed)."""
+        return f"{self._nets[partition]}:chunk:{token}"
+
+    def net_revert_step(self, partition: int, step: str) -> str:
+        """Outcome of one revert step on a partition (letters per effect), so a redone step
+        repeats it."""
+        return f"{self._nets[partition]}:revert:{step}"
 
     @property
     def outbox(self) -> str:
-        """Irreversible notifications, as sent."""
-        return f"{self._net}:outbox"
+        """Irreversible notifications, as sent (partition 0's)."""
+        return self.net_outbox(0)
+
+    def net_outbox(self, partition: int) -> str:
+        """A partition's outbox key: only partition 0's is written (``outbox``); the others
+        name a key of their slot for a script that has no notification to send."""
+        return f"{self._nets[partition]}:outbox"
 
     # --- deployment-wide ---------------------------------------------------------
     @property
@@ -205,6 +242,11 @@ class Keys:
         """A command the API sent (JSON: the command, a fingerprint of the request it came
         from), kept a while so a retry with its Idempotency-Key and a poll find it."""
         return f"{self.prefix}:api:command:{command_id}"
+
+    def api_rate(self, caller: str, second: int) -> str:
+        """How many requests ``caller`` (a hashed token or an address) sent to the API in
+        the clock second ``second``, counted by every replica; expires at once after."""
+        return f"{self.prefix}:api:rate:{caller}:{second}"
 
     @property
     def api_tokens(self) -> str:

@@ -8,6 +8,9 @@ failover drills (``kill`` a master: its replica is promoted after the node timeo
 With ``base_port`` the nodes take fixed ports (base, base+1, ...) and directories named by
 them: started again on the same directory, the nodes read their ``nodes.conf`` and AOF and
 form the same cluster again (no ``create``).
+
+Like EmbeddedRedis, a cluster holds its directory's lock (runstream.dirlock) for as long as
+any of its nodes lives: two clusters on one directory would share nodes' AOF files.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import redis
 
+from runstream.dirlock import DirLock
 from runstream.embedded import find_redis_server, port_in_use
 
 
@@ -71,6 +75,7 @@ class LocalCluster:
     nodes: list[ClusterNodeProcess] = field(default_factory=list)
     binary: str = ""
     origin: str = ""
+    _lock: DirLock | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -84,7 +89,9 @@ class LocalCluster:
         server, self.origin = find_redis_server(self.prefer)
         self.binary = server
         cli = _redis_cli(server)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # One cluster per directory (DataDirLocked names the holder), before any node runs.
+        self._lock = DirLock(self.directory)
+        self._lock.acquire()
         self.nodes = []
         try:
             for i in range(self.masters * (1 + self.replicas)):
@@ -93,6 +100,9 @@ class LocalCluster:
                 node = ClusterNodeProcess(port, self.directory / f"node-{port}")
                 self.nodes.append(node)
                 self._spawn(server, node)
+            first = self.nodes[0]
+            assert first.proc is not None
+            self._lock.record(server_pid=first.proc.pid, server_port=first.port)
             for node in self.nodes:
                 self._wait_ping(node, timeout)
             if all((n.directory / "nodes.conf").exists() for n in self.nodes) and self._known():
@@ -126,8 +136,12 @@ class LocalCluster:
         command += ["--cluster-replica-validity-factor", "0"]
         command += ["--save", "", "--appendonly", "yes" if self.appendonly else "no"]
         command += ["--dir", str(node.directory)]
+        # Each node holds the directory's lock too, for as long as it lives.
+        fds = (self._lock.fd,) if self._lock is not None and self._lock.held else ()
         with open(node.directory / "redis.out", "ab") as out:
-            node.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+            node.proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, pass_fds=fds
+            )
 
     def _wait_ping(self, node: ClusterNodeProcess, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -238,6 +252,17 @@ class LocalCluster:
                 return
         raise ValueError(f"no cluster node on port {port}")
 
+    def restart(self, port: int, timeout: float = 30.0) -> None:
+        """Start a killed node again on its directory: it reads its ``nodes.conf`` and
+        rejoins (a master that was failed over comes back as its successor's replica)."""
+        node = next((n for n in self.nodes if n.port == port), None)
+        if node is None:
+            raise ValueError(f"no cluster node on port {port}")
+        if node.proc is not None and node.proc.poll() is None:
+            return
+        self._spawn(self.binary, node)
+        self._wait_ping(node, timeout)
+
     def stop(self) -> None:
         for node in self.nodes:
             if node.proc is not None and node.proc.poll() is None:
@@ -249,6 +274,8 @@ class LocalCluster:
                 except subprocess.TimeoutExpired:
                     node.proc.kill()
                     node.proc.wait()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> LocalCluster:
         return self.start()

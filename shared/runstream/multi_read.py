@@ -27,6 +27,7 @@ from redis.exceptions import (
     AskError,
     ClusterDownError,
     MovedError,
+    RedisClusterException,
     TryAgainError,
 )
 from redis.exceptions import (
@@ -45,6 +46,8 @@ FAILOVER_ERRORS = (
     TryAgainError,
     MovedError,
     AskError,
+    # Not RedisErrors: a slot without a node in redis-py's map, no node reachable.
+    RedisClusterException,
 )
 
 StreamKey = bytes | str | memoryview

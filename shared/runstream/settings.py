@@ -6,10 +6,20 @@ import os
 
 import msgspec
 
-from runstream.redis_url import BadRedisUrl, check_redis_url, scrub, secrets_of, with_tls_files
+from runstream.redis_url import (
+    BadRedisUrl,
+    check_redis_url,
+    redis_target,
+    scrub,
+    secrets_of,
+    with_tls_files,
+)
 
 EMBEDDED_PORT = 6390
 DEFAULT_REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_PORT}/0"
+# Network partitions on a cluster unless set: enough to spread over a few masters.
+CLUSTER_PARTITIONS = 16
+MAX_PARTITIONS = 1024
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,6 +32,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     prefix: str = "rs"
     # Fixed for the lifetime of a deployment's data: a run's shard is derived from its id.
     shards: int = 4
+    # Network partitions (hash slots the network is spread over), also fixed for the
+    # deployment's lifetime: an element's partition is derived from its namespace.
+    # 0: 1 on one Redis (one slot, the fastest), CLUSTER_PARTITIONS on a cluster.
+    network_partitions: int = 0
     # A chunk ends after this many items or this many seconds, whichever comes first;
     # stop and other commands take effect between chunks.
     chunk_items: int = 500
@@ -107,6 +121,13 @@ _ENV_NAMES = {
 }
 
 
+def network_partitions(settings: Settings) -> int:
+    """The network partition count these settings mean (0: by the kind of Redis)."""
+    if settings.network_partitions:
+        return settings.network_partitions
+    return CLUSTER_PARTITIONS if redis_target(settings.redis_url).cluster else 1
+
+
 def env_name(field: str) -> str:
     """The environment variable that sets the Settings field ``field``."""
     return _ENV_NAMES.get(field, "RUNSTREAM_" + field.upper())
@@ -136,6 +157,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise ValueError(f"bad setting: {message}") from None
     if settings.shards < 1:
         raise ValueError("bad setting: RUNSTREAM_SHARDS must be at least 1")
+    if not 0 <= settings.network_partitions <= MAX_PARTITIONS:
+        raise ValueError(
+            f"bad setting: RUNSTREAM_NETWORK_PARTITIONS must be 0 (automatic) to {MAX_PARTITIONS}"
+        )
     for name in ("max_parallel_runs", "max_log_lines", "max_result_bytes", "max_run_result_bytes"):
         if getattr(settings, name) < 1:
             raise ValueError(f"bad setting: RUNSTREAM_{name.upper()} must be at least 1")

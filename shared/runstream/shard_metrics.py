@@ -12,10 +12,10 @@ from typing import Any
 
 import redis.asyncio as aredis
 from prometheus_client import Gauge, disable_created_metrics
-from redis.exceptions import RedisError
 
 from runstream.domain.run import STATES
 from runstream.keys import Keys
+from runstream.redis_trouble import REDIS_TROUBLE
 
 # Every process serving /metrics imports this module: no "*_created" series beside each
 # counter (Prometheus derives resets itself; they only double what is scraped).
@@ -51,7 +51,7 @@ async def refresh(redis: aredis.Redis, keys: Keys) -> None:
                 for state in STATES:
                     pipe.scard(keys.query_value_set(shard, "state", state))
             replies = await pipe.execute(raise_on_error=False)
-    except (RedisError, OSError):
+    except REDIS_TROUBLE:
         REDIS_UP.set(0)
         return
     REDIS_UP.set(1)

@@ -36,3 +36,31 @@ async def ensure_shard_count(redis: aredis.Redis, keys: Keys) -> int:
             f"RUNSTREAM_SHARDS={text}"
         )
     return keys.shards
+
+
+async def ensure_partition_count(redis: aredis.Redis, keys: Keys) -> int:
+    """The same for the network's partition count (an element's partition comes from its
+    namespace). A deployment that started before partitions were configurable has one:
+    its first start with more refuses while the one-partition network holds data."""
+    key = keys.config_partitions()
+    stored = await redis.get(key)
+    if stored is None:
+        if keys.partitions != 1 and await redis.exists(Keys(keys.prefix, 1, 1).net_values(0)):
+            raise ShardCountMismatch(
+                f"RUNSTREAM_NETWORK_PARTITIONS={keys.partitions}, but the network in this "
+                f"Redis (prefix {keys.prefix!r}) is kept in one partition: set "
+                f"RUNSTREAM_NETWORK_PARTITIONS=1"
+            )
+        if await redis.set(key, str(keys.partitions), nx=True):
+            return keys.partitions
+        stored = await redis.get(key)
+    text = stored.decode(errors="replace") if isinstance(stored, bytes) else str(stored)
+    if text != str(keys.partitions):
+        raise ShardCountMismatch(
+            f"RUNSTREAM_NETWORK_PARTITIONS={keys.partitions} (0 means 1 on one Redis, 16 on "
+            f"a cluster), but the deployment in this Redis (prefix {keys.prefix!r}) has "
+            f"{text} network partitions (key {key}); an element's partition comes from its "
+            f"namespace, so writes would miss what is stored: set "
+            f"RUNSTREAM_NETWORK_PARTITIONS={text}"
+        )
+    return keys.partitions

@@ -26,6 +26,9 @@ ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
 # Every project: a token for all of them.
 ALL_PROJECTS = "*"
 DEFAULT_PROJECT = "default"
+# How long an API process may go on honouring a token after it was revoked: it remembers
+# a token it checked that long (runstream_api.token_cache), not to ask Redis per request.
+TOKEN_CACHE_S = 5.0
 TOKEN_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}\Z"
 _TOKEN = re.compile(r"rst_([a-z0-9][a-z0-9-]{0,39})_([A-Za-z0-9_-]{20,100})\Z")
 

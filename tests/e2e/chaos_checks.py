@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from runstream.client import Client
+from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.domain.run import RunState, apply, summarize
 from runstream.domain.scenarios import Context
@@ -23,7 +25,7 @@ from runstream.scenarios.synthetic import SCENARIO as SYNTHETIC
 from runstream.scenarios.synthetic import SyntheticParams
 from runstream.store import replies
 
-from .chaos_fleet import EXIT_SLACK_S, SHUTDOWN_GRACE_S, Fleet, text
+from .chaos_fleet import EXIT_SLACK_S, SHUTDOWN_GRACE_S, Failover, Fleet, text
 from .chaos_load import Ledger
 
 ACTIVE_STATES = ("queued", "running", "reverting")
@@ -166,8 +168,8 @@ async def collect(client: Client) -> Data:
         n = await redis.xlen(keys.events(run_id))
         if n:
             leftover[run_id] = n
-    values = {text(k): text(v) for k, v in (await redis.hgetall(keys.net_values)).items()}
-    stamps = {text(k): text(v) for k, v in (await redis.hgetall(keys.net_stamps)).items()}
+    values = await client.network.elements()
+    stamps = await client.network.all_stamps()
     outbox = [
         {"id": text(i), **{text(k): text(v) for k, v in f.items()}}
         for i, f in replies.entries(await redis.xrange(keys.outbox))
@@ -191,6 +193,9 @@ class Findings:
     outbox: list[str] = field(default_factory=list)
     workers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # observations, not failures
+    # On a cluster: findings about nothing but what was acknowledged before the last
+    # failover, which asynchronous replication may lose (README, Durability).
+    exposed: list[str] = field(default_factory=list)
     checked: Counter[str] = field(default_factory=Counter)  # what the checks covered
 
     def failures(self) -> dict[str, list[str]]:
@@ -298,6 +303,43 @@ def check_commands(ledger: Ledger, data: Data, found: Findings) -> None:
                         f"{i} {_event_line(e)}" for i, e in history if e.command_id == cid
                     )
                 )
+
+
+def set_aside_failover_losses(
+    ledger: Ledger, failovers: Sequence[Failover], found: Findings
+) -> int:
+    """After master failovers (a cluster), move to ``found.exposed`` the findings that
+    name only commands acknowledged, and runs started, before the last failover's
+    replica was promoted: a master's last writes may not have reached its replica, and a
+    command or event lost there leaves a command without outcome, one applied again, or a
+    run whose history is shorter than its feed or its network. A finding that names
+    anything acknowledged after the promotion, or names nothing we sent, stays a failure;
+    so do worker failures. Returns how many commands were acknowledged after it."""
+    if not failovers:
+        return len(ledger.sent)
+    settled = max(f.promoted_at for f in failovers)
+    before: set[str] = set()
+    after: set[str] = set()
+    for cid, sent in ledger.sent.items():
+        if not sent.entries:
+            continue
+        exposed = sent.acked_at <= settled
+        (before if exposed else after).add(cid)
+        if isinstance(sent.command, cmd.StartRun) and sent.command.run_id in ledger.started:
+            (before if exposed else after).add(sent.command.run_id)
+    after -= before  # a run started before stays exposed, whatever came after
+    for name in ("lost", "doubled", "dlq", "state", "network", "outbox"):
+        items: list[str] = getattr(found, name)
+        kept = []
+        for item in items:
+            names_before = any(i in item for i in before)
+            names_after = any(i in item for i in after)
+            if names_before and not names_after:
+                found.exposed.append(f"{name}: {item}")
+            else:
+                kept.append(item)
+        items[:] = kept
+    return sum(1 for i in after if i in ledger.sent)
 
 
 def check_dead_letters(ledger: Ledger, data: Data, found: Findings) -> None:

@@ -1,6 +1,7 @@
 """The chaos suite's service and its havoc: configuration, the worker fleet (started and
 stopped through ``runstream.processes``), a timeline of what was done when, and the chaos
-itself (SIGKILLed workers, a crashed Redis)."""
+itself (SIGKILLed workers; a crashed Redis, or on a cluster a killed master that its
+replica replaces)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from redis.exceptions import RedisError
 
 from runstream import processes
 from runstream.client import Client
+from runstream.connect import is_cluster, open_redis
 from runstream.embedded import EmbeddedRedis
+from runstream.local_cluster import LocalCluster
 from runstream.processes import WorkerProcess
 from runstream.settings import Settings
 
@@ -74,11 +77,16 @@ def chaos_settings(redis_url: str, prefix: str) -> Settings:
         upkeep_interval_s=2.0,
         shutdown_grace_s=SHUTDOWN_GRACE_S,
         log_format="json",
+        # RUNSTREAM_TEST_PARTITIONS=4: runs spread over partitions (two-phase commits).
+        network_partitions=int(os.environ.get("RUNSTREAM_TEST_PARTITIONS", "0")),
     )
 
 
 def chaos_redis(url: str) -> aredis.Redis:
-    """A client that never retries on its own: every retry is the driver's, and counted."""
+    """A client that never retries on its own: every retry is the driver's, and counted.
+    On a cluster, redis-py's own retries follow a failover (to the promoted replica)."""
+    if is_cluster(Settings(redis_url=url)):
+        return open_redis(Settings(redis_url=url), socket_timeout=3, socket_connect_timeout=1)
     return aredis.Redis.from_url(
         url, socket_timeout=3, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
     )
@@ -213,12 +221,91 @@ class Fleet:
         return hits[:limit]
 
 
+# =========================================================================== Redis crashes
+@dataclass(frozen=True)
+class Failover:
+    """A master killed (wall-clock times): what it acknowledged just before ``killed_at``
+    may be lost (replication is asynchronous); from ``promoted_at`` its replica serves."""
+
+    port: int
+    killed_at: float
+    promoted_at: float
+
+
+class ServerCrash:
+    """One server: SIGKILL, then start it again on its append-only file (appendfsync
+    always: nothing acknowledged is lost)."""
+
+    calm_s = 0.0  # crashes until the end of the chaos phase
+    gap_s = (6.0, 10.0)  # from one crash (its start) to the next
+    failovers: tuple[Failover, ...] = ()
+
+    def __init__(self, server: EmbeddedRedis) -> None:
+        self.server = server
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def crash(self, rng: random.Random, timeline: Timeline) -> None:
+        self.server.kill()
+        timeline.note("SIGKILL redis")
+        await asyncio.sleep(rng.uniform(0.0, 0.6))
+        # start() waits until the server answers PING (it has replayed its append-only file).
+        await asyncio.to_thread(self.server.start)
+
+    async def ensure_up(self) -> None:
+        if not self.server.running:
+            await asyncio.to_thread(self.server.start)
+
+
+class MasterFailover:
+    """A Redis Cluster (3 masters, a replica each): SIGKILL a master, wait for its replica
+    to be promoted, then start the dead node again (it rejoins as the new master's replica,
+    ready to be promoted in turn)."""
+
+    # No master is killed in the chaos phase's last seconds: what is sent then is
+    # acknowledged after the last failover, and held to every promise.
+    calm_s = 10.0
+    # A failover and the rejoin take several seconds: shorter gaps, for two or more.
+    gap_s = (3.0, 5.0)
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.failovers: list[Failover] = []
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url
+
+    async def crash(self, rng: random.Random, timeline: Timeline) -> None:
+        victim = rng.choice(await asyncio.to_thread(self.cluster.master_ports))
+        killed = time.time()
+        self.cluster.kill(victim)
+        timeline.note(f"SIGKILL master :{victim}")
+        await asyncio.to_thread(self.cluster.wait_ok, 60)
+        promoted = time.time()
+        self.failovers.append(Failover(victim, killed, promoted))
+        timeline.note(f"replica of :{victim} promoted after {promoted - killed:.2f}s")
+        await asyncio.to_thread(self.cluster.restart, victim)
+        await asyncio.to_thread(self.cluster.wait_ok, 60)
+        timeline.note(f":{victim} back, as a replica")
+
+    async def ensure_up(self) -> None:
+        for node in self.cluster.nodes:
+            await asyncio.to_thread(self.cluster.restart, node.port)
+        await asyncio.to_thread(self.cluster.wait_ok, 60)
+
+
+RedisCrash = ServerCrash | MasterFailover
+
+
 # =========================================================================== chaos
 @dataclass
 class Chaos:
     rng: random.Random
     fleet: Fleet
-    server: EmbeddedRedis
+    redis: RedisCrash
     timeline: Timeline
     client: Client
     redis_restarts: int = 0
@@ -254,7 +341,7 @@ class Chaos:
     async def run(self, stop_at: float) -> None:
         now = time.monotonic()
         next_kill = now + self.rng.uniform(1, 3)
-        next_crash = now + self.rng.uniform(6, 10)
+        next_crash = now + self.rng.uniform(*self.redis.gap_s)
         while time.monotonic() < stop_at:
             now = time.monotonic()
             # A worker that died on its own is replaced too (and reported).
@@ -266,18 +353,14 @@ class Chaos:
                     self.fleet.kill(victim)
                 self.fleet.start()
                 next_kill = now + self.rng.uniform(1, 3)
-            if now >= next_crash:
+            if now >= next_crash and now < stop_at - self.redis.calm_s:
                 await self.crash_redis()
-                next_crash = time.monotonic() + self.rng.uniform(6, 10)
+                next_crash = time.monotonic() + self.rng.uniform(*self.redis.gap_s)
             await asyncio.sleep(self.rng.uniform(0.01, 0.1))
 
     async def crash_redis(self) -> None:
         down = time.monotonic()
-        self.server.kill()
-        self.timeline.note("SIGKILL redis")
-        await asyncio.sleep(self.rng.uniform(0.0, 0.6))
-        # start() waits until the server answers PING (it has replayed its append-only file).
-        await asyncio.to_thread(self.server.start)
+        await self.redis.crash(self.rng, self.timeline)
         self.redis_restarts += 1
         self.redis_down_s += time.monotonic() - down
         self.timeline.note(f"redis back after {time.monotonic() - down:.2f}s")

@@ -33,6 +33,7 @@ class Sent:
     entries: list[str] = field(default_factory=list)
     failed_xadds: int = 0
     note: str = ""
+    acked_at: float = 0.0  # when Redis first accepted it (wall clock, as failovers are)
 
     @property
     def kind(self) -> str:
@@ -101,6 +102,7 @@ class Publisher:
         sent = Sent(command, data, shard, note=note)
         self.ledger.sent[command.command_id] = sent
         entry, failures = await self.xadd(shard, {Fields.COMMAND: data})
+        sent.acked_at = time.time()
         sent.entries.append(entry)
         sent.failed_xadds += failures
         return sent
@@ -201,6 +203,9 @@ class Load:
             "delay_ms": rng.choice([0, 0.5, 1, 1]),
             "notify_every": rng.choice([0, 50]),
             "seed": rng.randrange(1000),
+            # Nodes in several namespaces: with several network partitions, chunks then
+            # span some (a two-phase commit under the chaos).
+            "spread": rng.choice([1, 3]),
         }
         if rng.random() < 0.1:
             args["fail_at"] = rng.randrange(items)

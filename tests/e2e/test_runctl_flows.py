@@ -142,7 +142,7 @@ def tombstones(settings: Settings) -> list[Tombstone]:
 def prefix_keys(redis_client: redis.Redis, settings: Settings) -> list[bytes]:
     """The test's keys, but the deployment's shard count (stored by the first process to
     talk to Redis, reads included)."""
-    config = Keys(settings.prefix, settings.shards).config_shards().encode()
+    config = Keys.of(settings).config_shards().encode()
     keys = redis_client.scan_iter(match=f"{settings.prefix}:*", count=1000)
     return [k for k in keys if k != config]
 

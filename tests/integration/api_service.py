@@ -27,7 +27,7 @@ from .support import WorkerPool, fast, service_env, worker_pool
 async def _create_token(settings: Settings, subject: str, role: Role, project: str) -> str:
     client = open_redis(settings)
     try:
-        store = TokenStore(client, Keys(settings.prefix, settings.shards))
+        store = TokenStore(client, Keys.of(settings))
         text, _ = await store.create(subject, role, project)
         return text
     finally:

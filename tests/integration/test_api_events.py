@@ -15,7 +15,7 @@ import pytest
 
 from runstream.settings import Settings
 
-from .api_service import ApiService, api_service
+from .api_service import ApiService, api_service, create_token
 
 
 @pytest.fixture
@@ -149,3 +149,43 @@ def test_bad_positions_unknown_runs_and_roles_are_refused_plainly(api: ApiServic
         refused = other.get(f"/runs/{run_id}/events")
     assert refused.status_code == 403
     assert "viewer" in refused.json()["message"]
+
+
+def test_a_browser_signed_in_to_the_ui_follows_the_same_streams_with_its_cookie(
+    api: ApiService,
+) -> None:
+    """EventSource sends no Authorization header: a page signed in to the UI (its cookie,
+    as a browser keeps it) gets /events and /runs/{id}/events under /ui; without the
+    cookie a 401 that says where to sign in, and /events without a token names /ui/events."""
+    run_id = start_and_wait(api, items=2)
+    token = create_token(api.settings, "bea", "viewer")
+    with httpx.Client(base_url=api.url, timeout=60.0, headers={"Origin": api.url}) as browser:
+        login = browser.post("/ui/login", data={"token": token, "next": "/ui/runs"})
+        assert login.status_code == 303, login.text
+        assert "authorization" not in browser.headers
+        timeout = httpx.Timeout(60.0, read=30.0)
+        with browser.stream(
+            "GET", f"/ui/runs/{run_id}/events?last_event_id=0", timeout=timeout
+        ) as response:
+            assert response.status_code == 200, response.read()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            story = []
+            for message in sse_messages(response):
+                story.append(message)
+                if message[1]["type"] == "RunSucceeded":
+                    break
+        assert {b["run_id"] for _, b in story} == {run_id}
+        assert story[0][1]["type"] == "RunQueued"
+        # The same messages as the API's stream for a token.
+        assert story == read_until(
+            api, f"/runs/{run_id}/events?last_event_id=0", lambda b: b["type"] == "RunSucceeded"
+        )
+        with browser.stream("GET", "/ui/events?last_event_id=0", timeout=timeout) as response:
+            assert response.status_code == 200
+            first = next(sse_messages(response))
+        assert first[1]["type"] and first[0].count(",") == api.settings.shards - 1
+    anonymous = httpx.get(f"{api.url}/ui/events")
+    assert anonymous.status_code == 401
+    assert "/ui/login" in anonymous.json()["message"]
+    no_token = httpx.get(f"{api.url}/events")
+    assert no_token.status_code == 401 and "/ui/events" in no_token.json()["message"]

@@ -243,7 +243,10 @@ def test_openapi_31_document_and_a_docs_page_without_cdn(api: ApiService) -> Non
     messages = api.http.get("/asyncapi").json()
     assert messages["asyncapi"].startswith("3.")
     prefix = api.settings.prefix
-    assert messages["channels"]["commands"]["address"] == f"{prefix}:{{{prefix}:s0}}:commands"
+    commands = messages["channels"]["commands"]
+    # The served document names the deployment's own keys: its prefix, shard 0's hash tag.
+    assert commands["address"] == f"{prefix}:{{shardTag}}:commands"
+    assert commands["parameters"]["shardTag"]["examples"][0] == f"{{{prefix}:s0}}"
     page = api.http.get("/schema")
     assert page.status_code == 200
     assert "http://" not in page.text and "https://" not in page.text, page.text

@@ -29,7 +29,9 @@ from runstream.settings import Settings
 from .support import assert_contiguous, chunk_ranges, fast, history, until, worker_pool
 
 ITEMS = 150
-ARGS: dict[str, object] = {"items": ITEMS, "delay_ms": 3, "edges_per_item": 2}
+# Spread over 3 namespaces: on the cluster's 16 network partitions, chunks span several
+# (two-phase commits across masters while one of them dies).
+ARGS: dict[str, object] = {"items": ITEMS, "delay_ms": 3, "edges_per_item": 2, "spread": 3}
 
 
 def _master_of(cluster: LocalCluster, key: str) -> int:
@@ -82,8 +84,10 @@ async def _drive(cluster: LocalCluster, s: Settings) -> None:
     async with Client.connect(settings=s) as client:
         before = [await _start(client, ARGS) for _ in range(4)]
         await until(lambda: _any_progress(client, before), "the runs to be under way", timeout=30)
-        # The master of the network's slot: every chunk's effects go through it.
-        victim = _master_of(cluster, client.keys.net_values)
+        # The master of the first run's network partition: its chunks' effects go through it.
+        victim = _master_of(
+            cluster, client.keys.net_values(client.keys.partition_of(f"n:{before[0]}:0:0"))
+        )
         cluster.kill(victim)
         await asyncio.to_thread(cluster.wait_ok, 30)
         assert victim not in cluster.master_ports()

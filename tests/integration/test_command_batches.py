@@ -55,7 +55,7 @@ class Slots:
 
 def test_a_batch_saves_every_runs_first_command_in_one_round_trip(settings: Settings) -> None:
     async def body() -> None:
-        keys = Keys(settings.prefix, settings.shards)
+        keys = Keys.of(settings)
         async with Client.connect(settings=settings) as client:
             r = client.redis
             await r.xgroup_create(keys.commands(0), keys.group, id="0", mkstream=True)
@@ -135,7 +135,7 @@ def test_a_run_this_worker_saved_last_is_not_loaded_again_unless_it_changed_sinc
     version, and the command is decided again on the run as stored."""
 
     async def body() -> None:
-        keys = Keys(settings.prefix, settings.shards)
+        keys = Keys.of(settings)
         async with Client.connect(settings=settings) as client:
             r = client.redis
             await r.xgroup_create(keys.commands(0), keys.group, id="0", mkstream=True)

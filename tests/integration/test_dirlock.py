@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from runstream.dirlock import DataDirLocked
+from runstream.dirlock import DataDirLocked, DirLock
 from runstream.embedded import EmbeddedRedis, free_port, port_in_use
+from runstream.local_cluster import LocalCluster
 from runstream.settings import Settings
 
 from .support import RUNCTL_CMD, service_env
@@ -43,10 +44,13 @@ def pid_alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def dev(settings: Settings, port: int, data: Path, out: Path) -> Iterator[subprocess.Popen[bytes]]:
+def dev(
+    settings: Settings, port: int, data: Path, out: Path, *more: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """``runctl dev --port PORT --data-dir DATA`` with one real worker, output to ``out``."""
     env = service_env(settings, REDIS_URL=f"redis://app:{PASSWORD}@127.0.0.1:1/0")
     argv = [*RUNCTL_CMD, "dev", "--port", str(port), "--data-dir", str(data), "--workers", "1"]
+    argv += more
     argv += ["--api-port", "0"]  # no API: this test kills runctl dev, which would orphan it
     with open(out, "wb") as sink:
         proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -113,3 +117,46 @@ def test_a_second_server_on_one_data_dir_is_refused(tmp_path: Path, settings: Se
     server = EmbeddedRedis(port=0, data_dir=data)
     with server:
         assert answers(server.port)
+
+
+CLUSTER_NODES = 6  # runctl dev --cluster: 3 masters and a replica each, on PORT..PORT+5
+
+
+def cluster_ports(avoid: set[int]) -> int:
+    """A base port whose 6 ports and their cluster-bus ports (+10000) are all free."""
+    for base in range(21000, 45000, 97):
+        ports = {base + i for i in range(CLUSTER_NODES)}
+        ports |= {p + 10000 for p in ports}
+        if not ports & avoid and not any(port_in_use(p) for p in ports):
+            return base
+    raise AssertionError("no 6 free consecutive ports for a cluster")
+
+
+@pytest.mark.timeout(180)
+def test_a_second_cluster_on_one_data_dir_is_refused(tmp_path: Path, settings: Settings) -> None:
+    data = tmp_path / "data"
+    first_port = cluster_ports(set())
+    taken = {first_port + i + bus for i in range(CLUSTER_NODES) for bus in (0, 10000)}
+    second_port = cluster_ports(taken)
+    first_out = tmp_path / "first.out"
+    with dev(settings, first_port, data, first_out, "--cluster") as first:
+        wait_for(lambda: "try, in another terminal" in first_out.read_text(), "dev", timeout=90)
+        assert answers(first_port)
+        # Another runctl dev --cluster, other ports, the same directory: refused, naming
+        # the holder, and not one node of its own started.
+        with dev(settings, second_port, data, tmp_path / "second.out", "--cluster") as second:
+            assert second.wait(60) == 1
+        said = " ".join((tmp_path / "second.out").read_text().split())  # rich wraps lines
+        assert "is in use by redis-server pid" in said, said
+        assert f"on port {first_port}" in said, said
+        assert f"started by pid {first.pid}" in said, said
+        assert "--data-dir" in said
+        assert not any(port_in_use(second_port + i) for i in range(CLUSTER_NODES))
+        # The same from Python; the first cluster is untouched.
+        with pytest.raises(DataDirLocked, match=f"started by pid {first.pid}"):
+            LocalCluster(data / "cluster", base_port=second_port).start()
+        assert answers(first_port)
+    # Stopped, the cluster frees its directory.
+    lock = DirLock(data / "cluster")
+    lock.acquire()
+    lock.release()

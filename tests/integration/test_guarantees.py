@@ -72,7 +72,7 @@ def _synthetic_effects(items: int, edges_per_item: int) -> int:
 def test_a_command_read_by_a_dead_consumer_is_claimed_and_applied(settings: Settings) -> None:
     async def body() -> None:
         s = fast(settings, claim_idle_ms=1000)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         async with connect(s) as r, Client.connect(settings=s) as client:
             await ensure_groups(r, keys)
             run_id = run_id_on(keys, 0)
@@ -109,7 +109,7 @@ def test_a_run_on_a_killed_worker_continues_elsewhere_from_its_checkpoint(
 ) -> None:
     async def body() -> None:
         s = fast(settings, lease_ms=1500, claim_idle_ms=1500)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         items, edges = 150, 1
         with worker_pool(s, tmp_path) as pool:
             pool.start("w1")
@@ -146,12 +146,8 @@ def test_a_run_on_a_killed_worker_continues_elsewhere_from_its_checkpoint(
                 assert at_kill < items
                 # The network holds each item's node exactly once, each stamped by an
                 # effect the history records as applied.
-                stamps = await r.hgetall(keys.net_stamps)
-                mine = {
-                    replies.text(k): replies.text(v)
-                    for k, v in stamps.items()
-                    if replies.text(k).startswith(f"n:{run_id}:")
-                }
+                stamps = await NetworkStore(r, keys).all_stamps()
+                mine = {k: v for k, v in stamps.items() if k.startswith(f"n:{run_id}:")}
                 assert len(mine) == items
                 confirmed = _confirmed_effect_numbers(events)
                 for stamp in mine.values():
@@ -200,14 +196,14 @@ def _expected_network(run_id: str, args: dict[str, Any]) -> dict[str, tuple[str,
 
 
 async def _network_of(r: aredis.Redis, keys: Keys, run_id: str) -> dict[str, tuple[str, str]]:
-    values = await r.hgetall(keys.net_values)
-    stamps = await r.hgetall(keys.net_stamps)
-    out = {}
-    for element, value in values.items():
-        name = replies.text(element)
-        if name.startswith((f"n:{run_id}:", f"e:{run_id}:")):
-            out[name] = (replies.text(value), replies.text(stamps[element]))
-    return out
+    network = NetworkStore(r, keys)
+    values = await network.elements()
+    stamps = await network.all_stamps()
+    return {
+        name: (value, stamps[name])
+        for name, value in values.items()
+        if name.startswith((f"n:{run_id}:", f"e:{run_id}:"))
+    }
 
 
 async def _outbox_of(r: aredis.Redis, keys: Keys, run_id: str) -> list[str]:
@@ -221,7 +217,7 @@ async def _outbox_of(r: aredis.Redis, keys: Keys, run_id: str) -> list[str]:
 def test_a_chunk_recorded_but_never_applied_is_voided_and_redone(settings: Settings) -> None:
     async def body() -> None:
         s = fast(settings)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         args = {"items": 10, "edges_per_item": 1, "notify_every": 2}
         async with connect(s) as r, Client.connect(settings=s) as client:
             run_id = new_id()
@@ -254,7 +250,8 @@ def test_a_chunk_recorded_but_never_applied_is_voided_and_redone(settings: Setti
             assert len(notes) == 5 and len(set(notes)) == 5, notes
 
             # A late writer (the "dead" worker waking up) cannot apply the voided chunk.
-            assert await r.get(keys.net_chunk(f"{run_id}:{prepared.chunk}")) == b"v"
+            part = keys.partition_of(f"n:{run_id}:0")
+            assert await r.get(keys.net_chunk(part, f"{run_id}:{prepared.chunk}")) == b"v"
             outcome, _ = await NetworkStore(r, keys).apply_chunk(
                 f"{run_id}:{prepared.chunk}",
                 run_id,
@@ -272,7 +269,7 @@ def test_a_chunk_recorded_but_never_applied_is_voided_and_redone(settings: Setti
 def test_a_chunk_applied_but_not_confirmed_is_recorded_not_reapplied(settings: Settings) -> None:
     async def body() -> None:
         s = fast(settings)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         args = {"items": 10, "edges_per_item": 1, "notify_every": 2}
         async with connect(s) as r, Client.connect(settings=s) as client:
             run_id = new_id()
@@ -319,7 +316,7 @@ def test_a_chunk_applied_but_not_confirmed_is_recorded_not_reapplied(settings: S
 def test_a_deleted_command_stream_or_group_is_recreated(settings: Settings, how: str) -> None:
     async def body() -> None:
         s = fast(settings)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         async with worker_running(s) as worker, Client.connect(settings=s) as client:
             r = client.redis
             warm = await client.start("synthetic", {"items": 1}, run_id=run_id_on(keys, 0))
@@ -349,7 +346,7 @@ def test_commands_survive_a_redis_restart_from_its_append_only_file(
 ) -> None:
     server = embedded_redis(appendfsync="always")
     s = fast(msgspec.structs.replace(settings, redis_url=server.url))
-    keys = Keys(s.prefix, s.shards)
+    keys = Keys.of(s)
 
     async def body() -> None:
         with worker_pool(s, tmp_path) as pool:
@@ -388,7 +385,7 @@ def test_undecodable_and_oversized_messages_are_dead_lettered_and_block_nothing(
 ) -> None:
     async def body() -> None:
         s = fast(settings, max_command_bytes=2000)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         stream = keys.commands(0)
         on_0, on_1 = run_id_on(keys, 0), run_id_on(keys, 1)
         oversized = json.dumps({"type": "StopRun", "run_id": on_0, "reason": "x" * 1990}).encode()
@@ -456,7 +453,7 @@ def test_a_command_that_keeps_failing_is_dead_lettered_then_retried_or_dropped(
 ) -> None:
     async def body() -> None:
         s = fast(settings, claim_idle_ms=300, max_deliveries=2)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         async with connect(s) as r, Client.connect(settings=s) as client:
             run_id = run_id_on(keys, 0)
             stream = keys.commands(0)
@@ -515,7 +512,7 @@ def test_a_command_that_keeps_failing_is_dead_lettered_then_retried_or_dropped(
 def test_upkeep_trims_only_what_every_group_has_acknowledged(settings: Settings) -> None:
     async def body() -> None:
         s = fast(settings)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         stream = keys.commands(0)
         async with connect(s) as r:
             await ensure_groups(r, keys)
@@ -573,7 +570,7 @@ def test_upkeep_caps_a_feed_no_group_reads_and_spares_one_a_group_reads(
 ) -> None:
     async def body() -> None:
         s = msgspec.structs.replace(settings, feed_maxlen=100)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         async with connect(s) as r:
             for shard in range(s.shards):
                 async with r.pipeline(transaction=False) as pipe:
@@ -593,7 +590,7 @@ def test_upkeep_caps_a_feed_no_group_reads_and_spares_one_a_group_reads(
 def test_a_deleted_run_leaves_only_its_tombstone(settings: Settings) -> None:
     async def body() -> None:
         s = fast(settings)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         async with worker_running(s), Client.connect(settings=s) as client:
             run_id = await client.start("synthetic", {"items": 5})
             assert (await client.wait(run_id, timeout=10, poll=0.05)).state == "succeeded"
@@ -620,7 +617,7 @@ def test_upkeep_does_not_fail_while_commands_are_being_acknowledged(settings: Se
     the worker's main loop)."""
 
     async def body() -> None:
-        keys = Keys(settings.prefix, settings.shards)
+        keys = Keys.of(settings)
         stream = keys.commands(0)
         async with connect(settings) as r, connect(settings) as churner:
             await ensure_groups(r, keys)
@@ -652,7 +649,7 @@ def test_upkeep_does_not_fail_while_commands_are_being_acknowledged(settings: Se
 def test_upkeep_removes_idle_consumers_without_pending_entries_only(settings: Settings) -> None:
     async def body() -> None:
         s = msgspec.structs.replace(settings, stale_consumer_ms=300)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         stream = keys.commands(0)
         async with connect(s) as r:
             await ensure_groups(r, keys)
@@ -687,7 +684,7 @@ def test_upkeep_removes_idle_consumers_without_pending_entries_only(settings: Se
 def test_loading_a_long_run_starts_from_its_snapshot(settings: Settings) -> None:
     async def body() -> None:
         s = fast(settings, chunk_items=2, chunk_seconds=10.0)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         async with worker_running(s), Client.connect(settings=s) as client:
             run_id = await client.start("synthetic", {"items": 120, "edges_per_item": 0})
             summary = await client.wait(run_id, timeout=20, poll=0.05)
@@ -728,7 +725,7 @@ def test_sigterm_hands_back_the_run_and_leaves_nothing_pending(
     async def body() -> None:
         # A long lease: the run can only move on quickly if the lease was handed back.
         s = fast(settings, lease_ms=20_000, shutdown_grace_s=3.0)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         items = 200
         with worker_pool(s, tmp_path) as pool:
             w1 = pool.start("w1")
@@ -787,7 +784,7 @@ def test_sigterm_during_a_long_item_still_exits_within_the_grace(
 
     async def body() -> None:
         s = fast(settings, lease_ms=20_000, shutdown_grace_s=1.5)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         with worker_pool(s, tmp_path) as pool:
             w1 = pool.start("w1")
             async with Client.connect(settings=s) as client:
@@ -821,7 +818,7 @@ def test_runctl_start_that_is_never_accepted_exits_8_no_worker(settings: Setting
 
     async def body() -> None:
         async with connect(settings) as r:
-            keys = Keys(settings.prefix, settings.shards)
+            keys = Keys.of(settings)
             await catalog.publish(r, keys, load_registry(), "gone-worker")
         result = await runctl_async(settings, "start", "synthetic", "--timeout", "1")
         assert result.code == 8, result

@@ -20,7 +20,7 @@ from .support import connect, fast, run_id_on, until, worker_running
 def test_ids_with_a_trailing_newline_are_dead_lettered_not_run(settings: Settings) -> None:
     async def body() -> None:
         s = fast(settings)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         run_id = run_id_on(keys, 0)
         stream = keys.commands(0)
         start = {"type": "StartRun", "scenario": "synthetic", "args": {"items": 3}}

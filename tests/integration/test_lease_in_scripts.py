@@ -29,7 +29,7 @@ def test_load_under_lease_takes_a_free_lease_and_leaves_a_held_one_alone(
 ) -> None:
     async def body() -> None:
         s = fast(settings, lease_ms=5000)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         async with connect(s) as r:
             store = EventStore(r, keys, s)
             run_id = run_id_on(keys, 1)
@@ -63,7 +63,7 @@ def test_load_under_lease_takes_a_free_lease_and_leaves_a_held_one_alone(
 def test_an_append_under_the_lease_renews_it_or_gives_it_back(settings: Settings) -> None:
     async def body() -> None:
         s = fast(settings, lease_ms=5000)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         async with connect(s) as r:
             store = EventStore(r, keys, s)
             run_id = run_id_on(keys, 0)

@@ -29,7 +29,7 @@ def test_a_lost_lease_abandons_the_run_at_once_and_frees_its_slot(settings: Sett
     async def body() -> None:
         # One run slot: a run whose lost lease went unnoticed would hold it for ever.
         s = fast(settings, max_parallel_runs=1, lease_ms=1000)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         async with Client.connect(settings=s) as client, worker_running(s) as worker:
             r = client.redis
             # Its one item takes 30 s: without a renewal check the slot stays taken.
@@ -59,7 +59,7 @@ def test_hold_while_gives_up_on_work_that_swallows_its_cancellation(settings: Se
 
     async def body() -> None:
         s = fast(settings, lease_ms=600)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         run_id = run_id_on(keys, 0)
         async with connect(s) as r:
             leases = Leases(r, keys, "me", s.lease_ms)
@@ -104,7 +104,7 @@ def test_only_the_lease_holder_resolves_a_pending_chunk(settings: Settings) -> N
 
     async def body() -> None:
         s = fast(settings)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         run_id = run_id_on(keys, 0)
         async with connect(s) as r:
             run = await _prepared_chunk(r, s, keys, run_id, {"items": 10}, 5)
@@ -124,7 +124,8 @@ def test_only_the_lease_holder_resolves_a_pending_chunk(settings: Settings) -> N
                     await stale._resolve_pending(run)
             finally:
                 step_reads.close()
-            assert await r.exists(keys.net_chunk(token)) == 0, "a stale worker voided it"
+            marks = [keys.net_chunk(p, token) for p in range(keys.partitions)]
+            assert await r.exists(*marks) == 0, "a stale worker voided it"
             history = await EventStore(r, keys, s).history(run_id)
             assert type(history[-1][1]).__name__ == "ChunkPrepared"
 

@@ -250,17 +250,38 @@ def _random_shape(rng: random.Random) -> Shape:
 
 
 @pytest.mark.parametrize(
-    ("budget", "max_values"),
-    [(0, 5000), (10**9, 5000), (0, 0), (10**9, 0)],
-    ids=["intersect", "walk", "intersect-read-texts", "walk-read-texts"],
+    ("budget", "max_values", "max_groups"),
+    [
+        (0, 5000, 64),
+        (10**9, 5000, 64),
+        (0, 0, 64),
+        (10**9, 0, 64),
+        (0, 5000, 0),
+        (10**9, 5000, 0),
+        (50, 5000, 64),
+    ],
+    ids=[
+        "intersect",
+        "walk",
+        "intersect-read-texts",
+        "walk-read-texts",
+        "intersect-keywords-by-text",
+        "walk-keywords-by-text",
+        "walk-some-value-groups",
+    ],
 )
 def test_both_query_strategies_agree_with_the_reference(
-    settings: Settings, budget: int, max_values: int, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    budget: int,
+    max_values: int,
+    max_groups: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from runstream.store import search
 
     monkeypatch.setattr(search, "WALK_BUDGET", budget)
     monkeypatch.setattr(search, "MAX_VALUES", max_values)
+    monkeypatch.setattr(search, "MAX_GROUPS", max_groups)
     rng = random.Random(11)
 
     async def body(client: Client) -> None:
@@ -281,6 +302,9 @@ def test_both_query_strategies_agree_with_the_reference(
             ["state", "name:desc"],
             ["items_processed:desc", "id"],
             ["state", "duration_ms:desc"],  # a range on a later sort key: tested while read
+            ["scenario:desc", "actor", "created_at"],  # keywords walked value by value
+            ["actor", "args.items:desc"],  # a value group, then an argument
+            ["description:desc"],  # the run id after the value groups
         ]
         for filters in combos:
             for sort in sorts:
@@ -472,6 +496,7 @@ sort_specs = st.lists(
     limit=st.integers(1, 8),
     budget=st.sampled_from([0, 10**9]),
     max_values=st.sampled_from([0, 5000]),
+    max_groups=st.sampled_from([0, 64]),
 )
 def test_a_query_over_the_index_returns_what_the_filter_returns_over_the_runs_state(
     settings: Settings,
@@ -481,12 +506,13 @@ def test_a_query_over_the_index_returns_what_the_filter_returns_over_the_runs_st
     limit: int,
     budget: int,
     max_values: int,
+    max_groups: int,
 ) -> None:
     from runstream.store import search
 
     s = msgspec.structs.replace(settings, prefix=settings.prefix + new_id()[-6:])
-    old_budget, old_max_values = search.WALK_BUDGET, search.MAX_VALUES
-    search.WALK_BUDGET, search.MAX_VALUES = budget, max_values
+    old = search.WALK_BUDGET, search.MAX_VALUES, search.MAX_GROUPS
+    search.WALK_BUDGET, search.MAX_VALUES, search.MAX_GROUPS = budget, max_values, max_groups
 
     async def body(client: Client) -> None:
         states = []
@@ -505,7 +531,7 @@ def test_a_query_over_the_index_returns_what_the_filter_returns_over_the_runs_st
     try:
         run_async(body, s)
     finally:
-        search.WALK_BUDGET, search.MAX_VALUES = old_budget, old_max_values
+        search.WALK_BUDGET, search.MAX_VALUES, search.MAX_GROUPS = old
 
 
 def test_history_events_carry_the_bulk_id_of_their_command() -> None:

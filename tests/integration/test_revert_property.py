@@ -110,8 +110,7 @@ class Env:
         return time.time() + next(self.clock) / 1000
 
     async def stamps(self) -> dict[str, str]:
-        raw = await self.redis.hgetall(self.keys.net_stamps)
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return await self.network.all_stamps()
 
     async def picture(self) -> tuple[dict[str, Any], dict[str, str]]:
         """The network's values and the stamps that say who wrote each element."""
@@ -131,7 +130,7 @@ def run_async(settings_: Settings, body: Callable[[Env], Awaitable[T]]) -> T:
     async def main() -> T:
         client = open_redis(example)
         try:
-            keys = Keys(example.prefix, example.shards)
+            keys = Keys.of(example)
             env = Env(client, EventStore(client, keys, example), NetworkStore(client, keys), keys)
             return await body(env)
         finally:
@@ -248,7 +247,7 @@ async def revert(
         await save(env, run)
         if not step.mark:
             return run, skipped_all
-        await env.network.forget_revert_step(step.mark)
+        await env.network.forget_revert_step(step.mark, step.partitions)
         skipped_all.extend(step.skipped)
     raise AssertionError("the revert does not come to an end")
 

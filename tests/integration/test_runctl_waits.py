@@ -89,7 +89,7 @@ def test_wait_exit_codes(tmp_path: Path, settings: Settings) -> None:
 def test_no_worker_is_exit_8_and_a_worker_that_never_takes_it_is_5(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
-    keys = Keys(settings.prefix, settings.shards)
+    keys = Keys.of(settings)
 
     async def publish() -> None:  # a worker published its scenarios, then went away
         client = open_redis(settings)

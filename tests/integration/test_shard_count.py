@@ -25,7 +25,7 @@ BAD_INPUT = 2
 def test_the_first_start_stores_the_count_and_a_client_with_another_is_refused(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
-    key = Keys(settings.prefix, settings.shards).config_shards()
+    key = Keys.of(settings).config_shards()
     other = msgspec.structs.replace(settings, shards=settings.shards * 4)
 
     async def body() -> None:

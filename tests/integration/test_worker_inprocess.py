@@ -66,8 +66,8 @@ def test_start_runs_to_success_with_the_right_counts(settings: Settings) -> None
             assert isinstance(events[1], ev.RunStarted)
             assert isinstance(events[-1], ev.RunSucceeded)
             assert_contiguous(chunk_ranges(events), 50)
-            values = await client.redis.hkeys(client.keys.net_values)
-            nodes = [v for v in values if replies.text(v).startswith(f"n:{run_id}:")]
+            values = await client.network.elements()
+            nodes = [v for v in values if v.startswith(f"n:{run_id}:")]
             assert len(nodes) == 50
             notes = replies.entries(await client.redis.xrange(client.keys.outbox))
             assert sum(1 for _, f in notes if f[Fields.RUN_ID] == run_id.encode()) == 5
@@ -119,7 +119,7 @@ def test_stop_mid_run_then_continue_processes_every_item_once(settings: Settings
 def test_a_redelivered_command_is_applied_once(settings: Settings) -> None:
     async def body() -> None:
         s = fast(settings)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         run_id = new_id()
         start = cmd.StartRun(run_id=run_id, scenario="synthetic", args={"items": 5})
         data = cmd.encode_command(start)
@@ -223,7 +223,7 @@ def test_a_start_with_bad_input_is_rejected_and_creates_nothing(
 def test_commands_published_before_any_worker_existed_are_delivered(settings: Settings) -> None:
     async def body() -> None:
         s = fast(settings)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         async with Client.connect(settings=s) as client:
             # One run per shard, published while no group and no worker exist.
             run_ids = [run_id_on(keys, shard) for shard in range(s.shards)]
@@ -255,7 +255,7 @@ def test_a_redelivered_rejected_command_is_reported_once(settings: Settings, mak
 
     async def body() -> None:
         s = fast(settings)
-        keys = Keys(s.prefix, s.shards)
+        keys = Keys.of(s)
         run_id = new_id()
         command = make(run_id)  # type: ignore[operator]
         data = cmd.encode_command(command)

@@ -4,8 +4,10 @@ OpenAPI document the API generates is valid OpenAPI 3.1."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 from litestar.exceptions.base_exceptions import LitestarDeprecationWarning
 from openapi_spec_validator import validate
@@ -28,8 +30,42 @@ def test_the_asyncapi_document_carries_the_contracts_schemas() -> None:
     assert {"commands", "feed"} <= set(doc["channels"])
     schemas = doc["components"]["schemas"]
     assert {"StartRun", "DeleteRun", "RunQueued", "RunDeleted", "CommandRejected"} <= set(schemas)
-    command = schemas["commands:Message:Payload"]["properties"]["c"]
+    command = schemas["commands.Message.Payload"]["properties"]["c"]
     assert "$ref" in command or "anyOf" in command
+
+
+def _resolve(doc: dict[str, Any], ref: str) -> Any:
+    node: Any = doc
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [r for k, v in value.items() for r in ([v] if k == "$ref" else _refs(v))]
+    if isinstance(value, list):
+        return [r for v in value for r in _refs(v)]
+    return []
+
+
+def test_the_asyncapi_addresses_parameters_component_keys_and_references_are_valid() -> None:
+    """AsyncAPI 3: braces in a channel address name a parameter the channel declares (a
+    shard's hash tag is one), a component's key has only letters, digits, '.', '-', '_',
+    and every reference leads somewhere."""
+    doc = json.loads(asyncapi.text())
+    for name, channel in doc["channels"].items():
+        named = re.findall(r"\{([^{}]*)\}", channel["address"])
+        assert named == [asyncapi.SHARD_PARAMETER], (name, channel["address"])
+        assert set(named) == set(channel["parameters"]), name
+        assert channel["parameters"][named[0]]["examples"][0] == "{rs:s0}"
+    for kind, components in doc["components"].items():
+        for key in components:
+            assert re.fullmatch(r"[A-Za-z0-9.\-_]+", key), (kind, key)
+    refs = _refs(doc)
+    assert refs
+    for ref in refs:
+        assert _resolve(doc, ref) is not None, ref
 
 
 def test_the_openapi_document_is_valid_openapi_31() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runstream.settings import Settings, env_name, load_settings
+from runstream.settings import MAX_PARTITIONS, Settings, env_name, load_settings
 
 # Values the environment can carry unchanged: non-empty (an empty variable means "unset")
 # and, for module lists, names without the comma that separates them.
@@ -35,6 +35,8 @@ def _strategy(field: msgspec.structs.FieldInfo) -> st.SearchStrategy[Any]:
         )
     if field.name == "metrics_port":  # a TCP port, or 0 for none
         return st.integers(min_value=0, max_value=65535)
+    if field.name == "network_partitions":  # 0 (automatic) up to MAX_PARTITIONS
+        return st.integers(min_value=0, max_value=MAX_PARTITIONS)
     if field.type is int:
         return st.integers(min_value=1, max_value=2**62)
     if field.type is float:

@@ -20,9 +20,10 @@ from runstream_api.context import ApiContext, provide_api
 from runstream_api.docs import assets_router, asyncapi_document, openapi_config
 from runstream_api.errors import EXCEPTION_HANDLERS
 from runstream_api.events_routes import all_events, run_events
-from runstream_api.limits import check_query_length, rate_limit
+from runstream_api.limits import check_query_length
 from runstream_api.metrics import service_routes
 from runstream_api.mistral.routes import mistral_router
+from runstream_api.openapi_errors import openapi_errors
 from runstream_api.ops_routes import (
     BulkController,
     DeadLettersController,
@@ -31,9 +32,11 @@ from runstream_api.ops_routes import (
     track_run,
 )
 from runstream_api.outputs_routes import OutputsController
+from runstream_api.rate_limit import SharedRateLimit
 from runstream_api.runs_routes import CommandsController, RunsController
 from runstream_api.scenarios_routes import ScenariosController
 from runstream_api.times import iso_responses, openapi_times
+from runstream_api.token_cache import TokenCache
 from runstream_api.ui import routes as ui
 
 # A request body larger than this is refused (413) before it is read whole.
@@ -65,7 +68,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with Client.connect(settings=settings) as client:
-            tokens = TokenStore(client.redis, client.keys)
+            tokens = TokenCache(TokenStore(client.redis, client.keys))
             app.state.api = ApiContext(client, registry, settings, tokens)
             structlog.get_logger("runstream_api").info("api_started")
             yield
@@ -101,7 +104,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         after_request=iso_responses,
         before_request=check_query_length,
-        middleware=[limiter.middleware] if (limiter := rate_limit(settings.api_rate_limit)) else [],
+        # Shared by every replica through Redis (0: no limit).
+        middleware=[SharedRateLimit(settings.api_rate_limit)] if settings.api_rate_limit else [],
     )
-    openapi_times(app.openapi_schema)  # generated once, here: the wire's times in it too
+    # Generated once, here: the wire's times and error bodies in it too.
+    openapi_times(openapi_errors(app.openapi_schema))
     return app

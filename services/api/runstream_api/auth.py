@@ -28,8 +28,12 @@ async def provide_caller(api: ApiContext, request: Request[Any, Any, Any]) -> To
             raise unauthorized("the Authorization header must be 'Bearer rst_...'")
         token = header[len(_BEARER) :].strip()
     if not token:
+        hint = ""
+        if request.url.path.endswith("/events"):
+            # EventSource cannot send headers: a page signed in to the UI has its streams.
+            hint = "; a browser's EventSource: sign in to the UI and use /ui" + request.url.path
         raise unauthorized(
-            "no API token: send 'Authorization: Bearer rst_...' (runctl token create)"
+            f"no API token: send 'Authorization: Bearer rst_...' (runctl token create){hint}"
         )
     record = await api.tokens.check(token)
     if record is None:

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from runstream.client import Client
 from runstream.domain.scenarios import Registry
 from runstream.settings import Settings
-from runstream.tokens import TokenStore
+from runstream_api.token_cache import TokenCache
 
 
 @dataclass
@@ -18,7 +18,8 @@ class ApiContext:
     client: Client
     registry: Registry
     settings: Settings
-    tokens: TokenStore
+    # Who a token is (remembered a few seconds: token_cache).
+    tokens: TokenCache
 
 
 def provide_api(state: State) -> ApiContext:

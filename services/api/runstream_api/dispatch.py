@@ -9,7 +9,8 @@ same key with a different request is refused.
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import msgspec
 
@@ -23,6 +24,9 @@ from runstream_api.outcomes import CommandStatus, Tracker
 # How long an Idempotency-Key is remembered.
 KEY_TTL_S = 24 * 3600
 MAX_KEY_LENGTH = 200
+
+
+Until = Literal["pending", "accepted", "done"]
 
 
 class KeyRecord(msgspec.Struct, kw_only=True):
@@ -55,17 +59,34 @@ def command_id_for(caller: str, key: str | None) -> str:
     return "api-" + hashlib.sha256(f"{caller}\0{key}".encode()).hexdigest()[:40]
 
 
+async def publish(
+    client: Client,
+    key: str | None,
+    print_: str,
+    command: cmd.Command,
+    *,
+    until: Until,
+    timeout: float,
+) -> CommandStatus:
+    """``command`` sent once per Idempotency-Key ``key`` (``claim``), and where it stands
+    (``submit``). Without a key its record goes with the command, in one round trip."""
+    if key is None:
+        record = remembered(client, command, print_)
+        return await submit(
+            client, command, retry=False, until=until, timeout=timeout, record=record
+        )
+    command, retry = await claim(client, key, print_, command)
+    return await submit(client, command, retry=retry, until=until, timeout=timeout)
+
+
 async def claim(
-    client: Client, key: str | None, print_: str, command: cmd.Command
+    client: Client, key: str, print_: str, command: cmd.Command
 ) -> tuple[cmd.Command, bool]:
-    """The command to send: ``command`` (its id derived from the key, if any) if it is new,
+    """The command to send: ``command`` (its id derived from the key) if it is new,
     remembered now; else the one the key was first sent as (True: a retry). The same key
     with another request is bad input (422)."""
     redis_key = client.keys.api_command(command.command_id)
     record = KeyRecord(fingerprint=print_, command=cmd.encode_command(command))
-    if key is None:
-        await client.redis.set(redis_key, _encoder.encode(record), ex=KEY_TTL_S)
-        return command, False
     if await client.redis.set(redis_key, _encoder.encode(record), nx=True, ex=KEY_TTL_S):
         return command, False
     raw = await client.redis.get(redis_key)
@@ -82,14 +103,26 @@ async def claim(
     return cmd.decode_command(first.command), True
 
 
-Until = Literal["pending", "accepted", "done"]
+def remembered(client: Client, command: cmd.Command, print_: str) -> Callable[[Any], object]:
+    """Queues, on a pipeline, the record of a request sent without a key (so that
+    ``/commands/{command_id}`` finds it); it goes with the command, in one round trip."""
+    record = _encoder.encode(KeyRecord(fingerprint=print_, command=cmd.encode_command(command)))
+    redis_key = client.keys.api_command(command.command_id)
+    return lambda pipe: pipe.set(redis_key, record, ex=KEY_TTL_S)
 
 
 async def submit(
-    client: Client, command: cmd.Command, *, retry: bool, until: Until, timeout: float
+    client: Client,
+    command: cmd.Command,
+    *,
+    retry: bool,
+    until: Until,
+    timeout: float,
+    record: Callable[[Any], object] | None = None,
 ) -> CommandStatus:
     """Publish ``command`` and report where it stands: at once (``pending``), once a worker
-    accepted (or rejected) it, or once it took effect (``done``); at most ``timeout`` s."""
+    accepted (or rejected) it, or once it took effect (``done``); at most ``timeout`` s.
+    ``record`` (``remembered``): the request's record, stored with the command."""
     tracker = Tracker(command)
     # Fire and forget (a first send, not waited for): no feed position, no read after.
     quick = until == "pending" and not retry
@@ -100,7 +133,7 @@ async def submit(
     if tracker.status == "pending":
         # A retry sends it again: if the first send was lost it goes now, else the
         # workers drop it as a duplicate (same command_id).
-        await client.send(command)
+        await client.send(command, before=record)
     if until != "pending" and not tracker.settled:
         await outcomes.follow(client, tracker, since, timeout, until=until)
     # A run just asked to start is not there yet: no need to look.

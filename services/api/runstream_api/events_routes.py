@@ -167,6 +167,16 @@ async def all_events(
     last_event_id_header: LastEventIdHeader = None,
     last_event_id: LastEventIdQuery = None,
 ) -> ServerSentEvent:
+    return await all_events_for(api, caller, last_event_id_header, last_event_id)
+
+
+async def all_events_for(
+    api: ApiContext,
+    caller: TokenRecord,
+    last_event_id_header: str | None,
+    last_event_id: str | None,
+) -> ServerSentEvent:
+    """The stream of ``/events`` for ``caller`` (also the UI's, signed in by its cookie)."""
     require(caller, "viewer", visible_project(caller))
     shards = list(range(api.client.keys.shards))
     cursor, resumed = await start_cursor(api, shards, last_event_id_header, last_event_id)
@@ -189,6 +199,17 @@ async def run_events(
     last_event_id_header: LastEventIdHeader = None,
     last_event_id: LastEventIdQuery = None,
 ) -> ServerSentEvent:
+    return await run_events_for(api, caller, run_id, last_event_id_header, last_event_id)
+
+
+async def run_events_for(
+    api: ApiContext,
+    caller: TokenRecord,
+    run_id: str,
+    last_event_id_header: str | None,
+    last_event_id: str | None,
+) -> ServerSentEvent:
+    """The stream of ``/runs/{run_id}/events`` for ``caller`` (also the UI's)."""
     shards = [api.client.keys.shard_of(run_id)]
     cursor, resumed = await start_cursor(api, shards, last_event_id_header, last_event_id)
     try:

@@ -246,6 +246,9 @@ class DeadLettersController(Controller):
 
     async def _letter(self, api: ApiContext, caller: TokenRecord, letter_id: str) -> dlq.DeadLetter:
         require(caller, "admin", visible_project(caller))
+        # The pattern allows 20 digits; Redis refuses a part past 2**64 - 1 (was a 503).
+        if any(int(part) >= 2**64 for part in letter_id.split("-")):
+            raise bad_input(f"{letter_id} is no stream entry id: too large", "letter_id")
         letter = await api.client.dead_letter(letter_id)
         if letter is None:
             raise not_found(f"no dead-lettered message {letter_id}")

@@ -138,10 +138,10 @@ async def publish(
     client = api.client
     cmd.checked_bytes(command, api.settings.max_command_bytes)
     print_ = dispatch.fingerprint(request.method, request.url.path, await request.body())
-    command, retry = await dispatch.claim(client, key, print_, command)
     until: dispatch.Until = "done" if wait else "pending"
-    status = await dispatch.submit(client, command, retry=retry, until=until, timeout=timeout)
-    return answer(status)
+    return answer(
+        await dispatch.publish(client, key, print_, command, until=until, timeout=timeout)
+    )
 
 
 async def run_command(

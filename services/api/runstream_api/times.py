@@ -21,30 +21,38 @@ from runstream.query import iso
 USER_DATA = frozenset({"args", "labels", "input", "output", "results", "result_types", "stats"})
 
 
-def _is_time(key: str, value: Any) -> bool:
-    return (
-        (key == "at" or key.endswith("_at"))
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-    )
+# Whether a key names a time, per key seen (model field names: a small set).
+_TIME_KEYS: dict[str, bool] = {}
+_MAX_TIME_KEYS = 10_000
+
+
+def _is_time_key(key: str) -> bool:
+    known = _TIME_KEYS.get(key)
+    if known is None:
+        known = key == "at" or key.endswith("_at")
+        if len(_TIME_KEYS) < _MAX_TIME_KEYS:
+            _TIME_KEYS[key] = known
+    return known
 
 
 def iso_times(value: Any) -> Any:
-    """Builtins (``msgspec.to_builtins`` of a model) with the time fields as ISO 8601."""
-    if isinstance(value, list):
-        return [iso_times(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    return {
-        key: (
-            iso(item)
-            if _is_time(key, item)
-            else iso_times(item)
-            if isinstance(item, dict | list) and key not in USER_DATA
-            else item
-        )
-        for key, item in value.items()
-    }
+    """Builtins fresh from ``msgspec.to_builtins`` (changed in place, and returned) with
+    the time fields as ISO 8601. In place and with the key test remembered: a page of 50
+    runs went through here in more time than its query took."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            item_kind = type(item)
+            if item_kind is float or item_kind is int:  # never bool: type(True) is bool
+                if _is_time_key(key):
+                    value[key] = iso(item)
+            elif (item_kind is dict or item_kind is list) and key not in USER_DATA:
+                iso_times(item)
+    elif kind is list:
+        for item in value:
+            if type(item) is dict or type(item) is list:
+                iso_times(item)
+    return value
 
 
 def to_wire(model: Any) -> Any:

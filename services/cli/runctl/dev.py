@@ -251,7 +251,7 @@ class _DevStack:
 async def _dev_token(settings: Settings, url: str) -> str:
     client = open_redis(msgspec.structs.replace(settings, redis_url=url))
     try:
-        store = TokenStore(client, Keys(settings.prefix, settings.shards))
+        store = TokenStore(client, Keys.of(settings))
         token, _ = await store.create("dev", "admin", token_id="dev")
         return token
     finally:

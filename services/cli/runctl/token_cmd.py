@@ -12,7 +12,15 @@ from runctl import errors
 from runctl.common import JsonOpt, _print_json, _run, _when, out
 from runctl.errors import CliError
 from runstream.client import Client
-from runstream.tokens import ALL_PROJECTS, ROLES, BadToken, Role, TokenRecord, TokenStore
+from runstream.tokens import (
+    ALL_PROJECTS,
+    ROLES,
+    TOKEN_CACHE_S,
+    BadToken,
+    Role,
+    TokenRecord,
+    TokenStore,
+)
 
 
 def _store(client: Client) -> TokenStore:
@@ -72,10 +80,11 @@ def msgspec_dict(record: TokenRecord) -> dict[str, object]:
 def revoke(
     token_id: Annotated[str, typer.Argument(help="The token's id (see 'token list').")],
 ) -> None:
-    """Revoke a token: the API refuses it from now on."""
+    """Revoke a token: the API refuses it within seconds (each API process remembers a
+    token it checked for TOKEN_CACHE_S)."""
     if not _run(lambda c: _store(c).revoke(token_id)):
         raise CliError(f"no token {token_id!r} (see runctl token list)", errors.BAD_INPUT)
-    out.print(f"token {token_id} revoked")
+    out.print(f"token {token_id} revoked: the API refuses it within {TOKEN_CACHE_S:g} s")
 
 
 def register(app: typer.Typer) -> None:

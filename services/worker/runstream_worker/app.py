@@ -18,22 +18,24 @@ import socket
 import time
 from typing import Any
 
+import redis
 import redis.asyncio as aredis
 import structlog
 from faststream.middlewares import AckPolicy
 from faststream.redis import StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from faststream.redis.message import RedisBatchStreamMessage
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from runstream import catalog, logs, shard_metrics
 from runstream.connect import make_broker, open_blocking_redis, open_redis
 from runstream.domain.scenarios import load_registry
 from runstream.keys import Keys
 from runstream.processes import READY_MARK
+from runstream.redis_trouble import REDIS_TROUBLE
 from runstream.redis_url import secrets_of
 from runstream.settings import Settings
-from runstream.shards import ShardCountMismatch, ensure_shard_count
+from runstream.shards import ShardCountMismatch, ensure_partition_count, ensure_shard_count
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker import metrics
@@ -102,17 +104,13 @@ class Worker:
         self.client = open_redis(
             settings, hiredis_packing=True, max_connections=settings.max_connections
         )
-        self.keys = Keys(settings.prefix, settings.shards)
+        self.keys = Keys.of(settings)
         self.store = EventStore(self.client, self.keys, settings)
         self.network = NetworkStore(self.client, self.keys)
-        # Scenario steps read the network from their threads: a blocking client, with
-        # timeouts so a hung connection can't hold a run for ever.
-        self.step_reads = open_blocking_redis(
-            settings, socket_timeout=10, socket_connect_timeout=10
-        )
-        self.executor = Executor(
-            self.store, self.network, self.step_reads, settings, self.registry, self.name
-        )
+        # Scenario steps read the network from their threads: a blocking client, made once
+        # Redis answers (_connect; a cluster client connects as it is made).
+        self.step_reads: redis.Redis | None = None
+        self.executor = Executor(self.store, self.network, None, settings, self.registry, self.name)
         self.processor = CommandProcessor(self.store, settings, self.registry, self.executor)
         # Per-message logs at DEBUG: faststream's default INFO line per message costs throughput.
         self.broker = make_broker(
@@ -216,12 +214,16 @@ class Worker:
             try:
                 # Raises ShardCountMismatch (the worker exits): never read the wrong streams.
                 await ensure_shard_count(self.client, self.keys)
+                await ensure_partition_count(self.client, self.keys)
                 await ensure_groups(self.client, self.keys)
                 await heartbeat(self.client, self.keys, self.settings, self.name)
                 await catalog.publish(self.client, self.keys, self.registry, self.name)
+                if self.step_reads is None:
+                    self.step_reads = await asyncio.to_thread(self._open_step_reads)
+                    self.executor.use_step_reads(self.step_reads)
                 await self.broker.start()
                 return True
-            except (RedisError, OSError) as exc:
+            except REDIS_TROUBLE as exc:
                 log.warning("waiting_for_redis", error=str(exc), retry_in_s=delay)
                 with contextlib.suppress(Exception):
                     await self.broker.stop()
@@ -236,6 +238,10 @@ class Worker:
         await self._close()
         return False
 
+    def _open_step_reads(self) -> redis.Redis:
+        # Timeouts, so a hung connection can't hold a run for ever.
+        return open_blocking_redis(self.settings, socket_timeout=10, socket_connect_timeout=10)
+
     async def _not_ready(self) -> str | None:
         """Why this worker is not ready (its /health), or None when it is."""
         if self.stopping.is_set():
@@ -244,7 +250,7 @@ class Worker:
             return "not consuming yet: waiting for Redis"
         try:
             await asyncio.wait_for(self.client.ping(), timeout=1.5)
-        except (RedisError, OSError) as exc:
+        except REDIS_TROUBLE as exc:
             return f"Redis does not answer: {exc}"
         return None
 
@@ -255,7 +261,7 @@ class Worker:
             # Again and again: a catalog wiped (or a Redis restored from before) comes back.
             await catalog.publish(self.client, self.keys, self.registry, self.name)
             await upkeep(self.client, self.keys, self.settings)
-        except (RedisError, OSError) as exc:
+        except REDIS_TROUBLE as exc:
             log.warning("upkeep_failed", error=str(exc))
         except Exception:
             log.exception("upkeep_crashed")
@@ -273,7 +279,7 @@ class Worker:
             for sub in stopped:
                 await sub.start()
             log.warning("subscribers_restarted", count=len(stopped))
-        except (RedisError, OSError) as exc:
+        except REDIS_TROUBLE as exc:
             log.warning("subscribers_restart_failed", error=str(exc))
 
     async def _shutdown(self) -> None:
@@ -297,7 +303,8 @@ class Worker:
     async def _close(self) -> None:
         if self.status is not None:
             self.status.stop()
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_TROUBLE):
             await self.client.delete(self.keys.worker_alive(self.name))
-        self.step_reads.close()
+        if self.step_reads is not None:
+            self.step_reads.close()
         await self.client.aclose()

@@ -21,7 +21,7 @@ import structlog
 from runstream.contracts import events as ev
 from runstream.domain.run import Run
 from runstream.store import outputs
-from runstream.store.network import NetworkStore
+from runstream.store.network import ChunkProtocolBroken, NetworkStore
 from runstream_worker import metrics
 from runstream_worker.chunk import ChunkResult
 from runstream_worker.effects import record_effects
@@ -133,7 +133,9 @@ class ChunkProtocol:
         if outcome == "conflict":
             # The element changed between the step's read and this write: void, redo.
             log.info("chunk_conflict", chunk=event.chunk, element=element)
-            await self.network.resolve_chunk(token)
+            await self.network.resolve_chunk(
+                token, run_id, event.first_effect, event.effects, event.notifications
+            )
             run.void_chunk(time.time(), f"{element} changed while the chunk was being applied")
             return await self._save(run), True
         if outcome == "voided":
@@ -144,7 +146,7 @@ class ChunkProtocol:
         if not await self.append(run, outputs.of_chunk(event)):
             return await self.load(run_id), False  # the pending chunk is resolved next
         metrics.effects_applied(len(event.effects))
-        await self.network.forget_chunk(token)
+        await self.network.forget_chunk(token, event.effects, event.notifications)
         return run, False
 
     async def resolve_pending(self, run: Run) -> Run:
@@ -158,11 +160,31 @@ class ChunkProtocol:
         # pending, though the new holder has confirmed it (and forgotten its marker).
         if self.renew_lease is not None and not await self.renew_lease(run.state.run_id):
             raise LostLease(run.state.run_id)
-        outcome = await self.network.resolve_chunk(token)
+        # With one network partition the mark alone answers; with several, the chunk's
+        # effects say where it was written (and let a commit begun be finished).
+        prepared = (
+            await self._prepared_event(run.state.run_id, chunk)
+            if self.network.partitioned
+            else None
+        )
+        if prepared is None:
+            if self.network.partitioned:
+                raise ChunkProtocolBroken(f"chunk {token}: no ChunkPrepared in the history")
+            outcome = await self.network.resolve_chunk(token)
+        else:
+            outcome = await self.network.resolve_chunk(
+                token,
+                run.state.run_id,
+                prepared.first_effect,
+                prepared.effects,
+                prepared.notifications,
+            )
         output = None
         effects = run.state.pending.effects
         if outcome == "applied":
-            output = await self._output_of(run.state.run_id, chunk)
+            if prepared is None:
+                prepared = await self._prepared_event(run.state.run_id, chunk)
+            output = outputs.of_chunk(prepared) if prepared is not None else None
             run.confirm_chunk(time.time())
         else:
             run.void_chunk(time.time(), "its worker stopped before it reached the network")
@@ -172,17 +194,22 @@ class ChunkProtocol:
         log.info("chunk_resolved", chunk=chunk, outcome=outcome)
         if outcome == "applied":
             metrics.effects_applied(effects)
-            await self.network.forget_chunk(token)  # as after a chunk confirmed in one go
+            # As after a chunk confirmed in one go.
+            if prepared is not None:
+                await self.network.forget_chunk(token, prepared.effects, prepared.notifications)
+            else:
+                await self.network.forget_chunk(token)
         return run
 
-    async def _output_of(self, run_id: str, chunk: int) -> outputs.RunOutput | None:
-        """The log lines and result files of a prepared chunk, from the run's history."""
+    async def _prepared_event(self, run_id: str, chunk: int) -> ev.ChunkPrepared | None:
+        """A prepared chunk's record (effects, log lines, result files), from the run's
+        history."""
         cursor = "+"
         while True:
             page = await self.history_before(run_id, cursor, 50)
             for _, event in page:
                 if isinstance(event, ev.ChunkPrepared) and event.chunk == chunk:
-                    return outputs.of_chunk(event)
+                    return event
             if len(page) < 50:
                 return None
             cursor = f"({page[-1][0]}"

@@ -23,10 +23,11 @@ from redis.exceptions import NoScriptError
 from runstream import lua
 from runstream.domain.run import WAITING_BAND, Run
 from runstream.domain.scenarios import BadArguments, Registry, ResultLimits
+from runstream.redis_trouble import REDIS_TROUBLE
 from runstream.settings import Settings
 from runstream.store import outputs
 from runstream.store.events import EventStore
-from runstream.store.network import NetworkStore
+from runstream.store.network import ElementReserved, NetworkStore
 from runstream_worker import metrics
 from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
 from runstream_worker.chunk_protocol import ChunkProtocol
@@ -43,6 +44,10 @@ MAX_CHUNK_CONFLICTS = 5
 SHUTDOWN_WAIT_S = 1.0
 # How long cancelled runs get to end after that (they may not: see lease.py).
 CANCEL_WAIT_S = 0.5
+# What interrupts a run's drive without being its fault: it is taken up again later
+# (ElementReserved: a revert step met a chunk being written; the step's mark keeps what
+# was done).
+DRIVE_TROUBLE: tuple[type[Exception], ...] = (*REDIS_TROUBLE, NetworkUnavailable, ElementReserved)
 # How often the scan also looks for runs under way that the leases set does not know of
 # (leased by a worker of an older version, during a rolling upgrade): that look walks
 # every run under way, the others only what is free to take.
@@ -68,13 +73,13 @@ class Executor:
         self,
         store: EventStore,
         network: NetworkStore,
-        step_reads: redis.Redis,
+        step_reads: redis.Redis | None,
         settings: Settings,
         registry: Registry,
         worker: str,
     ) -> None:
         """``step_reads``: a blocking client for the network reads of scenario steps, which
-        run in threads (its owner closes it)."""
+        run in threads (its owner closes it); None until ``use_step_reads``."""
         self.settings = settings
         self.store = store
         self.network = network
@@ -142,8 +147,12 @@ class Executor:
             for run_id, task in active.items():
                 if not task.done():
                     log.warning("run_left_behind", run_id=run_id)
-                    with contextlib.suppress(redis.RedisError, OSError):
+                    with contextlib.suppress(*REDIS_TROUBLE):
                         await self.leases.release(run_id)
+
+    def use_step_reads(self, step_reads: redis.Redis) -> None:
+        """The blocking client, once connected (a cluster one connects when it is made)."""
+        self._sync = step_reads
 
     @property
     def free_slots(self) -> int:
@@ -190,7 +199,7 @@ class Executor:
         while not self._stopping:
             try:
                 await self._scan()
-            except (redis.RedisError, OSError) as exc:
+            except REDIS_TROUBLE as exc:
                 log.warning("scan_failed", error=str(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), timeout=self._scan_interval)
@@ -284,7 +293,7 @@ class Executor:
                 run = await self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
                 if run is None:
                     return  # driven by another worker
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_TROUBLE as exc:
             log.warning("lease_unavailable", run_id=run_id, error=str(exc))
             return
         structlog.contextvars.bind_contextvars(run_id=run_id)
@@ -296,7 +305,7 @@ class Executor:
             if run_id not in self._given_back:  # else: a renewal that crossed the last append
                 log.warning("lease_lost")
                 metrics.lease_lost()
-        except (redis.RedisError, OSError, NetworkUnavailable) as exc:
+        except DRIVE_TROUBLE as exc:
             log.warning("drive_interrupted", error=str(exc))
         except Exception:
             log.exception("drive_crashed")
@@ -304,7 +313,7 @@ class Executor:
             if run_id in self._given_back:
                 self._given_back.discard(run_id)
             else:
-                with contextlib.suppress(redis.RedisError, OSError):
+                with contextlib.suppress(*REDIS_TROUBLE):
                     await self.leases.release(run_id)
             structlog.contextvars.unbind_contextvars("run_id")
             task = asyncio.current_task()
@@ -387,12 +396,15 @@ class Executor:
 
     def _read_element(self, element: str) -> tuple[str, str]:
         """A step's read of one element (value and stamp), from the chunk's thread."""
+        if self._sync is None:
+            raise NetworkUnavailable(f"cannot read {element}: not connected to Redis yet")
         try:
+            part = self.keys.partition_of(element)
             with self._sync.pipeline(transaction=True) as pipe:
-                pipe.hget(self.keys.net_values, element)
-                pipe.hget(self.keys.net_stamps, element)
+                pipe.hget(self.keys.net_values(part), element)
+                pipe.hget(self.keys.net_stamps(part), element)
                 value, stamp = pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_TROUBLE as exc:
             raise NetworkUnavailable(f"cannot read {element}: {exc}") from exc
         return (value.decode() if value else "", stamp.decode() if stamp else "")
 
@@ -409,5 +421,5 @@ class Executor:
             return await self.store.load(run.state.run_id)  # the step is redone: its mark answers
         metrics.effects_compensated(step.compensated, len(step.skipped))
         if step.mark:
-            await self.network.forget_revert_step(step.mark)
+            await self.network.forget_revert_step(step.mark, step.partitions)
         return run

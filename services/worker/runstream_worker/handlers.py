@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import msgspec
-import redis
 import structlog
 
 from runstream.contracts import commands as cmd
@@ -26,6 +25,7 @@ from runstream.contracts import events as ev
 from runstream.domain.run import Rejected, Run
 from runstream.domain.scenarios import BadArguments, Registry
 from runstream.keys import Fields
+from runstream.redis_trouble import REDIS_TROUBLE, is_redis_trouble
 from runstream.settings import Settings
 from runstream.store import dlq, outputs
 from runstream.store.events import Ack, AppendResult, EventStore, Save
@@ -168,7 +168,7 @@ class CommandProcessor:
             return
         try:
             rest = await self._first_commands_together(shard, by_run)
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_TROUBLE as exc:
             # Nothing is lost: what was stored is acked, the rest is handled one by one
             # (the command_id dedupe answers for an append that went through unseen).
             log.warning("batch_failed", error=str(exc))
@@ -427,7 +427,7 @@ def _blank_if_new(run_id: str, items: Items) -> Run | None:
 
 
 def _log_failure(exc: BaseException) -> None:
-    if isinstance(exc, redis.RedisError | OSError):
+    if is_redis_trouble(exc):
         log.warning("command_failed", error=str(exc))
     else:
         log.exception("command_crashed", exc_info=exc)

@@ -24,6 +24,8 @@ class Step:
     mark: str
     skipped: list[ev.SkippedEffect]
     compensated: int = 0
+    # The network partitions the step's mark is kept on.
+    partitions: tuple[int, ...] = (0,)
 
 
 async def take_revert_step(
@@ -55,4 +57,5 @@ async def take_revert_step(
         run.record_compensation(now, compensated, skipped, batch.cursor, batch.cursor_offset)
     except Rejected:
         return None
-    return Step(mark, skipped, compensated)
+    parts = tuple(network.partitions_of_elements(c.element for c in batch.items))
+    return Step(mark, skipped, compensated, parts)

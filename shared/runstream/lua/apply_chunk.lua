@@ -2,9 +2,11 @@
 -- Each effect applies only over the stamp its step read (before_stamp); a voided chunk is
 -- refused, an applied one is not applied twice. Notifications go to the outbox.
 -- Returns {'ok'} | {'applied'} | {'voided'} | {'conflict', element}.
+-- With several network partitions, KEYS[5] is the partition's reservations (element ->
+-- token of a chunk prepared on several partitions): a reserved element is a conflict.
 -- The chunk's marker lives ttl seconds. Outbox fields as in runstream.keys.Fields: 'run_id',
 -- 'message'.
-local values, stamps, chunk_mark, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local values, stamps, chunk_mark, outbox, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local run, first, ttl, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 -- ARGV[5..]: n triples (element, before_stamp, after), then the count of notes and the notes
 
@@ -14,6 +16,7 @@ if mark == 'a' then return {'applied'} end
 local sim = {}
 for i = 0, n - 1 do
   local el, before_stamp = ARGV[5 + 3 * i], ARGV[6 + 3 * i]
+  if pending and redis.call('HEXISTS', pending, el) == 1 then return {'conflict', el} end
   local cur = sim[el]
   if cur == nil then cur = redis.call('HGET', stamps, el) or '' end
   if cur ~= before_stamp then return {'conflict', el} end

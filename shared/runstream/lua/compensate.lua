@@ -7,9 +7,12 @@
 -- Returns {letters, holder...}: for each f or x, in order, the stamp the element carried
 -- (who changed it). The outcome is kept under the step's mark: a redone step returns it
 -- and changes nothing.
+-- With several network partitions, KEYS[4] is the partition's reservations: a step that
+-- would write an element reserved by a chunk being written changes nothing and returns
+-- {'busy', element} (tried again later), so that chunk's commit never lands over it.
 -- Dry mode (the revert plan) changes nothing and keeps no mark: it decides over the
 -- stored stamps, overlaid with the stamps an earlier part of the plan would leave.
-local values, stamps, step_mark = KEYS[1], KEYS[2], KEYS[3]
+local values, stamps, step_mark, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local force, dry, ttl, n = ARGV[1] == '1', ARGV[2] == '1', ARGV[3], tonumber(ARGV[4])
 -- ARGV[5..]: n quadruples (element, stamp, before_stamp, before); then m, and m pairs
 -- (element, stamp) overlaying the stored stamps (dry mode only)
@@ -19,6 +22,12 @@ if not dry then
   if done then
     if string.sub(done, 1, 1) == '[' then return cjson.decode(done) end
     return {done}  -- a mark from before holders were kept
+  end
+  if pending then
+    for i = 0, n - 1 do
+      local el = ARGV[5 + 4 * i]
+      if redis.call('HEXISTS', pending, el) == 1 then return {'busy', el} end
+    end
   end
 end
 local overlay = {}

@@ -7,13 +7,17 @@ local q = cjson.decode(ARGV[1])
 -- q.clauses: {neg, sets = {member...}, ranges = {{field, min, max, lo, lo_in, hi, hi_in}...},
 --             scan = false | {field, arg, op, values, text}}: a run matches a clause when it
 --             is in one of the sets or ranges or the scan holds, negated when neg.
--- q.sort: {{field, desc, text, unsorted}...} (unsorted: 'arg' an argument, 'text' a keyword
---          without a sorted set, false), the run id last; q.limit; q.count;
--- q.marker: false | {id, classes = {...}, scores = {...}, texts = {...}} (one per sort key)
+-- q.sort: {{field, desc, text, unsorted, keyword}...} (unsorted: 'arg' an argument, 'text' a
+--          keyword without a sorted set, false; keyword: it has value sets, so it can be
+--          walked value by value), the run id last; q.limit; q.count;
+-- q.marker: false | {id, id_score, classes = {...}, scores = {...}, texts = {...}} (one per
+--          sort key)
 -- q.walk_budget: how many runs a walk in sort order may expect to read before the planner
 --             narrows the runs down with the index sets instead.
 -- q.max_values, q.max_matching: has/gt/lt on a keyword field reads the field's values when
 --             it has at most max_values, and joins their sets when at most max_matching match.
+-- q.max_groups: a keyword sort key with at most this many values in the shard is walked value
+--             by value.
 
 local function zkey(field) return base .. ':z:' .. field end
 local function skey(member) return base .. ':s:' .. member end
@@ -44,14 +48,27 @@ local function summary(id)
   return s
 end
 
--- Bytewise order (Lua's own string order follows the server's locale).
+-- Bytewise order. Lua's own string order follows the server's locale (strcoll): used
+-- when that is bytewise for some telling pairs (the C locale, C.UTF-8), much faster than
+-- comparing byte by byte here.
+local native_order = ('B' < 'a') and ('Z' < '_') and ('_' < 'a') and ('-' < '0')
+  and ('a' < '\195\169') and ('A b' < 'Ab') and ('ab' < 'a\255') and ('a\0b' < 'a\0c')
+  and ('a' < 'a\0') and not ('a\0' < 'a')
 local function bytes_cmp(a, b)
   if a == b then return 0 end
+  if native_order then return a < b and -1 or 1 end
   for i = 1, math.min(#a, #b) do
     local x, y = string.byte(a, i), string.byte(b, i)
     if x ~= y then return x < y and -1 or 1 end
   end
   return #a < #b and -1 or 1
+end
+
+-- runstream.query.text_score: the first 6 bytes as a number.
+local function text_score(text)
+  local n = 0
+  for i = 1, 6 do n = n * 256 + (string.byte(text, i) or 0) end
+  return n
 end
 
 local function num(score)
@@ -109,6 +126,9 @@ local function in_range(score, r)
   return true
 end
 
+-- The run a walk is at and its score on the walked key (a range on it needs no lookup).
+local walked_field, walked_id, walked_score = nil, nil, nil
+
 local function clause_hit(id, c)
   local hit = false
   for _, member in ipairs(c.sets) do
@@ -116,7 +136,9 @@ local function clause_hit(id, c)
   end
   if not hit then
     for _, r in ipairs(c.ranges) do
-      if in_range(redis.call('ZSCORE', zkey(r[1]), id), r) then hit = true break end
+      local score = (r[1] == walked_field and walked_id == id) and walked_score
+        or redis.call('ZSCORE', zkey(r[1]), id)
+      if in_range(score, r) then hit = true break end
     end
   end
   if not hit and c.scan then hit = scan_hit(id, c.scan) end
@@ -137,7 +159,10 @@ end
 local primary_key = q.sort[1]
 local first_desc = primary_key[2]
 local tuples = {}
-local function tuple(id, primary_score)
+-- The score of the value of a keyword sort key walked value by value (its text_score).
+local group_score = {}
+-- known_score: the run's score on sort key `level`, read while walking that key.
+local function tuple(id, level, known_score)
   local t = tuples[id]
   if t == nil then
     t = {c = {}, n = {}}
@@ -145,7 +170,8 @@ local function tuple(id, primary_score)
       if k[4] == 'text' then
         t.c[i], t.n[i] = 1, 0 -- a keyword without a sorted set: its text decides
       else
-        local score = (i == 1 and primary_score) or redis.call('ZSCORE', zkey(k[1]), id)
+        local score = (i == level and known_score) or group_score[i]
+          or redis.call('ZSCORE', zkey(k[1]), id)
         if k[4] then -- an argument: a number (its score), a text, or none
           if score then
             t.c[i], t.n[i] = 1, num(score)
@@ -208,6 +234,8 @@ for _, c in ipairs(q.clauses) do
   end
 end
 
+local function sets_only_clause(c) return #c.ranges == 0 end
+
 -- How many runs a clause's sets and ranges hold together (at most).
 local function index_size(c)
   local n = 0
@@ -236,16 +264,36 @@ for _, c in ipairs(q.clauses) do
     end
   end
 end
+-- Smallest first; after it the set clauses before the ranges (sets intersect as sets).
 table.sort(narrowing, function(a, b) return a[2] < b[2] end)
+do
+  local head, sets, ranges = {narrowing[1]}, {}, {}
+  for i = 2, #narrowing do
+    local list = sets_only_clause(narrowing[i][1]) and sets or ranges
+    list[#list + 1] = narrowing[i]
+  end
+  if #narrowing > 0 then
+    narrowing = head
+    for _, e in ipairs(sets) do narrowing[#narrowing + 1] = e end
+    for _, e in ipairs(ranges) do narrowing[#narrowing + 1] = e end
+  end
+end
 
--- Walk the primary sort key and test each run, or narrow the runs down first? Walk when
--- the clauses look loose enough to fill a page soon (assuming they are independent). A
--- text first key ties whole groups of runs (its score keeps 6 bytes of the text), so a
--- walk may read all of them: narrow first whenever a clause can. An argument has no
--- sorted set in the order of the query: its runs are always sorted here.
-local walk = (not q.count) and not primary_key[4]
-  and (total == 0 or selectivity * q.walk_budget >= q.limit)
-  and not (primary_key[3] and primary_key[1] ~= 'id' and #narrowing > 0)
+-- A keyword sort key with few values in the shard is walked value by value, in its
+-- order: each value's runs (one index set) are then ordered by the next keys, so a page
+-- reads about as many runs as it shows instead of every run tied on the key's score.
+local groups = {}
+for i, k in ipairs(q.sort) do
+  if k[5] and redis.call('SCARD', base .. ':v:' .. k[1]) <= q.max_groups then
+    local values = redis.call('SMEMBERS', base .. ':v:' .. k[1])
+    table.sort(values, function(a, b)
+      local r = bytes_cmp(a, b)
+      if k[2] then return r > 0 end
+      return r < 0
+    end)
+    groups[i] = values
+  end
+end
 
 -- ZREMRANGEBYSCORE bounds of the runs outside a range (ZRANGE BYSCORE bounds min, max).
 local function remove_outside(key, min, max)
@@ -263,12 +311,31 @@ local function remove_outside(key, min, max)
   end
 end
 
+-- Keys known to hold plain sets (the index's value sets and what S-commands stored):
+-- intersecting sets with S-commands skips building sorted sets, several times cheaper.
+local is_set = {}
+local function set_key(member)
+  local key = skey(member)
+  is_set[key] = true
+  return key
+end
+local function card(key)
+  return redis.call(is_set[key] and 'SCARD' or 'ZCARD', key)
+end
+local function sets_only(c) return #c.ranges == 0 end
+
 -- The runs of a clause on their own: a set's own key, else a scratch key.
 local function clause_key(c)
-  if #c.sets == 1 and #c.ranges == 0 then return skey(c.sets[1]) end
+  if #c.sets == 1 and #c.ranges == 0 then return set_key(c.sets[1]) end
   if #c.sets == 0 and #c.ranges == 0 then return temp() end -- no run: a key never written
   local parts = {}
   for _, member in ipairs(c.sets) do parts[#parts + 1] = skey(member) end
+  if #c.ranges == 0 then
+    local key = temp()
+    redis.call('SUNIONSTORE', key, unpack(parts))
+    is_set[key] = true
+    return key
+  end
   for _, r in ipairs(c.ranges) do
     local key = temp()
     redis.call('ZRANGESTORE', key, zkey(r[1]), r[2], r[3], 'BYSCORE')
@@ -280,8 +347,33 @@ local function clause_key(c)
   return key
 end
 
+-- The runs of set `from` that also match clause c, which has only sets: with S-commands.
+local function narrow_set(from, c)
+  local key = temp()
+  is_set[key] = true
+  if #c.sets == 0 then return c.neg and from or key end -- no run matches the clause itself
+  if c.neg then
+    local args = {key, from}
+    for _, member in ipairs(c.sets) do args[#args + 1] = skey(member) end
+    redis.call('SDIFFSTORE', unpack(args))
+  elseif #c.sets == 1 then
+    redis.call('SINTERSTORE', key, from, skey(c.sets[1]))
+  else
+    -- in: each value's runs among `from`, then together (from is the smaller side).
+    local parts = {}
+    for _, member in ipairs(c.sets) do
+      local part = temp()
+      redis.call('SINTERSTORE', part, from, skey(member))
+      parts[#parts + 1] = part
+    end
+    redis.call('SUNIONSTORE', key, unpack(parts))
+  end
+  return key
+end
+
 -- The runs of `from` that also match clause c (nil: c is left to the run-by-run test).
 local function narrow(from, c)
+  if is_set[from] and sets_only(c) then return narrow_set(from, c) end
   if #c.ranges > 1 or (#c.ranges == 1 and #c.sets > 0) then return nil end
   if #c.ranges == 1 then
     local r = c.ranges[1]
@@ -323,8 +415,6 @@ end
 
 -- candidates: nil (every run) or a key holding the runs that passed the index clauses so
 -- far; checks: the clauses still to test run by run.
-local candidates = nil
-local checks = {}
 if q.count and #narrowing == 0 and #others == 1 and others[1].neg and not others[1].scan
   and #others[1].ranges == 0 then
   -- Every run but those in some sets.
@@ -332,29 +422,62 @@ if q.count and #narrowing == 0 and #others == 1 and others[1].neg and not others
   local n = redis.call('SCARD', skey(c.sets[1]))
   if #c.sets > 1 then
     local key = temp()
-    local args = {key, #c.sets}
+    local args = {key}
     for _, member in ipairs(c.sets) do args[#args + 1] = skey(member) end
-    n = redis.call('ZUNIONSTORE', unpack(args))
+    n = redis.call('SUNIONSTORE', unpack(args))
   end
   cleanup()
   return {'count', total - n}
 end
-if q.count and #narrowing == 0 then candidates = ids end
-if walk then
-  checks = q.clauses
-else
-  for i, entry in ipairs(narrowing) do
-    if candidates == nil then
-      candidates = clause_key(entry[1])
+
+-- The runs the index clauses and the value sets of group_members (field=value) leave
+-- (nil: every run), and the clauses to test run by run. The smallest index clause first,
+-- then the sets (intersected as sets), then the ranges; for a page, a range that most of
+-- the runs left pass is tested while walking instead (a walk reads few of them).
+local function narrowed(group_members)
+  local entries = {}
+  for _, e in ipairs(narrowing) do entries[#entries + 1] = e end
+  for _, member in ipairs(group_members or {}) do
+    local c = {neg = false, sets = {member}, ranges = {}}
+    entries[#entries + 1] = {c, redis.call('SCARD', skey(member))}
+  end
+  table.sort(entries, function(a, b) return a[2] < b[2] end)
+  local ordered, ranges = {entries[1]}, {}
+  for i = 2, #entries do
+    if sets_only_clause(entries[i][1]) then
+      ordered[#ordered + 1] = entries[i]
     else
-      local narrowed = narrow(candidates, entry[1])
-      if narrowed then candidates = narrowed else checks[#checks + 1] = entry[1] end
+      ranges[#ranges + 1] = entries[i]
+    end
+  end
+  for _, e in ipairs(ranges) do ordered[#ordered + 1] = e end
+  local candidates, checks = nil, {}
+  if q.count and #entries == 0 then candidates = ids end
+  for i, entry in ipairs(ordered) do
+    local c, size = entry[1], entry[2]
+    if candidates == nil then
+      candidates = clause_key(c)
+    elseif q.count and i == #ordered and #others == 0 and #checks == 0 and not c.neg
+      and #c.sets == 0 and #c.ranges == 1 then
+      -- Counting, a last range: its runs among the candidates are counted by score (no
+      -- need to remove the others first).
+      local r = c.ranges[1]
+      local key = temp()
+      redis.call('ZINTERSTORE', key, 2, candidates, zkey(r[1]), 'WEIGHTS', 0, 1)
+      return key, checks, r
+    elseif not q.count and not sets_only_clause(c) and is_set[candidates]
+      and total > 0 and card(candidates) * size / total >= 3 * q.limit then
+      checks[#checks + 1] = c
+    else
+      local next_key = narrow(candidates, c)
+      if next_key then candidates = next_key else checks[#checks + 1] = c end
     end
   end
   for _, c in ipairs(others) do
-    local narrowed = (candidates and not c.scan) and narrow(candidates, c) or nil
-    if narrowed then candidates = narrowed else checks[#checks + 1] = c end
+    local next_key = (candidates and not c.scan) and narrow(candidates, c) or nil
+    if next_key then candidates = next_key else checks[#checks + 1] = c end
   end
+  return candidates, checks
 end
 
 -- The members of a key, a set or a sorted set, in batches.
@@ -373,13 +496,14 @@ local function each_member(key, visit)
 end
 
 if q.count then
-  local source = candidates or ids
+  local candidates, checks, last_range = narrowed()
   local n = 0
-  if #checks == 0 then
-    n = candidates and redis.call('TYPE', source)['ok'] == 'set' and redis.call('SCARD', source)
-      or redis.call('ZCARD', source)
+  if last_range then
+    n = redis.call('ZCOUNT', candidates, last_range[2], last_range[3])
+  elseif #checks == 0 then
+    n = card(candidates)
   else
-    each_member(source, function(id) if all_hit(id, checks) then n = n + 1 end end)
+    each_member(candidates, function(id) if all_hit(id, checks) then n = n + 1 end end)
   end
   cleanup()
   return {'count', n}
@@ -397,56 +521,129 @@ local function after_marker(id, t)
 end
 
 local found = {}
-if primary_key[4] then
-  -- Sorted by an argument: every match, in order, here.
-  each_member(candidates or ids, function(id)
-    if all_hit(id, checks) then
-      local t = tuple(id, nil)
-      if after_marker(id, t) then found[#found + 1] = id end
+local function full() return #found >= q.limit end
+
+-- Appends runs in order, sorted among themselves (their keys before the level walked are
+-- equal), to the page.
+local function take(ids_here)
+  table.sort(ids_here, function(a, b) return order_cmp(a, tuples[a], b, tuples[b]) < 0 end)
+  for _, id in ipairs(ids_here) do found[#found + 1] = id end
+end
+
+-- Every match of cand (nil: every run) and checks, sorted here: for a key without a
+-- sorted set in the query's order (an argument, a keyword with many values).
+local function sort_all(level, cand, checks)
+  local here = {}
+  each_member(cand or ids, function(id)
+    if all_hit(id, checks) and after_marker(id, tuple(id, 0, nil)) then
+      here[#here + 1] = id
     end
   end)
-else
-  local source = zkey(primary_key[1])
-  if candidates then
-    -- The candidates in the order of the first sort key.
+  take(here)
+end
+
+-- Walks the sorted set of sort key `level` (past the keys: the run id) over cand and
+-- checks, in the key's direction, until the page is full and the key's score changes.
+-- on_marker: the keys before `level` are the marker's, so the walk starts at its score.
+local function walk_sorted(level, cand, checks, on_marker)
+  local k = q.sort[level]
+  local field, desc = k and k[1] or 'id', (k and k[2]) or (not k and first_desc)
+  local source = zkey(field)
+  if cand then
+    -- The candidates in the order of the key.
     source = temp()
-    redis.call('ZINTERSTORE', source, 2, candidates, zkey(primary_key[1]), 'WEIGHTS', 0, 1)
+    redis.call('ZINTERSTORE', source, 2, cand, zkey(field), 'WEIGHTS', 0, 1)
   end
   local start = 0
-  if marker then
-    local ms = marker.scores[1]
-    if first_desc then
+  if marker and on_marker then
+    local ms = k and marker.scores[level] or marker.id_score
+    if desc then
       start = redis.call('ZCOUNT', source, '(' .. ms, '+inf')
     else
       start = (ms == '-inf') and 0 or redis.call('ZCOUNT', source, '-inf', '(' .. ms)
     end
   end
+  local here = {}
   local last_score = nil
   local batch_size = math.max(q.limit, 100)
   local done = false
   while not done do
     local args = {source, start, start + batch_size - 1}
-    if first_desc then args[#args + 1] = 'REV' end
+    if desc then args[#args + 1] = 'REV' end
     args[#args + 1] = 'WITHSCORES'
     local batch = redis.call('ZRANGE', unpack(args))
     if #batch == 0 then break end
     for i = 1, #batch, 2 do
       local id, score = batch[i], batch[i + 1]
-      -- Past a full page, only runs tied with the last one on the first key may still
+      -- Past a full page, only runs tied with the last one on this key may still
       -- belong to it (a later key decides).
-      if #found >= q.limit and score ~= last_score then done = true break end
-      local t = tuple(id, score)
-      if after_marker(id, t) and all_hit(id, checks) then
-        found[#found + 1] = id
+      if #found + #here >= q.limit and score ~= last_score then done = true break end
+      walked_field, walked_id, walked_score = field, id, score
+      -- The checks first: past the marker's place most runs are after it.
+      if all_hit(id, checks) and after_marker(id, tuple(id, level, score)) then
+        here[#here + 1] = id
         last_score = score
       end
     end
     start = start + batch_size
   end
+  take(here)
 end
-cleanup()
 
-table.sort(found, function(a, b) return order_cmp(a, tuples[a], b, tuples[b]) < 0 end)
+-- The runs of the query in the order of the sort keys from `level` on, appended to the
+-- page until it is full. group_members: field=value of the keys before `level` (walked
+-- value by value); share: the estimated share of all runs that match.
+local function emit(level, group_members, on_marker, share)
+  local k = q.sort[level]
+  if k and groups[level] then
+    for _, v in ipairs(groups[level]) do
+      local here_marker, skip = false, false
+      if marker and on_marker then
+        local r = bytes_cmp(v, marker.texts[level])
+        if k[2] then r = -r end
+        skip, here_marker = r < 0, r == 0
+      end
+      local member = k[1] .. '=' .. v
+      local size = skip and 0 or redis.call('SCARD', skey(member))
+      if size > 0 then
+        group_score[level] = text_score(v)
+        local members = {}
+        for _, m in ipairs(group_members) do members[#members + 1] = m end
+        members[#members + 1] = member
+        emit(level + 1, members, here_marker, share * (total > 0 and size / total or 0))
+      end
+      if full() then return end
+    end
+    return
+  end
+  -- Walk the key's sorted set and test each run, or narrow the runs down first? Walk
+  -- when the clauses look loose enough to fill a page soon (assuming they are
+  -- independent). A text key ties whole groups of runs (its score keeps 6 bytes of the
+  -- text), so a walk may read all of them: narrow first whenever a clause can. An
+  -- argument has no sorted set in the order of the query: its runs are sorted here.
+  local sorts_all = k and k[4]
+  local text_ties = k and k[3] and k[1] ~= 'id'
+  local walk = not sorts_all and (total == 0 or share * q.walk_budget >= q.limit)
+    and not (text_ties and (#narrowing > 0 or #group_members > 0))
+  local cand, checks = nil, q.clauses
+  if walk then
+    checks = {}
+    for _, c in ipairs(q.clauses) do checks[#checks + 1] = c end
+    for _, m in ipairs(group_members) do
+      checks[#checks + 1] = {neg = false, sets = {m}, ranges = {}}
+    end
+  else
+    cand, checks = narrowed(group_members)
+  end
+  if sorts_all then
+    sort_all(level, cand, checks)
+  else
+    walk_sorted(level, cand, checks, on_marker)
+  end
+end
+
+emit(1, {}, true, selectivity)
+cleanup()
 local out = {'page'}
 for i = 1, math.min(#found, q.limit) do
   out[#out + 1] = redis.call('HGET', runs, found[i])

@@ -20,6 +20,9 @@ class SyntheticParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seed: int = 0
     # Node ids are "<namespace>:<i>"; empty means the run's id, so runs don't collide.
     namespace: Annotated[str, msgspec.Meta(max_length=100, pattern=r"^[^|]*$")] = ""
+    # Spread the nodes over this many namespaces ("<namespace>:<i % spread>:<i>"): with
+    # several network partitions, its chunks then write several (a two-phase commit).
+    spread: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
     # Fail at this item (for tests of failure handling); -1 = never.
     fail_at: int = -1
     # Log lines per item (ctx.log).
@@ -33,6 +36,10 @@ def _inputs(p: SyntheticParams, start: int) -> Iterator[int]:
     return iter(range(start, p.items))
 
 
+def _node(p: SyntheticParams, ns: str, i: int) -> str:
+    return f"{ns}:{i}" if p.spread == 1 else f"{ns}:{i % p.spread}:{i}"
+
+
 def _step(ctx: Context, p: SyntheticParams, i: int) -> None:
     if p.delay_ms:
         time.sleep(p.delay_ms / 1000)
@@ -41,11 +48,11 @@ def _step(ctx: Context, p: SyntheticParams, i: int) -> None:
     # One generator per item: the same item gives the same changes however runs are chunked.
     rng = random.Random(p.seed * 1_000_003 + i)
     ns = p.namespace or ctx.run_id
-    node = f"{ns}:{i}"
+    node = _node(p, ns, i)
     ctx.network.add_node(node, i=i, w=rng.randint(0, 999))
     if i > 0:
         for _ in range(p.edges_per_item):
-            ctx.network.add_edge(node, f"{ns}:{rng.randrange(i)}", w=rng.randint(0, 999))
+            ctx.network.add_edge(node, _node(p, ns, rng.randrange(i)), w=rng.randint(0, 999))
     if p.notify_every and (i + 1) % p.notify_every == 0:
         ctx.notify(f"synthetic {ns}: {i + 1} items processed")
     for k in range(p.log_lines):

@@ -18,12 +18,15 @@ _encode = msgspec.json.Encoder().encode
 
 # A walk in sort order that expects to read more runs than this intersects the index
 # sets first (lua/query.lua).
-WALK_BUDGET = 3000
+WALK_BUDGET = 1000
 # has/gt/lt on a keyword field or a label is answered from the sets of the field's values
 # that match while it has at most MAX_VALUES values in a shard and at most MAX_MATCHING
 # match; else each run's text is read (lua/query.lua).
 MAX_VALUES = 5000
 MAX_MATCHING = 200
+# A keyword sort key with at most MAX_GROUPS values in a shard is walked value by value
+# (each value's runs ordered by the next keys); with more, its runs are sorted by text.
+MAX_GROUPS = 64
 
 
 class MarkerNotFound(LookupError):
@@ -132,12 +135,17 @@ class Searcher:
                 k.desc,
                 k.field in FIELDS and FIELDS[k.field].kind in (Kind.ID, Kind.KEYWORD, Kind.TEXT),
                 _unsorted(k.field),
+                k.field in FIELDS and FIELDS[k.field].kind is Kind.KEYWORD,
             ]
             for k in q.sort
         ]
         marker_plan: dict[str, Any] | bool = False
         if marker is not None:
-            marker_plan = {"id": marker.id, **_marker_place(marker, q)}
+            marker_plan = {
+                "id": marker.id,
+                "id_score": query.id_score(marker.id),
+                **_marker_place(marker, q),
+            }
         return _encode(
             {
                 "clauses": [clause(f) for f in q.filters],
@@ -148,6 +156,7 @@ class Searcher:
                 "walk_budget": WALK_BUDGET,
                 "max_values": MAX_VALUES,
                 "max_matching": MAX_MATCHING,
+                "max_groups": MAX_GROUPS,
             }
         )
 

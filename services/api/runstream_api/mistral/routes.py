@@ -210,8 +210,7 @@ async def create_execution(
         raise fault(400, str(exc)) from None
     cmd.checked_bytes(command, api.settings.max_command_bytes)
     print_ = dispatch.fingerprint(request.method, request.url.path, await request.body())
-    sent, retry = await dispatch.claim(client, key, print_, command)
-    status = await dispatch.submit(client, sent, retry=retry, until="accepted", timeout=15.0)
+    status = await dispatch.publish(client, key, print_, command, until="accepted", timeout=15.0)
     if status.status == "rejected":
         raise fault(400, f"execution not started: {status.reason}")
     run = status.run or await client.find(command.run_id)
@@ -258,8 +257,7 @@ async def update_execution(
         dispatch.check_key(key)
         command = msgspec.structs.replace(command, command_id=dispatch.command_id_for(actor, key))
     print_ = dispatch.fingerprint(request.method, request.url.path, await request.body())
-    command, retry = await dispatch.claim(api.client, key, print_, command)
-    status = await dispatch.submit(api.client, command, retry=retry, until="done", timeout=WAIT_S)
+    status = await dispatch.publish(api.client, key, print_, command, until="done", timeout=WAIT_S)
     if status.status == "rejected":
         raise fault(409, f"cannot set state {data.state}: {status.reason}")
     return _doc(status.run or run)
@@ -280,8 +278,7 @@ async def delete_execution(
     command = cmd.DeleteRun(
         run_id=run.id, actor=caller.subject, mode="keep_effects" if force else "plain"
     )
-    sent, _ = await dispatch.claim(api.client, None, "", command)
-    status = await dispatch.submit(api.client, sent, retry=False, until="done", timeout=WAIT_S)
+    status = await dispatch.publish(api.client, None, "", command, until="done", timeout=WAIT_S)
     if status.status == "rejected":
         raise fault(409, f"cannot delete: {status.reason}")
     if status.status != "done":
@@ -304,9 +301,13 @@ async def get_workflow(api: ApiContext, caller: TokenRecord, identifier: str) ->
     raise fault(404, f"Workflow not found [workflow_identifier={identifier}]")
 
 
+# Where the facade is served (Mistral clients are pointed at http://HOST:PORT/v2).
+PREFIX = "/v2"
+
+
 def mistral_router() -> Router:
     return Router(
-        path="/v2",
+        path=PREFIX,
         route_handlers=[
             list_executions,
             get_execution,

@@ -36,9 +36,8 @@ async def send(api: ApiContext, caller: TokenRecord, command: cmd.Command) -> Co
         require_run(api, caller, needed, await existing(api.client, command.run_id))
     cmd.checked_bytes(command, api.settings.max_command_bytes)
     print_ = dispatch.fingerprint("UI", cmd.command_type(command), cmd.encode_command(command))
-    command, _ = await dispatch.claim(api.client, None, print_, command)
-    return await dispatch.submit(
-        api.client, command, retry=False, until="accepted", timeout=ACCEPT_TIMEOUT_S
+    return await dispatch.publish(
+        api.client, None, print_, command, until="accepted", timeout=ACCEPT_TIMEOUT_S
     )
 
 

@@ -16,7 +16,7 @@ from litestar.types import ExceptionHandlersMap
 
 from runstream.client import ResultNotFound, RunNotFound
 from runstream_api.errors import ApiError
-from runstream_api.ui import live, other_pages
+from runstream_api.ui import event_streams, live, other_pages
 from runstream_api.ui.render import PREFIX, page, template_config
 from runstream_api.ui.run_page import RunPage
 from runstream_api.ui.runs_list import RunsPage
@@ -89,6 +89,8 @@ def router() -> Router:
             other_pages.NetworkPage,
             other_pages.GuidePage,
             live.live,
+            event_streams.events,
+            event_streams.run_events,
             static,
         ],
         dependencies={"ui_caller": Provide(provide_ui_caller)},
