@@ -140,11 +140,12 @@ def tombstones(settings: Settings) -> list[Tombstone]:
 
 
 def prefix_keys(redis_client: redis.Redis, settings: Settings) -> list[bytes]:
-    """The test's keys, but the deployment's shard count (stored by the first process to
-    talk to Redis, reads included)."""
-    config = Keys.of(settings).config_shards().encode()
+    """The test's keys, but the deployment's shard and network partition counts (stored
+    by the first process to talk to Redis, reads included)."""
+    keys_of = Keys.of(settings)
+    config = {keys_of.config_shards().encode(), keys_of.config_partitions().encode()}
     keys = redis_client.scan_iter(match=f"{settings.prefix}:*", count=1000)
-    return [k for k in keys if k != config]
+    return [k for k in keys if k not in config]
 
 
 # --------------------------------------------------------------------------- 1. the story
