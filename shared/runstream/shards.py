@@ -20,22 +20,26 @@ class ShardCountMismatch(ValueError):
 async def ensure_shard_count(redis: aredis.Redis, keys: Keys) -> int:
     """Store ``keys.shards`` as the deployment's count if none is stored yet; raise
     ShardCountMismatch if another one is."""
-    key = keys.config_shards()
+    stored = await _stored_or_set(redis, keys.config_shards(), keys.shards)
+    if stored != str(keys.shards):
+        raise ShardCountMismatch(
+            f"RUNSTREAM_SHARDS={keys.shards}, but the deployment in this Redis (prefix "
+            f"{keys.prefix!r}) has {stored} shards (key {keys.config_shards()}); a run's "
+            f"shard comes from its id, so its commands would go where no worker reads them: "
+            f"set RUNSTREAM_SHARDS={stored}"
+        )
+    return keys.shards
+
+
+async def _stored_or_set(redis: aredis.Redis, key: str, value: int) -> str:
+    """The count stored at ``key``, storing ``value`` first if there is none."""
     # Read first: a read-only command keeps working when Redis refuses writes (OOM).
     stored = await redis.get(key)
     if stored is None:
-        if await redis.set(key, str(keys.shards), nx=True):
-            return keys.shards
+        if await redis.set(key, str(value), nx=True):
+            return str(value)
         stored = await redis.get(key)
-    text = stored.decode(errors="replace") if isinstance(stored, bytes) else str(stored)
-    if text != str(keys.shards):
-        raise ShardCountMismatch(
-            f"RUNSTREAM_SHARDS={keys.shards}, but the deployment in this Redis (prefix "
-            f"{keys.prefix!r}) has {text} shards (key {key}); a run's shard comes from its "
-            f"id, so its commands would go where no worker reads them: set "
-            f"RUNSTREAM_SHARDS={text}"
-        )
-    return keys.shards
+    return stored.decode(errors="replace") if isinstance(stored, bytes) else str(stored)
 
 
 async def ensure_partition_count(redis: aredis.Redis, keys: Keys) -> int:
@@ -43,24 +47,23 @@ async def ensure_partition_count(redis: aredis.Redis, keys: Keys) -> int:
     namespace). A deployment that started before partitions were configurable has one:
     its first start with more refuses while the one-partition network holds data."""
     key = keys.config_partitions()
-    stored = await redis.get(key)
-    if stored is None:
-        if keys.partitions != 1 and await redis.exists(Keys(keys.prefix, 1, 1).net_values(0)):
-            raise ShardCountMismatch(
-                f"RUNSTREAM_NETWORK_PARTITIONS={keys.partitions}, but the network in this "
-                f"Redis (prefix {keys.prefix!r}) is kept in one partition: set "
-                f"RUNSTREAM_NETWORK_PARTITIONS=1"
-            )
-        if await redis.set(key, str(keys.partitions), nx=True):
-            return keys.partitions
-        stored = await redis.get(key)
-    text = stored.decode(errors="replace") if isinstance(stored, bytes) else str(stored)
-    if text != str(keys.partitions):
+    if (
+        keys.partitions != 1
+        and await redis.get(key) is None
+        and await redis.exists(Keys(keys.prefix, 1, 1).net_values(0))
+    ):
+        raise ShardCountMismatch(
+            f"RUNSTREAM_NETWORK_PARTITIONS={keys.partitions}, but the network in this "
+            f"Redis (prefix {keys.prefix!r}) is kept in one partition: set "
+            f"RUNSTREAM_NETWORK_PARTITIONS=1"
+        )
+    stored = await _stored_or_set(redis, key, keys.partitions)
+    if stored != str(keys.partitions):
         raise ShardCountMismatch(
             f"RUNSTREAM_NETWORK_PARTITIONS={keys.partitions} (0 means 1 on one Redis, 16 on "
             f"a cluster), but the deployment in this Redis (prefix {keys.prefix!r}) has "
-            f"{text} network partitions (key {key}); an element's partition comes from its "
+            f"{stored} network partitions (key {key}); an element's partition comes from its "
             f"namespace, so writes would miss what is stored: set "
-            f"RUNSTREAM_NETWORK_PARTITIONS={text}"
+            f"RUNSTREAM_NETWORK_PARTITIONS={stored}"
         )
     return keys.partitions

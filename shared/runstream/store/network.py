@@ -65,7 +65,7 @@ on one partition before another: each element's write is atomic, the chunk's are
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, cast
 
 import msgspec
@@ -526,17 +526,17 @@ class NetworkStore:
             await pipe.execute()
 
     async def elements(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for part in range(self.keys.partitions):
-            async for field, value in self.redis.hscan_iter(self.keys.net_values(part), count=1000):
-                out[field.decode()] = value.decode()
-        return out
+        """Every element's attributes JSON (over all partitions)."""
+        return await self._whole_hash(self.keys.net_values)
 
     async def all_stamps(self) -> dict[str, str]:
         """Every element's stamp (over all partitions)."""
+        return await self._whole_hash(self.keys.net_stamps)
+
+    async def _whole_hash(self, key_of: Callable[[int], str]) -> dict[str, str]:
         out: dict[str, str] = {}
         for part in range(self.keys.partitions):
-            async for field, value in self.redis.hscan_iter(self.keys.net_stamps(part), count=1000):
+            async for field, value in self.redis.hscan_iter(key_of(part), count=1000):
                 out[field.decode()] = value.decode()
         return out
 
