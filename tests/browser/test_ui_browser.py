@@ -38,7 +38,7 @@ def test_start_from_the_form_watch_it_live_stop_and_continue(
     page.get_by_role("link", name="Scenarios").click()
     page.get_by_role("link", name="synthetic").click()
     page.locator("#run-name").fill("browser-run")
-    page.get_by_label("items", exact=True).fill("600")
+    page.get_by_label("items", exact=True).fill("3000")  # 60 s: still running when cancelled
     page.get_by_label("delay_ms", exact=True).fill("20")
     page.get_by_label("log_lines", exact=True).fill("1")
     page.get_by_role("button", name="Start run").click()
@@ -65,12 +65,12 @@ def test_start_from_the_form_watch_it_live_stop_and_continue(
     expect(timeline).to_contain_text("checking the output")
     expect(timeline.locator("tr", has_text="RunStopped")).to_contain_text("alice")
     stopped_at = items_shown(page)
-    assert stopped_at < 600
+    assert stopped_at < 3000
     shot(page, "run-stopped")
 
     page.get_by_role("button", name="Continue").click()
     expect(page.locator("#outcome")).to_contain_text("ContinueRun accepted")
-    expect(page.locator("#run-state")).to_have_text(re.compile("running|succeeded"))
+    expect(page.locator("#run-state")).to_have_text("running")
     page.locator("#act-cancel").click()
     page.get_by_label("Why cancel?").fill("enough")
     page.get_by_role("button", name="Cancel the run").click()
@@ -78,6 +78,33 @@ def test_start_from_the_form_watch_it_live_stop_and_continue(
     history = stack.http.get(f"/runs/{run_id}/history").json()["events"]
     actors = {e["event"]["type"]: e["event"].get("actor") for e in history}
     assert actors["RunStopped"] == actors["RunContinued"] == actors["RunCancelled"] == "alice"
+
+
+def test_a_refresh_answering_after_a_form_was_opened_keeps_the_form(
+    admin: Page, stack: ApiService
+) -> None:
+    """The live part asked for just before the operator opened Cancel answers after it:
+    the half-typed reason stays (it was swapped away, and the form closed, before)."""
+    page = admin
+    run_id = start_via_api(stack, items=3, delay_ms=3000)
+    stack.wait_state(run_id, "running")
+    page.goto(f"{stack.url}/ui/runs/{run_id}")
+    page.evaluate(
+        """(runId) => new Promise((resolve) => {
+            document.addEventListener("htmx:afterRequest", () => resolve(), { once: true });
+            htmx.ajax("GET", "/ui/runs/" + runId + "/live",
+                      { target: "#live", select: "#live", swap: "outerHTML" });
+            document.getElementById("act-cancel").click();  // opens the form at once
+            document.getElementById("cancel-reason").value = "half typed";
+        })""",
+        run_id,
+    )
+    page.wait_for_timeout(500)  # a swap (and settle) would have happened by now
+    reason = page.locator("#cancel-reason")
+    expect(reason).to_be_visible()
+    expect(reason).to_have_value("half typed")
+    page.get_by_role("button", name="Cancel the run").click()
+    expect(page.locator("#run-state")).to_have_text("cancelled")
 
 
 def test_revert_shows_the_plan_and_delete_defaults_to_revert_first(

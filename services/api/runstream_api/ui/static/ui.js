@@ -85,6 +85,16 @@
     }, 300);
   }
 
+  // A refresh asked for before someone opened a form can answer after: keep the form, and
+  // refresh again once it is closed or sent.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    const live = document.getElementById("live");
+    if (!live || e.detail.target !== live || !busyInside(live)) return;
+    e.detail.shouldSwap = false;
+    const config = document.getElementById("live-config");
+    if (config && config.dataset.run) refreshRun(config.dataset.run);
+  });
+
   let logBusy = false;
   function followLog(runId) {
     const log = document.getElementById("log");
