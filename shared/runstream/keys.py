@@ -160,6 +160,33 @@ class Keys:
         """Hash name -> JSON {size, media_type, at} of the run's result files."""
         return f"{self._run(run_id)}:result_meta"
 
+    def run_keys_base(self, shard: int) -> str:
+        """What every key of one of a shard's runs starts with (then the run id)."""
+        return f"{self._shard(shard)}:run:"
+
+    def is_run_key(self, shard: int, key: str) -> bool:
+        return key.startswith(self.run_keys_base(shard))
+
+    def is_query_index_key(self, shard: int, key: str) -> bool:
+        """A key query_index_pattern(shard) matches."""
+        return key.startswith(self.query_index(shard) + ":")
+
+    def shard_keys_pattern(self) -> str:
+        """SCAN pattern of the keys of every shard (their hash tags ``{<prefix>:s<n>}``)."""
+        return f"{self.prefix}:{{{self.prefix}:s*"
+
+    def shard_of_key(self, key: str) -> int | None:
+        """The shard whose hash tag the key has; None for a key of no shard of ours."""
+        head = f"{self.prefix}:{{{self.prefix}:s"
+        end = key.find("}", len(head))
+        if not key.startswith(head) or end < 0:
+            return None
+        digits = key[len(head) : end]
+        if not digits.isdigit() or int(digits) >= self.shards:
+            return None
+        shard = int(digits)
+        return shard if self._shard(shard) == key[: end + 1] else None
+
     def metas(self, shard: int) -> str:
         """SCAN pattern matching the meta key of every run of a shard."""
         return f"{self._shard(shard)}:run:*:meta"

@@ -3,18 +3,31 @@
 -- A run the index does not hold yet (the rebuild dropped it) gets its entries with one
 -- multi-member ZADD/SADD/HSET per key for the whole batch; one it holds (a worker was
 -- quicker) goes through index_update, which diffs its stored postings.
--- ARGV: n, then per run: run_id, summary, version, active ('1'/'0'), runnable score, postings.
+-- A run without outputs (outputs '0') also loses any log and result files it has (what
+-- store/outputs.rebuild leaves for it); its keys are <run keys base><run_id>:<name>, in the
+-- shard's hash tag like every key here.
+-- KEYS: the shard's run index, runnable set, query index base, run keys base.
+-- ARGV: n, then per run: run_id, summary, version, active ('1'/'0'), runnable score,
+-- postings, outputs ('1'/'0').
 -- Returns how many runs were written.
 --! include index_update
-local index, runnable, index_base = KEYS[1], KEYS[2], KEYS[3]
+local index, runnable, index_base, run_base = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local n = tonumber(ARGV[1])
 
 local zadds, sadds, summaries, texts, postings, queued = {}, {}, {}, {}, {}, {}
+local no_outputs = {}
 local written = 0
 for i = 0, n - 1 do
-  local at = 2 + 6 * i
+  local at = 2 + 7 * i
   local run_id, summary, version = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
   local active, runnable_score, new_postings = ARGV[at + 3] == '1', ARGV[at + 4], ARGV[at + 5]
+  if ARGV[at + 6] == '0' then
+    local run = run_base .. run_id
+    no_outputs[#no_outputs + 1] = run .. ':logs'
+    no_outputs[#no_outputs + 1] = run .. ':results'
+    no_outputs[#no_outputs + 1] = run .. ':result_meta'
+    redis.call('HDEL', run .. ':meta', 'log_dropped')
+  end
   local current = redis.call('HGET', index, run_id)
   if not current or cjson.decode(current)['version'] <= version then
     written = written + 1
@@ -75,6 +88,9 @@ if #texts > 0 then
 end
 if #postings > 0 then
   each_slice(postings, function(...) redis.call('HSET', index_base .. ':p', ...) end)
+end
+if #no_outputs > 0 then
+  each_slice(no_outputs, function(...) redis.call('UNLINK', ...) end)
 end
 if #queued > 0 then
   each_slice(queued, function(...) redis.call('ZADD', runnable, 'LT', ...) end)

@@ -8,9 +8,12 @@ restore, a new queryable field) with the same result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
 
 import redis.asyncio as aredis
+from redis.commands.core import AsyncScript
 
 from runstream import lua
 from runstream.contracts import events as ev
@@ -20,6 +23,12 @@ from runstream.store import outputs, replies
 from runstream.store.events import EventStore, encoded_summary
 
 BATCH = 500  # runs loaded, and written back, per pipelined round trip
+# Batches in flight at once: Redis writes one batch while this process folds the next
+# (each side is about half of the time: one batch at a time leaves both half idle).
+IN_FLIGHT = 3
+SCAN_COUNT = 1000
+# Events read per run by the batch's script; a longer history's rest is read page by page.
+HISTORY_PAGE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,87 +37,145 @@ class Rebuilt:
     events: int  # the events the rebuilt runs' states fold (snapshots included)
 
 
-async def _drop(redis: aredis.Redis, keys: Keys, shard: int) -> None:
-    doomed = [keys.index(shard), keys.runnable(shard)]
-    doomed += [
-        replies.text(key)
-        async for key in redis.scan_iter(match=keys.query_index_pattern(shard), count=1000)
-    ]
+@dataclass(frozen=True, slots=True)
+class _Scripts:
+    put: AsyncScript  # lua/index_put_batch.lua
+    histories: AsyncScript  # lua/histories.lua
+
+
+@dataclass(slots=True)
+class _Found:
+    """What one pass over the deployment's shard keys found, per shard."""
+
+    run_ids: list[list[str]]
+    index_keys: list[list[str]]  # the query index's keys (dropped before the rebuild)
+
+
+@dataclass(slots=True)
+class _Batch:
+    shard: int
+    run_ids: list[str]
+    runs: int = 0
+    events: int = 0
+    with_outputs: list[tuple[str, list[ev.Event]]] = field(default_factory=list)
+
+
+async def _scan(redis: aredis.Redis, keys: Keys) -> _Found:
+    """Every run (by its meta key) and every query index key of every shard, in one SCAN
+    of the shards' keys (a pass per shard and per pattern read the whole keyspace each)."""
+    found = _Found([[] for _ in range(keys.shards)], [[] for _ in range(keys.shards)])
+    async for raw in redis.scan_iter(match=keys.shard_keys_pattern(), count=SCAN_COUNT):
+        key = replies.text(raw)
+        shard = keys.shard_of_key(key)
+        if shard is None:
+            continue
+        if keys.is_query_index_key(shard, key):
+            found.index_keys[shard].append(key)
+        elif key.endswith(":meta") and keys.is_run_key(shard, key):
+            found.run_ids[shard].append(keys.run_id_of_meta(key))
+    return found
+
+
+async def _drop(redis: aredis.Redis, keys: Keys, shard: int, index_keys: list[str]) -> None:
+    doomed = [keys.index(shard), keys.runnable(shard), *index_keys]
     for i in range(0, len(doomed), 1000):
         await redis.unlink(*doomed[i : i + 1000])
 
 
 async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt:
     """Drop each shard's read models and rebuild them from the runs' events."""
-    put = redis.register_script(lua.source("index_put_batch"))
-    await redis.script_load(put.script)
-    runs = events = 0
+    scripts = _Scripts(
+        put=redis.register_script(lua.source("index_put_batch")),
+        histories=redis.register_script(lua.source("histories")),
+    )
+    found = await _scan(redis, keys)
     for shard in range(keys.shards):
-        run_ids = [
-            keys.run_id_of_meta(replies.text(key))
-            async for key in redis.scan_iter(match=keys.metas(shard), count=1000)
-        ]
-        await _drop(redis, keys, shard)
-        for i in range(0, len(run_ids), BATCH):
-            batch = run_ids[i : i + BATCH]
-            # Each run's whole history, read once: it folds into the run's state and
-            # gives its log and result files.
-            async with redis.pipeline(transaction=False) as pipe:
-                for run_id in batch:
-                    pipe.xrange(keys.events(run_id))
-                histories = await pipe.execute()
-            with_outputs: list[tuple[str, list[ev.Event]]] = []
-            entries: list[str | bytes | int | float] = []
-            no_outputs: list[str] = []
-            for run_id, stream in zip(batch, histories, strict=True):
-                history = [ev.decode_event(f[Fields.EVENT]) for _, f in replies.entries(stream)]
-                state = RunState(run_id=run_id)
-                for event in history:
-                    apply(state, event)
-                if state.state in ("new", "deleted"):
-                    continue
-                summary, postings = encoded_summary(state)
-                entries += (
-                    run_id,
-                    summary,
-                    state.version,
-                    "1" if state.needs_executor else "0",
-                    state.runnable_score,
-                    postings,
-                )
-                if outputs.outputs_in(history):
-                    with_outputs.append((run_id, history))
-                else:  # nothing to keep: what outputs.rebuild would leave
-                    no_outputs.append(run_id)
-                runs += 1
-                events += state.version
-            async with redis.pipeline(transaction=False) as pipe:
-                if entries:
-                    lua.queue_evalsha(
-                        pipe,
-                        put.sha,
-                        [keys.index(shard), keys.runnable(shard), keys.query_index(shard)],
-                        [len(entries) // 6, *entries],
-                    )
-                if no_outputs:
-                    # The shard's run keys share its hash tag: one command for the batch
-                    # (raw: a cluster pipeline's unlink() refuses several keys, the command
-                    # is routed by them).
-                    pipe.execute_command(
-                        "UNLINK",
-                        *(
-                            key
-                            for run_id in no_outputs
-                            for key in (
-                                keys.logs(run_id),
-                                keys.results(run_id),
-                                keys.result_meta(run_id),
-                            )
-                        ),
-                    )
-                    for run_id in no_outputs:
-                        pipe.hdel(keys.meta(run_id), "log_dropped")
-                await pipe.execute()
-            for run_id, history in with_outputs:
-                await outputs.rebuild(redis, keys, run_id, history, store.settings.max_log_lines)
-    return Rebuilt(runs, events)
+        await _drop(redis, keys, shard, found.index_keys[shard])
+    todo = deque(
+        _Batch(shard, ids[i : i + BATCH])
+        for shard, ids in enumerate(found.run_ids)
+        for i in range(0, len(ids), BATCH)
+    )
+    done: list[_Batch] = []
+
+    async def rebuild_batches() -> None:
+        while todo:
+            batch = todo.popleft()
+            await _rebuild_batch(redis, keys, scripts, batch, store.settings.max_log_lines)
+            done.append(batch)
+
+    await asyncio.gather(*(rebuild_batches() for _ in range(IN_FLIGHT)))
+    return Rebuilt(sum(b.runs for b in done), sum(b.events for b in done))
+
+
+async def _histories(
+    redis: aredis.Redis, keys: Keys, scripts: _Scripts, run_ids: list[str]
+) -> list[list[bytes]]:
+    """The runs' events (as stored), each run's whole history, oldest first."""
+    reply = await scripts.histories(keys=[keys.events(r) for r in run_ids], args=[HISTORY_PAGE])
+    out: list[list[bytes]] = []
+    for run_id, (events, last) in zip(run_ids, reply, strict=True):
+        while last is not None:  # a long history: the rest page by page
+            tail = replies.entries(
+                await redis.xrange(keys.events(run_id), b"(" + last, "+", count=HISTORY_PAGE)
+            )
+            events += [fields[Fields.EVENT] for _, fields in tail]
+            last = tail[-1][0] if len(tail) == HISTORY_PAGE else None
+        out.append(events)
+    return out
+
+
+def _fold(run_id: str, raw: list[bytes]) -> tuple[RunState, list[ev.Event] | None]:
+    """The run's state from its whole history; with the history fully decoded when it
+    holds outputs (log lines, result files), None when it has none to keep."""
+    folded = [ev.decode_for_fold(data) for data in raw]
+    state = RunState(run_id=run_id)
+    for event in folded:
+        apply(state, event)
+    if not outputs.may_have_outputs(folded):
+        return state, None
+    return state, [ev.decode_event(data) for data in raw]
+
+
+async def _rebuild_batch(
+    redis: aredis.Redis, keys: Keys, scripts: _Scripts, batch: _Batch, max_lines: int
+) -> None:
+    # Each run's whole history, read once: it folds into the run's state and gives its
+    # log and result files.
+    histories = await _histories(redis, keys, scripts, batch.run_ids)
+    entries: list[str | bytes | int | float] = []
+    for run_id, stream in zip(batch.run_ids, histories, strict=True):
+        state, history = _fold(run_id, stream)
+        if state.state in ("new", "deleted"):
+            continue
+        summary, postings = encoded_summary(state)
+        has_outputs = history is not None and bool(outputs.outputs_in(history))
+        entries += (
+            run_id,
+            summary,
+            state.version,
+            "1" if state.needs_executor else "0",
+            state.runnable_score,
+            postings,
+            "1" if has_outputs else "0",
+        )
+        if has_outputs:
+            assert history is not None
+            batch.with_outputs.append((run_id, history))
+        batch.runs += 1
+        batch.events += state.version
+    if entries:
+        shard = batch.shard
+        # The script also clears the log and result files of the runs without any (what
+        # outputs.rebuild would leave).
+        await scripts.put(
+            keys=[
+                keys.index(shard),
+                keys.runnable(shard),
+                keys.query_index(shard),
+                keys.run_keys_base(shard),
+            ],
+            args=[len(entries) // 7, *entries],
+        )
+    for run_id, history in batch.with_outputs:
+        await outputs.rebuild(redis, keys, run_id, history, max_lines)

@@ -172,6 +172,16 @@ def outputs_in(history: Iterable[ev.Event]) -> list[RunOutput]:
     return found
 
 
+def may_have_outputs(history: Iterable[ev.Event]) -> bool:
+    """Whether ``outputs_in`` can find any in a history, also one decoded for folding only
+    (``ev.decode_for_fold``: a chunk's log lines counted, not decoded)."""
+    return any(
+        (isinstance(event, ev.ChunkPrepared) and bool(event.log or event.results))
+        or isinstance(event, ev.RunTracked)
+        for event in history
+    )
+
+
 async def rebuild(
     redis: aredis.Redis, keys: Keys, run_id: str, history: Iterable[ev.Event], max_lines: int
 ) -> None:
