@@ -542,3 +542,71 @@ def test_history_events_carry_the_bulk_id_of_their_command() -> None:
     stopped = run.new_events[-1]
     assert isinstance(stopped, ev.RunStopped)
     assert stopped.bulk_id == "b1"
+
+
+def test_rebuilding_runs_a_worker_already_reindexed_gives_the_same_index(
+    settings: Settings,
+) -> None:
+    # A rebuild batch meets runs the index holds again (a worker appended to them after
+    # the drop): those are brought up to date in place, the others written in bulk.
+    rng = random.Random(11)
+
+    async def body(client: Client) -> None:
+        run_ids = [await store_run(client, _random_shape(rng)) for _ in range(30)]
+        for shard in range(client.keys.shards):
+            keys = [
+                k
+                async for k in client.redis.scan_iter(match=client.keys.query_index_pattern(shard))
+            ]
+            await client.redis.delete(client.keys.index(shard), *keys)
+        # Every third run appended to (a rejected command): its append indexes it again.
+        for run_id in run_ids[::3]:
+            run = await client.store.load(run_id)
+            run.reject(cmd.ContinueRun(run_id=run_id), "not now", T0 + 99)
+            assert (await client.store.save(run)).status == "ok"
+        assert await client.count(Query()) == 10
+
+        await index.reindex(client.redis, client.keys, client.store, run_ids)
+        reindexed = await dump_index(client)
+        await index.rebuild(client.redis, client.keys, client.store)
+        assert await dump_index(client) == reindexed
+        assert await client.count(Query()) == 30
+
+    run_async(body, settings)
+
+
+def test_a_rebuild_batch_keeps_what_a_worker_wrote_after_it_read(settings: Settings) -> None:
+    # The batch read a run's events, then a worker appended to it (the index has the newer
+    # entries): the batch leaves that run as the worker left it, and writes the others.
+    stopped = Shape(0, 1, 1, 0, 1, 1, 5, 1, 10, 2, 2)
+
+    async def body(client: Client) -> None:
+        k = client.keys
+        raced, other = new_id(), new_id()
+        while k.shard_of(other) != k.shard_of(raced):
+            other = new_id()
+        for run_id in (raced, other):
+            await store_run(client, stopped, run_id)
+        for shard in range(k.shards):
+            found = [
+                key async for key in client.redis.scan_iter(match=k.query_index_pattern(shard))
+            ]
+            await client.redis.delete(k.index(shard), *found)
+        scripts = index._scripts(client.redis)
+        batch = index._Batch(k.shard_of(raced), [raced, other])
+        await index._read(client.redis, k, scripts, batch)
+        run = await client.store.load(raced)
+        run.handle(cmd.CancelRun(run_id=raced), T0 + 99)
+        assert (await client.store.save(run)).status == "ok"
+
+        await index._write(client.redis, k, scripts, batch, 100)
+
+        assert {r.id: r.state for r in await client.list_runs()} == {
+            raced: "cancelled",
+            other: "stopped",
+        }
+        written = await dump_index(client)
+        await index.rebuild(client.redis, k, client.store)
+        assert await dump_index(client) == written
+
+    run_async(body, settings)

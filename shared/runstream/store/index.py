@@ -12,15 +12,16 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
+import msgspec
 import redis.asyncio as aredis
 from redis.commands.core import AsyncScript
 
-from runstream import lua
+from runstream import lua, query
 from runstream.contracts import events as ev
 from runstream.domain.run import RunState, apply
 from runstream.keys import Fields, Keys
 from runstream.store import outputs, replies
-from runstream.store.events import EventStore, encoded_summary
+from runstream.store.events import EventStore, summary_and_postings
 
 BATCH = 500  # runs loaded, and written back, per pipelined round trip
 # Batches in flight at once: Redis writes one batch while this process folds the next
@@ -29,6 +30,8 @@ IN_FLIGHT = 3
 SCAN_COUNT = 1000
 # Events read per run by the batch's script; a longer history's rest is read page by page.
 HISTORY_PAGE = 64
+
+_msgpack = msgspec.msgpack.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,13 @@ class Rebuilt:
 class _Scripts:
     put: AsyncScript  # lua/index_put_batch.lua
     histories: AsyncScript  # lua/histories.lua
+
+
+def _scripts(redis: aredis.Redis) -> _Scripts:
+    return _Scripts(
+        put=redis.register_script(lua.source("index_put_batch")),
+        histories=redis.register_script(lua.source("histories")),
+    )
 
 
 @dataclass(slots=True)
@@ -58,6 +68,9 @@ class _Batch:
     runs: int = 0
     events: int = 0
     with_outputs: list[tuple[str, list[ev.Event]]] = field(default_factory=list)
+    # What _read found: per run, lua/index_put_batch.lua's arguments; the postings by key.
+    entries: list[str | bytes | int | float] = field(default_factory=list)
+    grouped: _Grouped = field(default_factory=lambda: _Grouped())
 
 
 async def _scan(redis: aredis.Redis, keys: Keys) -> _Found:
@@ -84,16 +97,30 @@ async def _drop(redis: aredis.Redis, keys: Keys, shard: int, index_keys: list[st
 
 async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt:
     """Drop each shard's read models and rebuild them from the runs' events."""
-    scripts = _Scripts(
-        put=redis.register_script(lua.source("index_put_batch")),
-        histories=redis.register_script(lua.source("histories")),
-    )
     found = await _scan(redis, keys)
     for shard in range(keys.shards):
         await _drop(redis, keys, shard, found.index_keys[shard])
+    return await _reindex(redis, keys, store, found.run_ids)
+
+
+async def reindex(
+    redis: aredis.Redis, keys: Keys, store: EventStore, run_ids: list[str]
+) -> Rebuilt:
+    """Bring these runs' read models up to date from their events, as ``rebuild`` does but
+    without dropping anything first (entries the index has are updated in place)."""
+    by_shard: list[list[str]] = [[] for _ in range(keys.shards)]
+    for run_id in run_ids:
+        by_shard[keys.shard_of(run_id)].append(run_id)
+    return await _reindex(redis, keys, store, by_shard)
+
+
+async def _reindex(
+    redis: aredis.Redis, keys: Keys, store: EventStore, run_ids: list[list[str]]
+) -> Rebuilt:
+    scripts = _scripts(redis)
     todo = deque(
         _Batch(shard, ids[i : i + BATCH])
-        for shard, ids in enumerate(found.run_ids)
+        for shard, ids in enumerate(run_ids)
         for i in range(0, len(ids), BATCH)
     )
     done: list[_Batch] = []
@@ -101,11 +128,39 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt
     async def rebuild_batches() -> None:
         while todo:
             batch = todo.popleft()
-            await _rebuild_batch(redis, keys, scripts, batch, store.settings.max_log_lines)
+            await _read(redis, keys, scripts, batch)
+            await _write(redis, keys, scripts, batch, store.settings.max_log_lines)
             done.append(batch)
 
     await asyncio.gather(*(rebuild_batches() for _ in range(IN_FLIGHT)))
     return Rebuilt(sum(b.runs for b in done), sum(b.events for b in done))
+
+
+class _Grouped:
+    """A batch's query index entries by key, as lua/index_put_batch.lua writes them."""
+
+    def __init__(self) -> None:
+        self.z: dict[str, list[str]] = {}  # field -> score, run_id, score, run_id ...
+        self.s: dict[str, list[str]] = {}  # member -> run ids
+        self.t: list[str] = []  # run_id, texts ...
+
+    def add(self, run_id: str, posted: query.Posting) -> None:
+        z, s = self.z, self.s
+        for name, score in posted["z"].items():
+            if name in z:
+                z[name] += (score, run_id)
+            else:
+                z[name] = [score, run_id]
+        for member in posted["s"]:
+            if member in s:
+                s[member].append(run_id)
+            else:
+                s[member] = [run_id]
+        if posted["t"]:
+            self.t += (run_id, posted["t"])
+
+    def encode(self) -> bytes:
+        return _msgpack.encode({"z": self.z, "s": self.s, "t": self.t})
 
 
 async def _histories(
@@ -137,18 +192,18 @@ def _fold(run_id: str, raw: list[bytes]) -> tuple[RunState, list[ev.Event] | Non
     return state, [ev.decode_event(data) for data in raw]
 
 
-async def _rebuild_batch(
-    redis: aredis.Redis, keys: Keys, scripts: _Scripts, batch: _Batch, max_lines: int
-) -> None:
+async def _read(redis: aredis.Redis, keys: Keys, scripts: _Scripts, batch: _Batch) -> None:
+    """The batch's runs' entries, from their events."""
     # Each run's whole history, read once: it folds into the run's state and gives its
     # log and result files.
     histories = await _histories(redis, keys, scripts, batch.run_ids)
-    entries: list[str | bytes | int | float] = []
+    entries, grouped = batch.entries, batch.grouped
     for run_id, stream in zip(batch.run_ids, histories, strict=True):
         state, history = _fold(run_id, stream)
         if state.state in ("new", "deleted"):
             continue
-        summary, postings = encoded_summary(state)
+        summary, postings, posted = summary_and_postings(state)
+        grouped.add(run_id, posted)
         has_outputs = history is not None and bool(outputs.outputs_in(history))
         entries += (
             run_id,
@@ -164,8 +219,14 @@ async def _rebuild_batch(
             batch.with_outputs.append((run_id, history))
         batch.runs += 1
         batch.events += state.version
+
+
+async def _write(
+    redis: aredis.Redis, keys: Keys, scripts: _Scripts, batch: _Batch, max_lines: int
+) -> None:
+    """Write what ``_read`` found (keeping entries a worker wrote meanwhile, if newer)."""
+    entries, shard = batch.entries, batch.shard
     if entries:
-        shard = batch.shard
         # The script also clears the log and result files of the runs without any (what
         # outputs.rebuild would leave).
         await scripts.put(
@@ -175,7 +236,7 @@ async def _rebuild_batch(
                 keys.query_index(shard),
                 keys.run_keys_base(shard),
             ],
-            args=[len(entries) // 7, *entries],
+            args=[len(entries) // 7, batch.grouped.encode(), *entries],
         )
     for run_id, history in batch.with_outputs:
         await outputs.rebuild(redis, keys, run_id, history, max_lines)
