@@ -13,9 +13,9 @@ only ``neq`` and ``nin``, and sorts before every present value.
 from __future__ import annotations
 
 import enum
-import functools
 import json
 import math
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -495,33 +495,63 @@ def postings(summary: RunSummary) -> Posting:
     z = dict(static.z)
     s = list(static.s)
     t = dict(static.t)
-    _post(summary, _CHANGING, z, s, t)
+    for step in _CHANGING_STEPS:
+        step(summary, z, s, t)
     return {"z": z, "s": s, "t": _texts_encoder.encode(t).decode()}
 
 
-def _post(
-    summary: RunSummary,
-    fields: tuple[tuple[str, Callable[[Any], Any], Kind, bool], ...],
-    z: dict[str, str],
-    s: list[str],
-    t: dict[str, str],
-) -> None:
-    for name, read, kind, sorted_set in fields:
-        value = read(summary)
-        if kind is Kind.KEYWORD:
-            if sorted_set:
-                z[name] = _text_score(value)
-            s.append(f"{name}={value}")
+# One step per field: its postings written into (z, s, t), as postings() describes.
+_Step = Callable[[RunSummary, dict[str, str], list[str], dict[str, str]], None]
+
+
+def _step(name: str, read: Callable[[Any], Any], kind: Kind, sorted_set: bool) -> _Step:
+    """The field's step, its kind decided once here rather than for every run."""
+    member = f"{name}="
+    if kind is Kind.KEYWORD and sorted_set:
+
+        def keyword(summary: Any, z: dict[str, str], s: list[str], t: dict[str, str]) -> None:
+            value = read(summary)
+            z[name] = _text_score(value)
+            s.append(member + value)
             t[name] = value
-        elif kind is Kind.NUMBER or kind is Kind.TIME:
+
+        return keyword
+    if kind is Kind.KEYWORD:
+
+        def unsorted_keyword(
+            summary: Any, z: dict[str, str], s: list[str], t: dict[str, str]
+        ) -> None:
+            value = read(summary)
+            s.append(member + value)
+            t[name] = value
+
+        return unsorted_keyword
+    if kind is Kind.NUMBER or kind is Kind.TIME:
+
+        def number(summary: Any, z: dict[str, str], s: list[str], t: dict[str, str]) -> None:
+            value = read(summary)
             z[name] = "-inf" if value is None else repr(float(value))
-        elif kind is Kind.TEXT:
+
+        return number
+    if kind is Kind.TEXT:
+
+        def text(summary: Any, z: dict[str, str], s: list[str], t: dict[str, str]) -> None:
+            value = read(summary)
             z[name] = _text_score(value)
             t[name] = value
-        elif kind is Kind.ID:
-            z[name] = id_score(value)
-        else:  # Kind.LABELS
-            s.extend(f"labels={k}={v}" for k, v in value.items())
+
+        return text
+    if kind is Kind.ID:
+
+        def run_id(summary: Any, z: dict[str, str], s: list[str], t: dict[str, str]) -> None:
+            z[name] = id_score(read(summary))
+
+        return run_id
+
+    def labels(summary: Any, z: dict[str, str], s: list[str], t: dict[str, str]) -> None:
+        s.extend(f"labels={k}={v}" for k, v in read(summary).items())
+
+    return labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,7 +571,7 @@ STATIC_REMEMBERED = 4096  # runs (the worker appends to a run several times in a
 
 
 def _static_postings(summary: RunSummary) -> _Static:
-    made_of = tuple(read(summary) for _, read, _, _ in _STARTED if read is not _labels)
+    made_of = _started_attributes(summary)
     known = _static_by_run.get(summary.id)
     if (
         known is not None
@@ -553,7 +583,8 @@ def _static_postings(summary: RunSummary) -> _Static:
     z: dict[str, str] = {}
     s: list[str] = []
     t: dict[str, str] = {}
-    _post(summary, _STARTED, z, s, t)
+    for step in _STARTED_STEPS:
+        step(summary, z, s, t)
     for arg, value in summary.args.items():
         text = arg_text(value)
         s.append(f"{ARGS_PREFIX}{arg}={text}")
@@ -590,6 +621,20 @@ _STARTED_NAMES = frozenset(
 _POSTED = tuple((name, f.read, f.kind, f.sorted_set) for name, f in FIELDS.items())
 _STARTED = tuple(p for p in _POSTED if p[0] in _STARTED_NAMES)
 _CHANGING = tuple(p for p in _POSTED if p[0] not in _STARTED_NAMES)
-_labels = FIELDS["labels"].read
-# Keyword values repeat across runs (scenario, actor, state ...).
-_text_score = functools.lru_cache(maxsize=4096)(text_score)
+_STARTED_STEPS = tuple(_step(*p) for p in _STARTED)
+_CHANGING_STEPS = tuple(_step(*p) for p in _CHANGING)
+# What the started fields' postings are made of (labels and args are compared on their own).
+_started_attributes = operator.attrgetter(*sorted(_STARTED_NAMES - {"labels"}))
+# Keyword values repeat across runs (scenario, actor, state ...); others rarely do (names):
+# a plain dict, emptied when full, costs a miss far less than an LRU's eviction.
+_text_scores: dict[str, str] = {}
+TEXT_SCORES_REMEMBERED = 4096
+
+
+def _text_score(text: str) -> str:
+    score = _text_scores.get(text)
+    if score is None:
+        if len(_text_scores) >= TEXT_SCORES_REMEMBERED:
+            _text_scores.clear()
+        score = _text_scores[text] = text_score(text)
+    return score
