@@ -49,6 +49,10 @@ class Field:
     # The index keeps a sorted set of its values (sorting walks it). A keyword rarely sorted
     # by has none, which saves a write per run: its matches are sorted as they are read.
     sorted_set: bool = True
+    # A text with many values also has a lexical index (a sorted set ordered by the whole
+    # text, runstream.query.lex_prefix): sorting by it walks runs in text order instead of
+    # reading every run whose text shares the score's 6 bytes.
+    lexical: bool = False
 
     @property
     def sortable(self) -> bool:
@@ -71,9 +75,9 @@ FIELDS: dict[str, Field] = {
         _f("scenario", Kind.KEYWORD),
         Field("scenario_version", Kind.KEYWORD, lambda s: s.scenario_version, sorted_set=False),
         _f("state", Kind.KEYWORD),
-        _f("name", Kind.KEYWORD),
+        Field("name", Kind.KEYWORD, lambda s: s.name, lexical=True),
         _f("actor", Kind.KEYWORD),
-        _f("description", Kind.KEYWORD),
+        Field("description", Kind.KEYWORD, lambda s: s.description, lexical=True),
         _f("labels", Kind.LABELS),
         _f("created_at", Kind.TIME),
         _f("updated_at", Kind.TIME),
@@ -480,7 +484,15 @@ def page(
 
 
 # --------------------------------------------------------------------------- postings
-Posting = dict[Literal["z", "s", "t"], Any]
+Posting = dict[Literal["z", "s", "t", "l"], Any]
+LEXICAL = tuple(name for name, f in FIELDS.items() if f.lexical)
+
+
+def lex_prefix(text: str) -> str:
+    """What a run's member of a lexical index starts with (then its id): the text with NUL
+    escaped as NUL 0x01, then NUL NUL. Members then sort by the text bytewise, then by the
+    run id, and the first NUL NUL ends the text."""
+    return text.replace("\0", "\0\1") + "\0\0"
 
 
 def postings(summary: RunSummary) -> Posting:
@@ -497,7 +509,7 @@ def postings(summary: RunSummary) -> Posting:
     t = dict(static.t)
     for step in _CHANGING_STEPS:
         step(summary, z, s, t)
-    return {"z": z, "s": s, "t": _texts_encoder.encode(t).decode()}
+    return {"z": z, "s": s, "t": _texts_encoder.encode(t).decode(), "l": dict(static.l)}
 
 
 # One step per field: its postings written into (z, s, t), as postings() describes.
@@ -564,6 +576,7 @@ class _Static:
     z: dict[str, str]
     s: list[str]
     t: dict[str, str]
+    l: dict[str, str]  # noqa: E741 (the postings' own name for it)
 
 
 _static_by_run: dict[str, _Static] = {}
@@ -593,7 +606,8 @@ def _static_postings(summary: RunSummary) -> _Static:
             z[f"{ARGS_PREFIX}{arg}"] = _score(number)
         else:
             t[f"{ARGS_PREFIX}{arg}"] = text
-    static = _Static(made_of, dict(summary.labels), dict(summary.args), z, s, t)
+    lexical = {name: lex_prefix(t[name]) for name in LEXICAL}
+    static = _Static(made_of, dict(summary.labels), dict(summary.args), z, s, t, lexical)
     if len(_static_by_run) >= STATIC_REMEMBERED:
         del _static_by_run[next(iter(_static_by_run))]
     _static_by_run[summary.id] = static
@@ -618,6 +632,8 @@ _STARTED_NAMES = frozenset(
         "tracked",
     }
 )
+# A lexical index entry is written with the run's other started postings.
+assert _STARTED_NAMES >= set(LEXICAL)
 _POSTED = tuple((name, f.read, f.kind, f.sorted_set) for name, f in FIELDS.items())
 _STARTED = tuple(p for p in _POSTED if p[0] in _STARTED_NAMES)
 _CHANGING = tuple(p for p in _POSTED if p[0] not in _STARTED_NAMES)

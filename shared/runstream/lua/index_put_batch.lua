@@ -9,7 +9,8 @@
 -- shard's hash tag like every key here.
 -- KEYS: the shard's run index, runnable set, query index base, run keys base.
 -- ARGV: n; the batch's postings grouped by key (MessagePack: {z = {field = {score, run_id,
--- ...}}, s = {member = {run_id, ...}}, t = {run_id, texts, ...}}); then per run: run_id,
+-- ...}}, s = {member = {run_id, ...}}, t = {run_id, texts, ...}, l = {field = {lex prefix,
+-- run_id, ...}}}); then per run: run_id,
 -- summary, version, active ('1'/'0'), runnable score, postings, outputs ('1'/'0').
 -- Returns how many runs were written.
 --! include index_update
@@ -92,6 +93,16 @@ for member, list in pairs(g.s) do
   end
 end
 each_slice(without_left_out(g.t, 2, 1), function(...) redis.call('HSET', index_base .. ':t', ...) end)
+for field, list in pairs(g.l or {}) do
+  list = without_left_out(list, 2, 2)
+  local members = {}
+  for i = 1, #list, 2 do
+    members[i] = 0
+    members[i + 1] = list[i] .. list[i + 1]
+  end
+  local key = lex_key(index_base, field)
+  each_slice(members, function(...) redis.call('ZADD', key, ...) end)
+end
 each_slice(postings, function(...) redis.call('HSET', index_base .. ':p', ...) end)
 each_slice(no_outputs, function(...) redis.call('UNLINK', ...) end)
 each_slice(queued, function(...) redis.call('ZADD', runnable, 'LT', ...) end)

@@ -5,8 +5,12 @@
 -- <base>:t, the hash run_id -> the run's texts (one JSON object), and <base>:p, the hash
 -- run_id -> postings the next update compares with; and <base>:v:<field>, the values a
 -- keyword field (or a label) has in some run of the shard, which lets lua/query.lua answer
--- has/gt/lt on them from the value sets.
+-- has/gt/lt on them from the value sets; and <base>:l:<field>, the lexical index of a text
+-- field with many values: score 0, members <lex prefix of the text><run_id> (postings' l:
+-- field -> lex prefix, runstream.query.lex_prefix), read in text order by lua/query.lua.
 -- new_postings '' removes the run from the index.
+
+local function lex_key(base, field) return base .. ':l:' .. field end
 
 -- A run joins or leaves the value set <base>:s:<field>=<value>, and the value joins or
 -- leaves its field's values when the set is new or gone. Arguments have no such list (their
@@ -52,6 +56,13 @@ local function index_update(base, run_id, new_postings)
   local empty = {z = {}, s = {}}
   local old = old_raw and cjson.decode(old_raw) or empty
   local new = new_postings ~= '' and cjson.decode(new_postings) or empty
+  local old_l, new_l = old.l or {}, new.l or {} -- postings from before lexical indexes: none
+  for field, prefix in pairs(old_l) do
+    if new_l[field] ~= prefix then redis.call('ZREM', lex_key(base, field), prefix .. run_id) end
+  end
+  for field, prefix in pairs(new_l) do
+    if old_l[field] ~= prefix then redis.call('ZADD', lex_key(base, field), 0, prefix .. run_id) end
+  end
   for field, _ in pairs(old.z) do
     if new.z[field] == nil then redis.call('ZREM', base .. ':z:' .. field, run_id) end
   end
@@ -88,7 +99,8 @@ end
 -- for the run (based_on, '' = none): valid only while those are still the stored ones, and
 -- then it saves decoding both postings and comparing every entry. ops: a JSON array of
 -- triples (op, field or member, value): za/zr sorted set add/remove, sa/sr value set
--- add/remove, ta/tr the run's texts set (value)/delete. ops '' (the caller knows nothing) or other stored
+-- add/remove, ta/tr the run's texts set (value)/delete, la/lr lexical index add/remove
+-- (value: the lex prefix). ops '' (the caller knows nothing) or other stored
 -- postings: index_update does it all.
 local function index_apply(base, run_id, new_postings, based_on, ops)
   local postings_key = base .. ':p'
@@ -105,6 +117,8 @@ local function index_apply(base, run_id, new_postings, based_on, ops)
     elseif op == 'sr' then set_remove(base, name, run_id)
     elseif op == 'ta' then redis.call('HSET', base .. ':t', run_id, value)
     elseif op == 'tr' then redis.call('HDEL', base .. ':t', run_id)
+    elseif op == 'la' then redis.call('ZADD', lex_key(base, name), 0, value .. run_id)
+    elseif op == 'lr' then redis.call('ZREM', lex_key(base, name), value .. run_id)
     end
   end
   store_postings(postings_key, run_id, new_postings)

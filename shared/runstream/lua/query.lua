@@ -7,9 +7,10 @@ local q = cjson.decode(ARGV[1])
 -- q.clauses: {neg, sets = {member...}, ranges = {{field, min, max, lo, lo_in, hi, hi_in}...},
 --             scan = false | {field, arg, op, values, text}}: a run matches a clause when it
 --             is in one of the sets or ranges or the scan holds, negated when neg.
--- q.sort: {{field, desc, text, unsorted, keyword}...} (unsorted: 'arg' an argument, 'text' a
---          keyword without a sorted set, false; keyword: it has value sets, so it can be
---          walked value by value), the run id last; q.limit; q.count;
+-- q.sort: {{field, desc, text, unsorted, keyword, lexical}...} (unsorted: 'arg' an argument,
+--          'text' a keyword without a sorted set, false; keyword: it has value sets, so it
+--          can be walked value by value; lexical: it has a lexical index, <base>:l:<field>,
+--          see index_update.lua), the run id last; q.limit; q.count;
 -- q.marker: false | {id, id_score, classes = {...}, scores = {...}, texts = {...}} (one per
 --          sort key)
 -- q.walk_budget: how many runs a walk in sort order may expect to read before the planner
@@ -590,6 +591,59 @@ local function walk_sorted(level, cand, checks, on_marker)
   take(here)
 end
 
+-- The lexical index of a text sort key, when it holds every run of the shard (a store
+-- written before lexical indexes has none until its runs are appended to or rebuilt): its
+-- key, else nil.
+local function lexical_index(k)
+  if not (k and k[6]) then return nil end
+  local key = base .. ':l:' .. k[1]
+  if redis.call('ZCARD', key) ~= redis.call('ZCARD', zkey(k[1])) then return nil end
+  return key
+end
+
+-- runstream.query.lex_prefix
+local function lex_prefix(text) return (string.gsub(text, '%z', '\0\1')) .. '\0\0' end
+
+-- Walks the lexical index of sort key `level` over checks, in the key's direction (members
+-- in text order, then run id), until the page is full and the text changes: the runs it
+-- reads are about the runs it shows. on_marker: start at the marker's text.
+local function walk_lexical(level, key, checks, on_marker)
+  local k = q.sort[level]
+  local desc = k[2]
+  local lo, hi = '-', '+'
+  if marker and on_marker then
+    local prefix = lex_prefix(marker.texts[level])
+    if desc then hi = '(' .. prefix .. '\255' else lo = '[' .. prefix end
+  end
+  local here = {}
+  local last_text = nil
+  local batch_size = math.max(q.limit, 100)
+  local done = false
+  while not done do
+    local batch
+    if desc then
+      batch = redis.call('ZRANGE', key, hi, lo, 'BYLEX', 'REV', 'LIMIT', 0, batch_size)
+    else
+      batch = redis.call('ZRANGE', key, lo, hi, 'BYLEX', 'LIMIT', 0, batch_size)
+    end
+    if #batch == 0 then break end
+    for _, member in ipairs(batch) do
+      local ends = string.find(member, '\0\0', 1, true)
+      local text, id = string.sub(member, 1, ends - 1), string.sub(member, ends + 2)
+      if #found + #here >= q.limit and text ~= last_text then done = true break end
+      local value = string.gsub(text, '%z\1', '\0')
+      if all_hit(id, checks) and after_marker(id, tuple(id, level, text_score(value))) then
+        here[#here + 1] = id
+        last_text = text
+      end
+    end
+    local last = '(' .. batch[#batch]
+    if desc then hi = last else lo = last end
+    if #batch < batch_size then break end
+  end
+  take(here)
+end
+
 -- The runs of the query in the order of the sort keys from `level` on, appended to the
 -- page until it is full. group_members: field=value of the keys before `level` (walked
 -- value by value); share: the estimated share of all runs that match.
@@ -622,7 +676,8 @@ local function emit(level, group_members, on_marker, share)
   -- text), so a walk may read all of them: narrow first whenever a clause can. An
   -- argument has no sorted set in the order of the query: its runs are sorted here.
   local sorts_all = k and k[4]
-  local text_ties = k and k[3] and k[1] ~= 'id'
+  local lexical = lexical_index(k)
+  local text_ties = k and k[3] and k[1] ~= 'id' and not lexical
   local walk = not sorts_all and (total == 0 or share * q.walk_budget >= q.limit)
     and not (text_ties and (#narrowing > 0 or #group_members > 0))
   local cand, checks = nil, q.clauses
@@ -637,6 +692,8 @@ local function emit(level, group_members, on_marker, share)
   end
   if sorts_all then
     sort_all(level, cand, checks)
+  elseif walk and lexical then
+    walk_lexical(level, lexical, checks, on_marker)
   else
     walk_sorted(level, cand, checks, on_marker)
   end

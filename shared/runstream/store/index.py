@@ -143,6 +143,7 @@ class _Grouped:
         self.z: dict[str, list[str]] = {}  # field -> score, run_id, score, run_id ...
         self.s: dict[str, list[str]] = {}  # member -> run ids
         self.t: list[str] = []  # run_id, texts ...
+        self.l: dict[str, list[str]] = {}  # field -> lex prefix, run_id ...
 
     def add(self, run_id: str, posted: query.Posting) -> None:
         z, s = self.z, self.s
@@ -158,9 +159,15 @@ class _Grouped:
                 s[member] = [run_id]
         if posted["t"]:
             self.t += (run_id, posted["t"])
+        lexical = self.l
+        for name, prefix in posted["l"].items():
+            if name in lexical:
+                lexical[name] += (prefix, run_id)
+            else:
+                lexical[name] = [prefix, run_id]
 
     def encode(self) -> bytes:
-        return _msgpack.encode({"z": self.z, "s": self.s, "t": self.t})
+        return _msgpack.encode({"z": self.z, "s": self.s, "t": self.t, "l": self.l})
 
 
 async def _histories(

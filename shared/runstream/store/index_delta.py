@@ -20,7 +20,7 @@ from runstream.query import Posting
 # Runs whose last written postings are remembered (a few KB each).
 REMEMBERED_RUNS = 4096
 
-NONE: Posting = {"z": {}, "s": [], "t": ""}
+NONE: Posting = {"z": {}, "s": [], "t": "", "l": {}}
 
 _ops_encoder = msgspec.json.Encoder()
 
@@ -33,6 +33,14 @@ def delta(old: Posting, new: Posting) -> list[str]:
     old_t, new_t = old.get("t", ""), new.get("t", "")
     if old_t != new_t:
         ops += ("ta", "", new_t) if new_t else ("tr", "", "")
+    # A lexical entry's member holds its text: a changed one is removed by its old text.
+    old_l, new_l = old.get("l", {}), new.get("l", {})
+    for name, prefix in old_l.items():
+        if new_l.get(name) != prefix:
+            ops += ("lr", name, prefix)
+    for name, prefix in new_l.items():
+        if old_l.get(name) != prefix:
+            ops += ("la", name, prefix)
     old_s, new_s = set(old["s"]), set(new["s"])
     for member in old_s - new_s:
         ops += ("sr", member, "")

@@ -136,6 +136,7 @@ class Searcher:
                 k.field in FIELDS and FIELDS[k.field].kind in (Kind.ID, Kind.KEYWORD, Kind.TEXT),
                 _unsorted(k.field),
                 k.field in FIELDS and FIELDS[k.field].kind is Kind.KEYWORD,
+                k.field in FIELDS and FIELDS[k.field].lexical,
             ]
             for k in q.sort
         ]
