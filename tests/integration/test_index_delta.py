@@ -16,7 +16,7 @@ from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.domain.run import Run, RunState
 from runstream.ids import new_id
-from runstream.query import Query
+from runstream.query import Posting, Query
 from runstream.settings import Settings
 from runstream.store import events, index
 from runstream.store.search import IndexOutdated
@@ -197,13 +197,13 @@ def test_a_rebuild_keeps_what_workers_append_meanwhile(
                 run.begin(T0 + 50, "w")
                 await saved(client, run)
 
-            drop, summarize = index._drop, events.encoded_summary
+            drop, summarize = index._drop, events.summary_and_postings
 
             async def drop_then_append(*args: Any) -> None:
                 await drop(*args)
                 await begin(a)
 
-            def summarize_then_append(state: RunState) -> tuple[bytes, bytes]:
+            def summarize_then_append(state: RunState) -> tuple[bytes, bytes, Posting]:
                 if state.run_id == b and state.state == "queued":
                     # Another process appends now, before the rebuild writes b.
                     thread = threading.Thread(target=asyncio.run, args=(begin_elsewhere(b),))
@@ -218,7 +218,7 @@ def test_a_rebuild_keeps_what_workers_append_meanwhile(
                     await saved(other, run)
 
             monkeypatch.setattr(index, "_drop", drop_then_append)
-            monkeypatch.setattr(index, "encoded_summary", summarize_then_append)
+            monkeypatch.setattr(index, "summary_and_postings", summarize_then_append)
             await index.rebuild(client.redis, client.keys, client.store)
             monkeypatch.undo()
             assert (await client.get(a)).state == "running"

@@ -103,17 +103,6 @@ async def rebuild(redis: aredis.Redis, keys: Keys, store: EventStore) -> Rebuilt
     return await _reindex(redis, keys, store, found.run_ids)
 
 
-async def reindex(
-    redis: aredis.Redis, keys: Keys, store: EventStore, run_ids: list[str]
-) -> Rebuilt:
-    """Bring these runs' read models up to date from their events, as ``rebuild`` does but
-    without dropping anything first (entries the index has are updated in place)."""
-    by_shard: list[list[str]] = [[] for _ in range(keys.shards)]
-    for run_id in run_ids:
-        by_shard[keys.shard_of(run_id)].append(run_id)
-    return await _reindex(redis, keys, store, by_shard)
-
-
 async def _reindex(
     redis: aredis.Redis, keys: Keys, store: EventStore, run_ids: list[list[str]]
 ) -> Rebuilt:
