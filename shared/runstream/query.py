@@ -633,7 +633,7 @@ _STARTED_NAMES = frozenset(
     }
 )
 # A lexical index entry is written with the run's other started postings.
-assert _STARTED_NAMES >= set(LEXICAL)
+assert set(LEXICAL) <= _STARTED_NAMES
 _POSTED = tuple((name, f.read, f.kind, f.sorted_set) for name, f in FIELDS.items())
 _STARTED = tuple(p for p in _POSTED if p[0] in _STARTED_NAMES)
 _CHANGING = tuple(p for p in _POSTED if p[0] not in _STARTED_NAMES)

@@ -22,7 +22,7 @@ from runstream.domain.run import Run, RunSummary
 from runstream.ids import new_id
 from runstream.query import BadQuery, Query
 from runstream.settings import Settings
-from runstream.store import index
+from runstream.store import index, search
 from runstream.store.search import MarkerNotFound
 
 T0 = 1_790_000_000.0  # 2026-09-21T...Z
@@ -61,9 +61,12 @@ class Shape(msgspec.Struct, frozen=True):
     ended_after: int
 
 
-async def store_run(client: Client, shape: Shape, run_id: str | None = None) -> str:
+async def store_run(
+    client: Client, shape: Shape, run_id: str | None = None, name: str | None = None
+) -> str:
     """A run in the given shape, written through the aggregate and the event store (the
-    same append script a worker uses), with controlled times."""
+    same append script a worker uses), with controlled times; ``name`` in place of the
+    shape's."""
     run_id = run_id or new_id()
     run = Run.blank(run_id)
     created = T0 + shape.created
@@ -73,7 +76,7 @@ async def store_run(client: Client, shape: Shape, run_id: str | None = None) -> 
             run_id=run_id,
             scenario=SCENARIOS[shape.scenario],
             args=args,
-            name=NAMES[shape.name],
+            name=NAMES[shape.name] if name is None else name,
             description=DESCRIPTIONS[shape.description],
             actor=ACTORS[shape.actor],
             labels=LABELS[shape.labels],
@@ -542,3 +545,83 @@ def test_history_events_carry_the_bulk_id_of_their_command() -> None:
     stopped = run.new_events[-1]
     assert isinstance(stopped, ev.RunStopped)
     assert stopped.bulk_id == "b1"
+
+
+# Names with many values, most sharing the 6 bytes a text score keeps, a NUL inside one.
+MANY_NAMES = [
+    *(f"run-{i:06d}" for i in range(0, 300, 3)),
+    *(f"run-00{i}" for i in range(40)),
+    "run-0",
+    "run-",
+    "run-00\x000",
+    "run-00\x01",
+    "é-run",
+    "",
+]
+
+
+def test_a_sort_by_a_text_with_many_values_pages_in_its_order(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # More names than a shard walks value by value: the lexical index orders them (ties on
+    # a name broken by the next key, then the id), on every page and after every marker.
+    monkeypatch.setattr(search, "MAX_GROUPS", 8)
+    rng = random.Random(13)
+
+    async def body(client: Client) -> None:
+        for i, name in enumerate(MANY_NAMES * 2):
+            await store_run(client, _random_shape(rng), name=name if i % 5 else MANY_NAMES[7])
+        runs = await client.list_runs()
+        base = client.keys.query_index(0)
+        assert await client.redis.zcard(f"{base}:l:name") == await client.redis.zcard(
+            f"{base}:z:name"
+        )
+        for sort in (["name"], ["name:desc"], ["name", "created_at:desc"], ["name:desc", "id"]):
+            for filters in ([], ["state=neq:queued"], ["labels=eq:team=eu"]):
+                q = query.build(filters, sort=sort, limit=7)
+                expected = _ids(reference(runs, query.build(filters, sort=sort, limit=1000)))
+                assert _ids(await every_page(client, q)) == expected, (sort, filters)
+
+    run_async(body, settings)
+
+
+def test_a_store_indexed_before_lexical_indexes_answers_the_same_until_rebuilt(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Runs indexed by a version without lexical indexes (no l: in their postings, no
+    # lexical keys): sorts by name are answered from the score index, an append adds the
+    # run's entry, and a rebuild adds every run's.
+    monkeypatch.setattr(search, "MAX_GROUPS", 8)
+    rng = random.Random(17)
+
+    async def body(client: Client) -> None:
+        ids = [await store_run(client, _random_shape(rng), name=name) for name in MANY_NAMES]
+        k = client.keys
+        for shard in range(k.shards):
+            base = k.query_index(shard)
+            await client.redis.delete(f"{base}:l:name", f"{base}:l:description")
+            stored = await client.redis.hgetall(f"{base}:p")
+            for run_id, raw in stored.items():
+                old = msgspec.json.decode(raw)
+                del old["l"]
+                await client.redis.hset(f"{base}:p", run_id, msgspec.json.encode(old))
+        q = query.build(["state=neq:queued"], sort=["name", "created_at"], limit=6)
+        full = query.build(["state=neq:queued"], sort=["name", "created_at"], limit=1000)
+        runs = await client.list_runs()
+        assert _ids(await every_page(client, q)) == _ids(reference(runs, full))
+
+        run = await client.store.load(ids[0])
+        run.reject(cmd.ContinueRun(run_id=ids[0]), "not now", T0 + 99)
+        assert (await client.store.save(run)).status == "ok"
+        shard = k.shard_of(ids[0])
+        assert await client.redis.zcard(f"{k.query_index(shard)}:l:name") == 1
+        assert _ids(await every_page(client, q)) == _ids(reference(runs, full))
+
+        await index.rebuild(client.redis, k, client.store)
+        total = 0
+        for shard in range(k.shards):
+            total += await client.redis.zcard(f"{k.query_index(shard)}:l:name")
+        assert total == len(MANY_NAMES)
+        assert _ids(await every_page(client, q)) == _ids(reference(runs, full))
+
+    run_async(body, settings)
