@@ -132,6 +132,8 @@ QUERIES: list[tuple[str, list[str], list[str]]] = [
         ["state", "duration_ms:desc"],
     ),
     ("no filter; updated_at desc", [], ["updated_at:desc"]),
+    # Names share their first 6 bytes ("run-00"): the lexical index orders them.
+    ("broad filter; name desc", ["state=neq:running"], ["name:desc"]),
 ]
 
 

@@ -102,7 +102,8 @@ class Keys:
 
     def query_index(self, shard: int) -> str:
         """Base of a shard's query index (lua/index_update.lua): ``<base>:z:<field>``
-        sorted sets, ``<base>:s:<field>=<value>`` sets, ``<base>:p`` postings per run."""
+        sorted sets, ``<base>:s:<field>=<value>`` sets, ``<base>:l:<field>`` lexical
+        indexes, ``<base>:p`` postings per run."""
         return f"{self._shard(shard)}:ix"
 
     def query_sorted_set(self, shard: int, field: str) -> str:
