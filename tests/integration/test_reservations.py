@@ -16,6 +16,7 @@ import redis.asyncio as aredis
 from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
+from runstream.contracts.events import EffectRecord
 from runstream.domain.run import Run
 from runstream.domain.scenarios import load_registry
 from runstream.ids import new_id
@@ -24,7 +25,7 @@ from runstream.settings import Settings
 from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
 from runstream_worker.chunk import run_chunk
-from runstream_worker.chunk_protocol import chunk_token
+from runstream_worker.chunk_protocol import ChunkProtocol, chunk_token
 from runstream_worker.effects import record_effects
 
 from .support import assert_contiguous, chunk_ranges, connect, fast, history, worker_running
@@ -128,5 +129,48 @@ def test_a_run_meeting_a_dead_workers_reservations_waits_and_succeeds(
             # The network holds, for each node, what the run that wrote it last wrote.
             values = await client.network.elements()
             assert len([e for e in values if e.startswith("n:shared:")]) == 30
+
+    asyncio.run(body())
+
+
+def test_a_reservation_never_settled_ends_the_wait_as_a_conflict(settings: Settings) -> None:
+    """The wait is bounded: a holder no one settles (here: no run behind its token)
+    is answered "reserved" once the wait is over, nothing written where it was met."""
+
+    async def body() -> None:
+        s = msgspec.structs.replace(settings, network_partitions=PARTITIONS)
+        keys = Keys.of(s)
+        async with connect(s) as r:
+            network = NetworkStore(r, keys)
+            elements = [f"n:ns{i}:x" for i in range(40)]
+            by_part = {keys.partition_of(e): e for e in elements}
+            first, second = (by_part[p] for p in sorted(by_part)[:2])
+            # A chunk reserved both and was never settled.
+            theirs = [EffectRecord(e, "", "{}", "") for e in (first, second)]
+            prepared = await network.prepare_across(
+                network.partitions_of(theirs), "stuck:1", "stuck", 0, theirs, ()
+            )
+            assert prepared == ("prepared", "")
+            settled: list[str] = []
+
+            async def settle(token: str) -> None:
+                settled.append(token)
+
+            async def unused(*_args: Any, **_kwargs: Any) -> Any:
+                raise AssertionError("not called by write_waiting")
+
+            protocol = ChunkProtocol(
+                network, unused, unused, unused, reservation_wait_s=0.3, settle=settle
+            )
+            ours = [EffectRecord(e, "", "{}", "") for e in (first, second)]
+            event = ev.ChunkPrepared(
+                at=0.0, chunk=1, items_from=0, items_to=1, first_effect=1, effects=ours
+            )
+            started = time.monotonic()
+            outcome = await protocol.write_waiting("mine:1", "mine", event)
+            assert outcome[0] == "reserved"
+            assert 0.3 <= time.monotonic() - started < 5
+            assert set(settled) == {"stuck:1"} and len(settled) >= 3  # asked at each try
+            assert await network.elements() == {}
 
     asyncio.run(body())

@@ -363,25 +363,30 @@ class Executor:
             return
         self._settling.add(run_id)
         try:
-            run = await self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
-            if run is None:
-                return  # a live worker holds it: it settles the chunk itself
-            try:
-                pending = run.state.pending
-                if pending is not None and chunk_token(run_id, pending.chunk) == token:
-                    metrics.lease_taken_over()
-                    await self.chunks.resolve_pending(run)
-            finally:
-                if run_id in self._given_back:  # its last append gave the lease back
-                    self._given_back.discard(run_id)
-                else:
-                    await self.leases.release(run_id)
+            # Logged as the holder run's (this task has the waiting run's id bound).
+            with structlog.contextvars.bound_contextvars(run_id=run_id):
+                await self._settle(run_id, token)
         except SETTLE_TROUBLE as exc:
             log.warning("settle_failed", holder=token, error=str(exc))
         finally:
             self._settling.discard(run_id)
             self._news = True  # the run may need driving: the next scan reads the line
             self._poke.set()
+
+    async def _settle(self, run_id: str, token: str) -> None:
+        run = await self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
+        if run is None:
+            return  # a live worker holds it: it settles the chunk itself
+        try:
+            pending = run.state.pending
+            if pending is not None and chunk_token(run_id, pending.chunk) == token:
+                metrics.lease_taken_over()
+                await self.chunks.resolve_pending(run)
+        finally:
+            if run_id in self._given_back:  # its last append gave the lease back
+                self._given_back.discard(run_id)
+            else:
+                await self.leases.release(run_id)
 
     async def _append(self, run: Run, output: outputs.RunOutput | None = None) -> bool:
         """Append the run's new events under our lease: False if the run changed meanwhile
