@@ -24,6 +24,7 @@ CLUSTER_TESTS = tests/integration/test_worker_inprocess.py tests/integration/tes
 	tests/integration/test_revert_conflicts.py tests/integration/test_api_http.py \
 	tests/integration/test_lease_loss.py tests/integration/test_command_batches.py \
 	tests/integration/test_api_events.py tests/integration/test_rolling_restart.py \
+	tests/integration/test_api_token_cache.py \
 	tests/e2e/test_runctl_flows.py tests/integration/test_network_partitions.py \
 	tests/integration/test_reservations.py tests/e2e/test_chaos.py
 # Chunks, leases and revert again with the network in 4 partitions on one Redis (chunks
