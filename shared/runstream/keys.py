@@ -281,3 +281,10 @@ class Keys:
         """Hash token id -> its record (runstream.tokens.TokenRecord JSON: the sha256 of
         the token, never the token)."""
         return f"{self.prefix}:api:tokens"
+
+    @property
+    def api_tokens_changed(self) -> str:
+        """Pub/sub channel: the id of a token just revoked or replaced, so that every API
+        process forgets its cached record at once (runstream_api.token_cache). Classic
+        pub/sub: a Redis Cluster passes it to every node."""
+        return f"{self.prefix}:api:tokens:changed"

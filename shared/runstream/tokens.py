@@ -26,8 +26,10 @@ ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
 # Every project: a token for all of them.
 ALL_PROJECTS = "*"
 DEFAULT_PROJECT = "default"
-# How long an API process may go on honouring a token after it was revoked: it remembers
-# a token it checked that long (runstream_api.token_cache), not to ask Redis per request.
+# How long an API process may go on honouring a token after it was revoked when it missed
+# the revocation's message (its subscription was down): it remembers a token it checked
+# that long (runstream_api.token_cache), not to ask Redis per request. With the message, it
+# forgets the token at once.
 TOKEN_CACHE_S = 5.0
 TOKEN_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}\Z"
 _TOKEN = re.compile(r"rst_([a-z0-9][a-z0-9-]{0,39})_([A-Za-z0-9_-]{20,100})\Z")
@@ -72,6 +74,7 @@ class TokenStore:
     def __init__(self, redis: aredis.Redis, keys: Keys) -> None:
         self.redis = redis
         self.key = keys.api_tokens
+        self.changed_channel = keys.api_tokens_changed
 
     async def create(
         self, subject: str, role: Role, project: str = ALL_PROJECTS, token_id: str | None = None
@@ -96,7 +99,9 @@ class TokenStore:
             )
         except msgspec.ValidationError as exc:
             raise BadToken(f"bad token: {exc}") from None
-        await self.redis.hset(self.key, token_id, _encoder.encode(record))
+        replaced = await self.redis.hset(self.key, token_id, _encoder.encode(record)) == 0
+        if replaced:
+            await self.changed(token_id)
         return text, record
 
     async def list(self) -> list[TokenRecord]:
@@ -104,7 +109,15 @@ class TokenStore:
         return sorted((_decoder.decode(r) for r in raw), key=lambda t: (t.created_at, t.id))
 
     async def revoke(self, token_id: str) -> bool:
-        return bool(await self.redis.hdel(self.key, token_id))
+        if not await self.redis.hdel(self.key, token_id):
+            return False
+        await self.changed(token_id)
+        return True
+
+    async def changed(self, token_id: str) -> None:
+        """Tell every API process that the token ``token_id`` was revoked or replaced:
+        after the write, so that one that forgets it and asks again reads the change."""
+        await self.redis.publish(self.changed_channel, token_id)
 
     async def check(self, token: str) -> TokenRecord | None:
         """The record of a valid token; None for a malformed, unknown or revoked one."""

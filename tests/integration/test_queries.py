@@ -350,6 +350,67 @@ def test_sorting_by_several_keys_each_asc_or_desc(settings: Settings, sort: list
     run_async(body, settings)
 
 
+@pytest.mark.parametrize("share", [1, 2, 5])
+def test_pages_from_small_first_shares_are_the_reference_pages(
+    settings: Settings, share: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each shard is first asked for only `share` runs: the second request to the shards
+    # whose share ran short is made for nearly every page.
+    from runstream.store import search
+
+    monkeypatch.setattr(search, "first_share", lambda limit, shards: min(limit, share))
+    rng = random.Random(21)
+
+    async def body(client: Client) -> None:
+        for _ in range(60):
+            await store_run(client, _random_shape(rng))
+        runs = await client.list_runs()
+        for filters in ([], ["state=nin:queued"], ["scenario=in:synthetic,notify"]):
+            for sort in (
+                ["created_at:desc"],
+                ["name", "created_at:desc"],
+                ["args.items:desc"],
+                ["scenario:desc", "actor", "created_at"],
+            ):
+                q = query.build(filters, sort=sort, limit=7)
+                expected = _ids(reference(runs, q))
+                assert _ids(await every_page(client, q)) == expected, (filters, sort)
+                first = await client.search(msgspec.structs.replace(q, limit=1000))
+                assert _ids(first) == expected
+
+    run_async(body, settings)
+
+
+def test_a_page_that_one_shard_holds_almost_whole_is_complete(settings: Settings) -> None:
+    from runstream.store.search import first_share
+
+    rng = random.Random(8)
+    limit = 25
+    assert first_share(limit, settings.shards) < limit  # its share runs short
+
+    async def body(client: Client) -> None:
+        def on_shard(shard: int) -> str:
+            while True:
+                run_id = new_id()
+                if client.keys.shard_of(run_id) == shard:
+                    return run_id
+
+        # The newest 30 runs all on shard 0, older ones on the others.
+        for i in range(30):
+            shape = msgspec.structs.replace(_random_shape(rng), created=100 + i)
+            await store_run(client, shape, on_shard(0))
+        for shard in range(1, settings.shards):
+            for i in range(10):
+                shape = msgspec.structs.replace(_random_shape(rng), created=i)
+                await store_run(client, shape, on_shard(shard))
+        runs = await client.list_runs()
+        q = query.build([], sort=["created_at:desc"], limit=limit)
+        assert _ids(await client.search(q)) == _ids(reference(runs, q))[:limit]
+        assert _ids(await every_page(client, q)) == _ids(reference(runs, q))
+
+    run_async(body, settings)
+
+
 def test_paging_is_stable_while_runs_are_added(settings: Settings) -> None:
     rng = random.Random(5)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -53,12 +55,14 @@ def _version() -> str:
 class Health(msgspec.Struct):
     status: str
     redis: bool
+    # Whether token revocations reach this process at once (else: within TOKEN_CACHE_S).
+    token_revocations: bool = False
 
 
 @get("/health", summary="Is the API up, and does it reach Redis?", tags=["service"])
 async def health(api: ApiContext) -> Health:
     await api.client.redis.ping()
-    return Health(status="ok", redis=True)
+    return Health(status="ok", redis=True, token_revocations=api.tokens.subscribed)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -69,9 +73,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with Client.connect(settings=settings) as client:
             tokens = TokenCache(TokenStore(client.redis, client.keys))
+            # Revocations reach this process at once (the cache's time bounds it otherwise).
+            follow = asyncio.create_task(
+                tokens.follow(client.redis, client.keys.api_tokens_changed)
+            )
             app.state.api = ApiContext(client, registry, settings, tokens)
             structlog.get_logger("runstream_api").info("api_started")
-            yield
+            try:
+                yield
+            finally:
+                follow.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follow
 
     app = Litestar(
         route_handlers=[

@@ -4,8 +4,7 @@ scenario registry, built once by the app's lifespan (the composition root)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from litestar.datastructures import State
+from typing import Any
 
 from runstream.client import Client
 from runstream.domain.scenarios import Registry
@@ -22,6 +21,9 @@ class ApiContext:
     tokens: TokenCache
 
 
-def provide_api(state: State) -> ApiContext:
-    api: ApiContext = state.api
+def provide_api(scope: Any) -> ApiContext:
+    # From the raw scope, not a ``state: State`` parameter: Litestar copies the app's
+    # State (a dict and an RLock) for each request that asks for one, a tenth of the
+    # CPU of a POST /runs. ``scope`` is passed as it is (never validated).
+    api: ApiContext = scope["litestar_app"].state.api
     return api

@@ -136,8 +136,8 @@ async def publish(
     timeout: float,
 ) -> Response[CommandStatus]:
     client = api.client
-    cmd.checked_bytes(command, api.settings.max_command_bytes)
-    print_ = dispatch.fingerprint(request.method, request.url.path, await request.body())
+    # dispatch.publish checks the command (BadCommand: 400) before it writes anything.
+    print_ = await dispatch.request_fingerprint(request)
     until: dispatch.Until = "done" if wait else "pending"
     return answer(
         await dispatch.publish(client, key, print_, command, until=until, timeout=timeout)

@@ -80,11 +80,14 @@ def msgspec_dict(record: TokenRecord) -> dict[str, object]:
 def revoke(
     token_id: Annotated[str, typer.Argument(help="The token's id (see 'token list').")],
 ) -> None:
-    """Revoke a token: the API refuses it within seconds (each API process remembers a
-    token it checked for TOKEN_CACHE_S)."""
+    """Revoke a token: every API process refuses it at once (told by pub/sub; one that
+    missed the message, within TOKEN_CACHE_S)."""
     if not _run(lambda c: _store(c).revoke(token_id)):
         raise CliError(f"no token {token_id!r} (see runctl token list)", errors.BAD_INPUT)
-    out.print(f"token {token_id} revoked: the API refuses it within {TOKEN_CACHE_S:g} s")
+    out.print(
+        f"token {token_id} revoked: the API refuses it at once (an API process that "
+        f"missed the message: within {TOKEN_CACHE_S:g} s)"
+    )
 
 
 def register(app: typer.Typer) -> None:

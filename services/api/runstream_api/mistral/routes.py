@@ -208,8 +208,7 @@ async def create_execution(
         api.registry.get(command.scenario).validate(command.args)
     except BadArguments as exc:
         raise fault(400, str(exc)) from None
-    cmd.checked_bytes(command, api.settings.max_command_bytes)
-    print_ = dispatch.fingerprint(request.method, request.url.path, await request.body())
+    print_ = await dispatch.request_fingerprint(request)
     status = await dispatch.publish(client, key, print_, command, until="accepted", timeout=15.0)
     if status.status == "rejected":
         raise fault(400, f"execution not started: {status.reason}")
@@ -256,7 +255,7 @@ async def update_execution(
     if key is not None:
         dispatch.check_key(key)
         command = msgspec.structs.replace(command, command_id=dispatch.command_id_for(actor, key))
-    print_ = dispatch.fingerprint(request.method, request.url.path, await request.body())
+    print_ = await dispatch.request_fingerprint(request)
     status = await dispatch.publish(api.client, key, print_, command, until="done", timeout=WAIT_S)
     if status.status == "rejected":
         raise fault(409, f"cannot set state {data.state}: {status.reason}")

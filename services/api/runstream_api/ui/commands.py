@@ -34,8 +34,8 @@ async def send(api: ApiContext, caller: TokenRecord, command: cmd.Command) -> Co
         require(caller, needed, project_of(api, command.scenario))
     else:
         require_run(api, caller, needed, await existing(api.client, command.run_id))
-    cmd.checked_bytes(command, api.settings.max_command_bytes)
-    print_ = dispatch.fingerprint("UI", cmd.command_type(command), cmd.encode_command(command))
+    data = cmd.checked_bytes(command, api.settings.max_command_bytes)
+    print_ = dispatch.fingerprint("UI", cmd.command_type(command), data)
     return await dispatch.publish(
         api.client, None, print_, command, until="accepted", timeout=ACCEPT_TIMEOUT_S
     )
