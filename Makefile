@@ -18,22 +18,28 @@ run: venv
 	$(BIN)/runctl dev
 
 # The whole suite on one Redis, then a representative part of it on a local Redis Cluster
-# (3 masters): the lifecycle, revert, queries, API, rolling restart, runctl flows. The
-# chaos driver on a cluster (masters failed over) runs in `make chaos`, not here.
+# (3 masters): the lifecycle, revert, queries, API, rolling restart, runctl flows, and
+# the chaos driver (its own cluster, a replica per master: masters failed over).
 CLUSTER_TESTS = tests/integration/test_worker_inprocess.py tests/integration/test_queries.py \
 	tests/integration/test_revert_conflicts.py tests/integration/test_api_http.py \
 	tests/integration/test_lease_loss.py tests/integration/test_command_batches.py \
 	tests/integration/test_api_events.py tests/integration/test_rolling_restart.py \
 	tests/integration/test_api_token_cache.py \
-	tests/e2e/test_runctl_flows.py tests/integration/test_network_partitions.py
+	tests/e2e/test_runctl_flows.py tests/integration/test_network_partitions.py \
+	tests/integration/test_reservations.py tests/e2e/test_chaos.py
 # Chunks, leases and revert again with the network in 4 partitions on one Redis (chunks
 # spanning partitions: the two-phase commit); the cluster run uses 16.
 PARTITION_TESTS = tests/integration/test_guarantees.py tests/integration/test_revert_property.py \
 	tests/integration/test_lease_loss.py tests/integration/test_revert_conflicts.py \
 	tests/integration/test_worker_inprocess.py
+# The chaos phase of the chaos driver (tests/e2e/test_chaos.py), in seconds: short in
+# `make test` (so CI: about a minute each on one Redis and on the cluster), longer in
+# `make chaos`. Either can be set: `make chaos CHAOS_SECONDS=300`.
+TEST_CHAOS_SECONDS ?= 30
+CHAOS_SECONDS ?= 90
 test: venv chromium
-	$(BIN)/pytest -q
-	$(BIN)/pytest -q --redis=cluster $(CLUSTER_TESTS)
+	CHAOS_SECONDS=$(TEST_CHAOS_SECONDS) $(BIN)/pytest -q
+	CHAOS_SECONDS=$(TEST_CHAOS_SECONDS) $(BIN)/pytest -q --redis=cluster $(CLUSTER_TESTS)
 	RUNSTREAM_TEST_PARTITIONS=4 $(BIN)/pytest -q $(PARTITION_TESTS)
 
 # The admin UI's browser tests drive Debian's chromium (Playwright cannot download its own
@@ -79,10 +85,11 @@ asyncapi: venv
 soak: venv
 	$(BIN)/python bench/soak.py
 
-# On one Redis (crashed and restarted), then on a local cluster (masters failed over).
+# On one Redis (crashed and restarted), then on a local cluster (masters failed over);
+# the long form of what `make test` runs (CHAOS_SECONDS, above).
 chaos: venv
-	$(BIN)/pytest -q -s -m chaos tests/e2e
-	$(BIN)/pytest -q -s -m chaos --redis=cluster tests/e2e
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/pytest -q -s -m chaos tests/e2e
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/pytest -q -s -m chaos --redis=cluster tests/e2e
 
 # Keeps .runstream/ (the data of `make run`): remove it by hand to start afresh.
 clean:

@@ -130,6 +130,7 @@ class Data:
     stamps: dict[str, str]
     outbox: list[dict[str, str]]
     leftover_events: dict[str, int]  # run_id -> events stream length for deleted runs
+    reservations: dict[str, str]  # element -> token of the chunk reserving it
 
 
 async def collect(client: Client) -> Data:
@@ -174,9 +175,10 @@ async def collect(client: Client) -> Data:
         {"id": text(i), **{text(k): text(v) for k, v in f.items()}}
         for i, f in replies.entries(await redis.xrange(keys.outbox))
     ]
+    reservations = await client.network.reservations()
     return Data(
         feed, dlq, tombs, audit_runs, index, histories, loaded, summaries, values, stamps,
-        outbox, leftover,
+        outbox, leftover, reservations,
     )  # fmt: skip
 
 
@@ -565,6 +567,10 @@ def check_runs(ledger: Ledger, data: Data, found: Findings) -> None:
                 f"{len(elements)} network elements belong to run {owner!r}, which was never "
                 f"started: {sorted(elements)[:5]}"
             )
+    # At rest every chunk is settled: a reservation left would block other writers.
+    for element, token in sorted(data.reservations.items()):
+        found.network.append(f"{element} is still reserved at rest by chunk {token}")
+    found.checked["reservations at rest"] += 1
     outbox_by_run: dict[str, list[str]] = defaultdict(list)
     for note in data.outbox:
         outbox_by_run[note.get("run_id", "")].append(note.get("message", ""))
@@ -759,6 +765,7 @@ def dump_data(data: Data, path: Path) -> None:
         ],
         "stamps": data.stamps,
         "outbox": data.outbox,
+        "reservations": data.reservations,
     }
     path.write_bytes(msgspec.json.encode(body))
 

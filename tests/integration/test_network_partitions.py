@@ -119,8 +119,11 @@ def test_a_worker_dying_between_prepare_and_commit_is_rolled_forward(
             assert await net.elements() == {}
             with pytest.raises(ElementReserved):
                 await net.put(elements[1], {"theirs": 1}, "operator/1")
-            other = await net.apply_chunk("t-other", "run-b", 0, _effects([elements[2]]), ())
-            assert other == ("conflict", elements[2])
+            # Another chunk meeting them changes nothing and is told whose they are.
+            with pytest.raises(ElementReserved) as met:
+                await net.apply_chunk("t-other", "run-b", 0, _effects([elements[2]]), ())
+            assert (met.value.element, met.value.holder) == (elements[2], "t3")
+            assert await r.get(keys.net_chunk(keys.partition_of(elements[2]), "t-other")) is None
             # The worker "dies" here; whoever resumes the run resolves the chunk.
             assert await net.resolve_chunk("t3", RUN, 0, effects, ()) == "applied"
             assert await net.all_stamps() == {e: f"{RUN}/{i}" for i, e in enumerate(elements)}
@@ -128,6 +131,46 @@ def test_a_worker_dying_between_prepare_and_commit_is_rolled_forward(
             # The dead worker waking up and committing changes nothing more.
             await net.commit_across(parts, "t3", RUN, 0, effects, ())
             assert await net.resolve_chunk("t3", RUN, 0, effects, ()) == "applied"
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("holder_ends", ["voided", "committed"])
+def test_a_chunk_meeting_a_reservation_keeps_what_it_prepared_and_goes_on_once_it_goes(
+    settings: Settings, holder_ends: str
+) -> None:
+    async def body() -> None:
+        s = _partitioned(settings)
+        keys = Keys.of(s)
+        async with connect(s) as r:
+            net = NetworkStore(r, keys)
+            elements = _spread_elements(keys, 3)
+            parts = [keys.partition_of(e) for e in elements]
+            ours = _effects(elements)
+            theirs = [EffectRecord(e, "", '{"theirs":1}', "") for e in elements[1:]]
+            # The holder reserved the middle partition's element (prepared there only, or
+            # everywhere it writes) and its worker stopped.
+            held = parts[1:] if holder_ends == "committed" else parts[1:2]
+            assert (await net.prepare_across(held, "t-h", "run-h", 0, theirs, ()))[0] == "prepared"
+            with pytest.raises(ElementReserved) as met:
+                await net.apply_chunk("t-w", RUN, 0, ours, ())
+            assert (met.value.element, met.value.holder) == (elements[1], "t-h")
+            # Prepared below the reservation, untouched from it on: written again later.
+            assert [await r.get(keys.net_chunk(p, "t-w")) for p in parts] == [b"p", None, None]
+            assert (await net.reservations())[elements[0]] == "t-w"
+            settled = await net.resolve_chunk("t-h", "run-h", 0, theirs, ())
+            assert settled == ("applied" if holder_ends == "committed" else "voided")
+            outcome = await net.apply_chunk("t-w", RUN, 0, ours, ())
+            if holder_ends == "voided":
+                # The stamps it was computed over still hold: written everywhere.
+                assert outcome == ("ok", "")
+                assert await net.all_stamps() == {e: f"{RUN}/{i}" for i, e in enumerate(elements)}
+            else:
+                # The holder changed the element: a conflict, voided everywhere.
+                assert outcome == ("conflict", elements[1])
+                assert [await r.get(keys.net_chunk(p, "t-w")) for p in parts] == [b"v"] * 3
+                assert set((await net.all_stamps()).values()) == {"run-h/0", "run-h/1"}
+            assert await net.reservations() == {}
 
     asyncio.run(body())
 

@@ -3,25 +3,32 @@
 A chunk is written in two phases (see ``runstream.store.network``): ``prepare`` records
 its effects (``ChunkPrepared``), ``write`` applies them to the network in one script and
 records ``ItemsProcessed``. A chunk left between the two (its worker died) is settled by
-``resolve_pending``. The executor drives every chunk through this; ``append`` and ``load``
-are how it saves and reloads a run (under its lease). The chunk's log lines and result
-files are shown with the append that confirms it (``ItemsProcessed``), so a voided
-chunk's never are.
+``resolve_pending``. A chunk meeting another chunk's reservations (with several network
+partitions) waits for that chunk to be settled: see ``write_waiting``. The executor
+drives every chunk through this; ``append`` and ``load`` are how it saves and reloads a
+run (under its lease). The chunk's log lines and result files are shown with the append
+that confirms it (``ItemsProcessed``), so a voided chunk's never are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import structlog
 
 from runstream.contracts import events as ev
 from runstream.domain.run import Run
 from runstream.store import outputs
-from runstream.store.network import ChunkProtocolBroken, NetworkStore
+from runstream.store.network import (
+    ApplyOutcome,
+    ChunkProtocolBroken,
+    ElementReserved,
+    NetworkStore,
+)
 from runstream_worker import metrics
 from runstream_worker.chunk import ChunkResult
 from runstream_worker.effects import record_effects
@@ -40,6 +47,13 @@ class Append(Protocol):
 Load = Callable[[str], Awaitable[Run]]
 HistoryBefore = Callable[[str, str, int], Awaitable[list[tuple[str, ev.Event]]]]
 RenewLease = Callable[[str], Awaitable[bool]]
+# Asked to settle the chunk named by a token (whose reservations a chunk waits on) if its
+# worker is gone: Executor.settle_holder.
+Settle = Callable[[str], Awaitable[None]]
+
+# Backoff between tries of a chunk that meets reservations: first, then doubled up to.
+RESERVED_FIRST_WAIT_S = 0.02
+RESERVED_MAX_WAIT_S = 0.5
 
 
 def chunk_token(run_id: str, chunk: int) -> str:
@@ -66,6 +80,10 @@ class ChunkProtocol:
     # Leases.renew: only the run's lease holder may resolve its pending chunk (None: the
     # caller holds it for certain, as in tests that drive the protocol alone).
     renew_lease: RenewLease | None = None
+    # How long a chunk waits for reservations to go before they count as a conflict, and
+    # who is asked to settle their holder meanwhile (None: only wait).
+    reservation_wait_s: float = 10.0
+    settle: Settle | None = None
 
     async def record(self, run: Run, result: ChunkResult) -> tuple[Run, bool]:
         """Record one computed chunk through both phases. Returns the run to go on with,
@@ -127,16 +145,16 @@ class ChunkProtocol:
         event = prepared.event
         run_id = run.state.run_id
         token = chunk_token(run_id, event.chunk)
-        outcome, element = await self.network.apply_chunk(
-            token, run_id, event.first_effect, event.effects, event.notifications
-        )
-        if outcome == "conflict":
-            # The element changed between the step's read and this write: void, redo.
+        outcome, element = await self.write_waiting(token, run_id, event)
+        if outcome in ("conflict", "reserved"):
+            # The element changed between the step's read and this write (or stayed
+            # reserved past the wait): void, redo; counted as a conflict.
             log.info("chunk_conflict", chunk=event.chunk, element=element)
             await self.network.resolve_chunk(
                 token, run_id, event.first_effect, event.effects, event.notifications
             )
-            run.void_chunk(time.time(), f"{element} changed while the chunk was being applied")
+            how = "changed" if outcome == "conflict" else "stayed reserved by another chunk"
+            run.void_chunk(time.time(), f"{element} {how} while the chunk was being applied")
             return await self._save(run), True
         if outcome == "voided":
             # Only a later lease holder resolves (voids) our pending chunk: the run is
@@ -148,6 +166,42 @@ class ChunkProtocol:
         metrics.effects_applied(len(event.effects))
         await self.network.forget_chunk(token, event.effects, event.notifications)
         return run, False
+
+    async def write_waiting(
+        self, token: str, run_id: str, event: ev.ChunkPrepared
+    ) -> tuple[ApplyOutcome | Literal["reserved"], str]:
+        """``apply_chunk``, tried again while another chunk reserves an element, until that
+        chunk is settled. Waiting, not voiding, is what keeps an innocent run from failing
+        when a worker dies between prepare and commit: its reservations last until whoever
+        takes over that worker's lease settles its chunk (``settle`` asks for that at once),
+        and a run redoing its chunk at once would meet them again, 5 times in
+        milliseconds. Why waiting is safe: ``runstream.store.network`` ("Waiting for a
+        reservation"); our chunk stays recorded and pending, and if this worker dies or
+        loses the lease meanwhile, the next holder resolves it like any other. Bounded: a
+        reservation still there after ``reservation_wait_s`` (several leases: its holder
+        is not being settled) is answered "reserved", and counts as a conflict, so the run
+        is not held for ever."""
+        deadline = time.monotonic() + self.reservation_wait_s
+        pause = RESERVED_FIRST_WAIT_S
+        waited_on = ""
+        while True:
+            try:
+                return await self.network.apply_chunk(
+                    token, run_id, event.first_effect, event.effects, event.notifications
+                )
+            except ElementReserved as exc:
+                if time.monotonic() >= deadline:
+                    log.warning("chunk_reservation_timeout", element=exc.element, holder=exc.holder)
+                    return "reserved", exc.element
+                if exc.holder != waited_on:
+                    waited_on = exc.holder
+                    log.info(
+                        "chunk_waits", chunk=event.chunk, element=exc.element, holder=exc.holder
+                    )
+                if self.settle is not None and exc.holder:
+                    await self.settle(exc.holder)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RESERVED_MAX_WAIT_S)
 
     async def resolve_pending(self, run: Run) -> Run:
         """A chunk recorded but not confirmed (its worker died, or we lost a race): ask the

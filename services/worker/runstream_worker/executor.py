@@ -30,7 +30,7 @@ from runstream.store.events import EventStore
 from runstream.store.network import ElementReserved, NetworkStore
 from runstream_worker import metrics
 from runstream_worker.chunk import ChunkResult, NetworkUnavailable, run_chunk
-from runstream_worker.chunk_protocol import ChunkProtocol
+from runstream_worker.chunk_protocol import ChunkProtocol, chunk_token
 from runstream_worker.daemon_threads import DaemonThreads
 from runstream_worker.lease import Leases, LostLease
 from runstream_worker.revert_step import take_revert_step
@@ -48,6 +48,12 @@ CANCEL_WAIT_S = 0.5
 # (ElementReserved: a revert step met a chunk being written; the step's mark keeps what
 # was done).
 DRIVE_TROUBLE: tuple[type[Exception], ...] = (*REDIS_TROUBLE, NetworkUnavailable, ElementReserved)
+# What ends a try to settle another run's chunk (the waiting chunk tries again later).
+SETTLE_TROUBLE: tuple[type[Exception], ...] = (*REDIS_TROUBLE, LostLease)
+# A chunk waits for another chunk's reservations this long, plus two leases (the time
+# for the holder's lease to run out and for us to take it over and settle its chunk, with
+# room for a slow machine), before they count as a conflict.
+RESERVATION_WAIT_EXTRA_S = 5.0
 # How often the scan also looks for runs under way that the leases set does not know of
 # (leased by a worker of an older version, during a rolling upgrade): that look walks
 # every run under way, the others only what is free to take.
@@ -94,6 +100,8 @@ class Executor:
             self.store.load,
             self.store.chunks_before,
             renew_lease=self.leases.renew,
+            reservation_wait_s=2 * settings.lease_ms / 1000 + RESERVATION_WAIT_EXTRA_S,
+            settle=self.settle_holder,
         )
         self._sync = step_reads
         # Chunks run in daemon threads (see daemon_threads), reused from chunk to chunk.
@@ -117,6 +125,8 @@ class Executor:
         self._elsewhere: dict[str, float] = {}
         # Runs whose lease went back with their last append: their drive releases nothing.
         self._given_back: set[str] = set()
+        # Runs whose pending chunk settle_holder is settling: not driven here meanwhile.
+        self._settling: set[str] = set()
         self._stopping = False
         # Seen by chunks in their threads: stop at the next item boundary.
         self._shutdown = threading.Event()
@@ -162,7 +172,7 @@ class Executor:
 
     def _driving(self, run_id: str) -> bool:
         current = self._active.get(run_id)
-        return current is not None and not current.done()
+        return run_id in self._settling or (current is not None and not current.done())
 
     def wake(self, run_id: str, *, at_once: bool = False) -> None:
         """A run has work (queued, continued, reverting): drive it here now if a slot is
@@ -340,6 +350,43 @@ class Executor:
                 run = await self._revert_step(run)
             else:
                 return
+
+    async def settle_holder(self, token: str) -> None:
+        """A chunk of ours waits on the reservations of the chunk ``token`` names: if no
+        live worker holds that chunk's run (its worker died and the lease ran out), take
+        the lease, resolve the chunk (commit or void: either releases its reservations)
+        and give the lease back, so the run is taken up in its turn. This is the takeover
+        the run would get anyway, done now and without a run slot: the waiting chunk may
+        hold the last slot free, and the run it waits for must not wait for that slot."""
+        run_id = token.rpartition(":")[0]
+        if not run_id or self._stopping or self._driving(run_id):
+            return
+        self._settling.add(run_id)
+        try:
+            # Logged as the holder run's (this task has the waiting run's id bound).
+            with structlog.contextvars.bound_contextvars(run_id=run_id):
+                await self._settle(run_id, token)
+        except SETTLE_TROUBLE as exc:
+            log.warning("settle_failed", holder=token, error=str(exc))
+        finally:
+            self._settling.discard(run_id)
+            self._news = True  # the run may need driving: the next scan reads the line
+            self._poke.set()
+
+    async def _settle(self, run_id: str, token: str) -> None:
+        run = await self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
+        if run is None:
+            return  # a live worker holds it: it settles the chunk itself
+        try:
+            pending = run.state.pending
+            if pending is not None and chunk_token(run_id, pending.chunk) == token:
+                metrics.lease_taken_over()
+                await self.chunks.resolve_pending(run)
+        finally:
+            if run_id in self._given_back:  # its last append gave the lease back
+                self._given_back.discard(run_id)
+            else:
+                await self.leases.release(run_id)
 
     async def _append(self, run: Run, output: outputs.RunOutput | None = None) -> bool:
         """Append the run's new events under our lease: False if the run changed meanwhile

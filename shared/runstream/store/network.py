@@ -32,7 +32,9 @@ voided.
 
 - ``prepare`` (partitions in ascending order): checks the stamps the effects were computed
   over, reserves the elements (``pending``: element -> token) and marks 'p'. On a conflict
-  (a stamp changed, or another chunk reserves the element) it marks 'v' there itself.
+  (a stamp changed) it marks 'v' there itself. An element another chunk reserves leaves
+  the partition unmarked (``ElementReserved``): the writer tries again once that chunk is
+  settled (see "Waiting for a reservation" below).
 - ``commit``, once every partition answered 'p' (or 'a'): writes the effects, releases the
   reservations, marks 'a'. It refuses a partition not marked 'p'.
 - ``void``: an unmarked or prepared partition becomes 'v' (releasing); 'a' stays.
@@ -58,9 +60,19 @@ then marks 'v'): the commit was decided, so resolve finishes it everywhere (logg
 ``chunk_marks_lost``) instead of leaving the run stuck.
 
 Reservations keep a prepared element exactly as ``prepare`` checked it until the commit:
-every other writer respects them (``apply_chunk`` treats a reserved element as a conflict,
-``prepare`` too, a revert step waits, ``put`` refuses). Readers may see a committing chunk
-on one partition before another: each element's write is atomic, the chunk's are not.
+every other writer respects them (``apply_chunk`` and ``prepare`` change nothing and raise
+``ElementReserved``, a revert step waits, ``put`` refuses). Readers may see a committing
+chunk on one partition before another: each element's write is atomic, the chunk's are not.
+
+**Waiting for a reservation.** A chunk that meets another's reservation is left as it is
+(recorded, unmarked where it met it) and written again later under the same token; the
+worker waits for that (runstream_worker.chunk_protocol). That is safe: stamps are checked
+before reservations, so a chunk is never told "reserved" when it is already in conflict;
+when the reservation goes, its stamps are checked again (the holder committed: a conflict,
+voided and redone over the new values; the holder voided: the stamps still hold). Waiting
+holds reservations only on partitions below the one waited on (prepare goes in ascending
+order), so whoever it waits for waits, if at all, on a higher partition: the waits form no
+cycle. A chunk on one partition, a revert step and ``put`` hold none while they wait.
 """
 
 from __future__ import annotations
@@ -114,7 +126,8 @@ class Decision(msgspec.Struct, frozen=True, array_like=True):
 
 class ElementReserved(Exception):
     """A write met an element reserved by a chunk being written on several partitions;
-    reservations last until that chunk is committed or voided: try again later."""
+    reservations last until that chunk is committed or voided: try again later.
+    ``holder``: that chunk's token (``<run_id>:<chunk>``) where known."""
 
     def __init__(self, element: str, holder: str = "") -> None:
         super().__init__(f"{element} is reserved by chunk {holder or '(another)'} being written")
@@ -206,7 +219,9 @@ class NetworkStore:
         notifications: Sequence[str],
     ) -> tuple[ApplyOutcome, str]:
         """Phase two: write a prepared chunk, unless it was voided; idempotent. A chunk in
-        conflict is left so that it can never be applied (``resolve_chunk`` voids it)."""
+        conflict is left so that it can never be applied (``resolve_chunk`` voids it).
+        ElementReserved if another chunk reserves one of its elements: nothing was changed
+        where it met it (partitions before it stay prepared); call again later."""
         parts = self.partitions_of(effects, notifications)
         if len(parts) == 1:
             return await self._apply_one(
@@ -240,8 +255,10 @@ class NetworkStore:
         if self.partitioned:
             keys.append(k.net_pending(part))
         result = await self._apply(keys=keys, args=args)
-        outcome = result[0].decode()
-        return outcome, (result[1].decode() if len(result) > 1 else "")
+        outcome = replies.text(result[0])
+        if outcome == "reserved":
+            raise ElementReserved(replies.text(result[1]), replies.text(result[2]))
+        return cast(ApplyOutcome, outcome), (replies.text(result[1]) if len(result) > 1 else "")
 
     async def _apply_across(
         self,
@@ -271,7 +288,9 @@ class NetworkStore:
         notifications: Sequence[str],
     ) -> tuple[Literal["prepared", "voided", "conflict"], str]:
         """Phase one on every partition, in order; on a conflict or a void, voids the chunk
-        everywhere (releasing what it reserved) and says which."""
+        everywhere (releasing what it reserved) and says which. ElementReserved where
+        another chunk reserves an element: the partitions before it stay prepared (called
+        again, they answer 'prepared' and it goes on from there)."""
         numbered = self._numbered(first_effect, effects)
         k = self.keys
         for part in parts:
@@ -283,6 +302,8 @@ class NetworkStore:
                 args=args,
             )
             outcome = replies.text(reply[0])
+            if outcome == "reserved":
+                raise ElementReserved(replies.text(reply[1]), replies.text(reply[2]))
             if outcome == "conflict":
                 await self._void_all(parts, token, numbered)
                 return "conflict", replies.text(reply[1])

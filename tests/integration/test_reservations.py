@@ -1,0 +1,176 @@
+"""Reservations of a dead worker's chunk: with the network in several partitions, a chunk
+spanning some reserves its elements between prepare and commit. When its worker dies
+there, another run's chunk meeting those reservations waits until whoever takes over the
+dead worker's lease settles the chunk, instead of counting conflicts and failing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+import pytest
+import redis.asyncio as aredis
+
+from runstream.client import Client
+from runstream.contracts import commands as cmd
+from runstream.contracts import events as ev
+from runstream.contracts.events import EffectRecord
+from runstream.domain.run import Run
+from runstream.domain.scenarios import load_registry
+from runstream.ids import new_id
+from runstream.keys import Keys
+from runstream.settings import Settings
+from runstream.store.events import EventStore
+from runstream.store.network import NetworkStore
+from runstream_worker.chunk import run_chunk
+from runstream_worker.chunk_protocol import ChunkProtocol, chunk_token
+from runstream_worker.effects import record_effects
+
+from .support import assert_contiguous, chunk_ranges, connect, fast, history, worker_running
+
+PARTITIONS = 4
+# Two runs writing the same nodes, spread over namespaces (so over partitions).
+SHARED = {"namespace": "shared", "spread": 3, "edges_per_item": 0}
+
+
+async def _dead_worker_between_prepare_and_commit(
+    r: aredis.Redis, s: Settings, run_id: str, args: dict[str, Any], partitions: int
+) -> ev.ChunkPrepared:
+    """A run whose worker took its lease, recorded its first chunk (all its items), prepared
+    it on the first ``partitions`` of the partitions it spans (reserving its elements
+    there) and died: its lease runs out ``s.lease_ms`` from now."""
+    keys = Keys.of(s)
+    store, network = EventStore(r, keys, s), NetworkStore(r, keys)
+    scenario = load_registry().get("synthetic")
+    params = scenario.validate(args)
+    now = time.time()
+    run = Run.blank(run_id)
+    start = cmd.StartRun(run_id=run_id, scenario="synthetic", args=args)
+    run.start(
+        start,
+        now,
+        scenario_version=scenario.version,
+        args=msgspec.to_builtins(params),
+        items_total=scenario.count(params),
+    )
+    assert (await store.save(run, command_id=start.command_id)).status == "ok"
+    leased = await store.load_under_lease(run_id, "dead-worker", s.lease_ms)
+    assert leased is not None
+    leased.begin(now, "dead-worker")
+    result = run_chunk(scenario, params, run_id, 0, 10**6, 60.0, lambda _e: None)
+    effects = await record_effects(network, run_id, leased.state.next_effect, result.changes)
+    prepared = leased.prepare_chunk(
+        now,
+        items_to=result.items_to,
+        effects=effects,
+        notifications=result.notifications,
+        log=result.log,
+        results=result.results,
+    )
+    assert (await store.save(leased, lease_owner="dead-worker")).status == "ok"
+    parts = network.partitions_of(effects)
+    assert 0 < partitions <= len(parts)
+    outcome = await network.prepare_across(
+        parts[:partitions],
+        chunk_token(run_id, prepared.chunk),
+        run_id,
+        prepared.first_effect,
+        effects,
+        (),
+    )
+    assert outcome == ("prepared", "")
+    return prepared
+
+
+@pytest.mark.parametrize("died", ["after preparing all", "while preparing"])
+def test_a_run_meeting_a_dead_workers_reservations_waits_and_succeeds(
+    settings: Settings, died: str
+) -> None:
+    """One worker with one run slot, so that the waiting run holds the only slot: the
+    dead worker's run is settled by the waiter's worker taking over its lease. Before,
+    the waiting run met 5 conflicts in a row within milliseconds and failed."""
+
+    async def body() -> None:
+        s = fast(settings, network_partitions=PARTITIONS, max_parallel_runs=1, lease_ms=1500)
+        keys = Keys.of(s)
+        dead_run = new_id()
+        dead_args = {**SHARED, "items": 12}
+        async with connect(s) as r, Client.connect(settings=s) as client:
+            span = len(
+                NetworkStore(r, keys).partitions_of_elements(
+                    f"n:shared:{i % 3}:{i}" for i in range(12)
+                )
+            )
+            prepared = await _dead_worker_between_prepare_and_commit(
+                r, s, dead_run, dead_args, span if died == "after preparing all" else span - 1
+            )
+            reserved = await client.network.reservations()
+            assert reserved and set(reserved.values()) == {chunk_token(dead_run, prepared.chunk)}
+            async with worker_running(s):
+                innocent = await client.start("synthetic", {**SHARED, "items": 30})
+                summary = await client.wait(innocent, timeout=30, poll=0.05)
+                assert summary.state == "succeeded", summary
+                dead = await client.wait(dead_run, timeout=30, poll=0.05)
+                assert dead.state == "succeeded", dead
+            assert await client.network.reservations() == {}
+            events = await history(r, keys, innocent)
+            assert_contiguous(chunk_ranges(events), 30)
+            dead_events = await history(r, keys, dead_run)
+            outcome = next(
+                e
+                for e in dead_events
+                if isinstance(e, ev.ItemsProcessed | ev.ChunkVoided) and e.chunk == prepared.chunk
+            )
+            # All partitions prepared: the commit is rolled forward; else voided.
+            expected = ev.ItemsProcessed if died == "after preparing all" else ev.ChunkVoided
+            assert isinstance(outcome, expected), outcome
+            # The network holds, for each node, what the run that wrote it last wrote.
+            values = await client.network.elements()
+            assert len([e for e in values if e.startswith("n:shared:")]) == 30
+
+    asyncio.run(body())
+
+
+def test_a_reservation_never_settled_ends_the_wait_as_a_conflict(settings: Settings) -> None:
+    """The wait is bounded: a holder no one settles (here: no run behind its token)
+    is answered "reserved" once the wait is over, nothing written where it was met."""
+
+    async def body() -> None:
+        s = msgspec.structs.replace(settings, network_partitions=PARTITIONS)
+        keys = Keys.of(s)
+        async with connect(s) as r:
+            network = NetworkStore(r, keys)
+            elements = [f"n:ns{i}:x" for i in range(40)]
+            by_part = {keys.partition_of(e): e for e in elements}
+            first, second = (by_part[p] for p in sorted(by_part)[:2])
+            # A chunk reserved both and was never settled.
+            theirs = [EffectRecord(e, "", "{}", "") for e in (first, second)]
+            prepared = await network.prepare_across(
+                network.partitions_of(theirs), "stuck:1", "stuck", 0, theirs, ()
+            )
+            assert prepared == ("prepared", "")
+            settled: list[str] = []
+
+            async def settle(token: str) -> None:
+                settled.append(token)
+
+            async def unused(*_args: Any, **_kwargs: Any) -> Any:
+                raise AssertionError("not called by write_waiting")
+
+            protocol = ChunkProtocol(
+                network, unused, unused, unused, reservation_wait_s=0.3, settle=settle
+            )
+            ours = [EffectRecord(e, "", "{}", "") for e in (first, second)]
+            event = ev.ChunkPrepared(
+                at=0.0, chunk=1, items_from=0, items_to=1, first_effect=1, effects=ours
+            )
+            started = time.monotonic()
+            outcome = await protocol.write_waiting("mine:1", "mine", event)
+            assert outcome[0] == "reserved"
+            assert 0.3 <= time.monotonic() - started < 5
+            assert set(settled) == {"stuck:1"} and len(settled) >= 3  # asked at each try
+            assert await network.elements() == {}
+
+    asyncio.run(body())
