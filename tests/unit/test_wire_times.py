@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
+from runstream.contracts import events as ev
 from runstream.domain.run import RunSummary
+from runstream.store.events import Tombstone
+from runstream_api.outcomes import CommandStatus
 from runstream_api.times import iso_times, to_wire
 
 
@@ -64,3 +69,62 @@ def test_nested_lists_and_dicts_are_converted_but_not_booleans_or_other_numbers(
         "items": [{"ended_at": "2023-11-14T22:13:20.000Z", "n": 1.5}, [{"at": None}], "text"],
         "stats": {"took_at": 5.0},
     }
+
+
+class Outer(msgspec.Struct, kw_only=True):
+    """Structs in a Struct, in lists, in a union and in Any; a time key typed loosely."""
+
+    status: CommandStatus
+    history: list[ev.Event]
+    tomb: Tombstone | None = None
+    anything: Any = None
+    loose_at: float | list[int] = 0.0
+    nested: dict[str, RunSummary] = {}
+
+
+def _models() -> list[Any]:
+    event = ev.RunQueued(
+        at=1700000000.125,
+        command_id="c1",
+        run_id="01M950VGTWZM8RFF8XDHRXB0YC",
+        scenario="synthetic",
+        scenario_version="1",
+        args={"due_at": 1.0},
+    )
+    status = CommandStatus(
+        run_id="01M950VGTWZM8RFF8XDHRXB0YC",
+        command_id="c1",
+        command="StartRun",
+        status="accepted",
+        event=event,
+        run=_run(1700000002.5),
+    )
+    tomb = Tombstone(
+        run_id="01M950VGTWZM8RFF8XDHRXB0YC",
+        scenario="s",
+        actor="a",
+        deleted_at=1700000003.0,
+        effects_left=0,
+        irreversible=0,
+    )
+    return [
+        Page(runs=[_run(1700000000.25), _run(0.0)]),
+        status,
+        [_run(1700000001.0), {"at": 1700000000.0}, 3],
+        Outer(
+            status=status,
+            history=[event, ev.RunStarted(at=1700000004.0, command_id="c1")],
+            tomb=tomb,
+            anything=_run(1700000005.0),
+            loose_at=1700000006.0,
+            nested={"a": _run(1700000007.0)},
+        ),
+        Outer(status=status, history=[], loose_at=[1, 2]),
+        {"runs": [_run(1700000008.0)]},
+    ]
+
+
+def test_models_go_out_as_the_generic_walk_converts_their_builtins() -> None:
+    # to_wire reads a Struct's layout instead of every key: the same result.
+    for model in _models():
+        assert to_wire(model) == iso_times(msgspec.to_builtins(model)), model
