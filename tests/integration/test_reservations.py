@@ -28,7 +28,15 @@ from runstream_worker.chunk import run_chunk
 from runstream_worker.chunk_protocol import ChunkProtocol, chunk_token
 from runstream_worker.effects import record_effects
 
-from .support import assert_contiguous, chunk_ranges, connect, fast, history, worker_running
+from .support import (
+    assert_contiguous,
+    chunk_ranges,
+    connect,
+    fast,
+    history,
+    until,
+    worker_running,
+)
 
 PARTITIONS = 4
 # Two runs writing the same nodes, spread over namespaces (so over partitions).
@@ -36,7 +44,12 @@ SHARED = {"namespace": "shared", "spread": 3, "edges_per_item": 0}
 
 
 async def _dead_worker_between_prepare_and_commit(
-    r: aredis.Redis, s: Settings, run_id: str, args: dict[str, Any], partitions: int
+    r: aredis.Redis,
+    s: Settings,
+    run_id: str,
+    args: dict[str, Any],
+    partitions: int,
+    last: bool = False,
 ) -> ev.ChunkPrepared:
     """A run whose worker took its lease, recorded its first chunk (all its items), prepared
     it on the first ``partitions`` of the partitions it spans (reserving its elements
@@ -72,6 +85,9 @@ async def _dead_worker_between_prepare_and_commit(
     assert (await store.save(leased, lease_owner="dead-worker")).status == "ok"
     parts = network.partitions_of(effects)
     assert 0 < partitions <= len(parts)
+    # ``last``: prepared on its last partitions only (what a chunk sees whose worker died
+    # after voiding its first ones), so another chunk meets it after its own first ones.
+    parts = parts[-partitions:] if last else parts
     outcome = await network.prepare_across(
         parts[:partitions],
         chunk_token(run_id, prepared.chunk),
@@ -172,5 +188,55 @@ def test_a_reservation_never_settled_ends_the_wait_as_a_conflict(settings: Setti
             assert 0.3 <= time.monotonic() - started < 5
             assert set(settled) == {"stuck:1"} and len(settled) >= 3  # asked at each try
             assert await network.elements() == {}
+
+    asyncio.run(body())
+
+
+def test_a_run_waiting_for_a_reservation_stops_without_waiting_it_out(
+    settings: Settings,
+) -> None:
+    """A stop sent while a run's chunk waits on a reservation no one settles yet (its
+    holder's lease is still live) takes effect within about a second, not at the end of
+    the wait (two leases plus 5 s: 15 s here); the run's own reservations are released."""
+
+    async def body() -> None:
+        s = fast(settings, network_partitions=PARTITIONS, lease_ms=5000)
+        keys = Keys.of(s)
+        dead_run = new_id()
+        async with connect(s) as r, Client.connect(settings=s) as client:
+            # The holder reserves only the last partition both runs write: the waiting run
+            # has reserved its first one when it meets the holder.
+            prepared = await _dead_worker_between_prepare_and_commit(
+                r, s, dead_run, {**SHARED, "items": 12}, 1, last=True
+            )
+            holder = chunk_token(dead_run, prepared.chunk)
+            # The holder's worker is merely slow: its lease lasts the whole test.
+            await r.set(keys.lease(dead_run), "dead-worker", px=60_000)
+            async with worker_running(s):
+                waiting = await client.start("synthetic", {**SHARED, "items": 30})
+
+                async def waits() -> bool:
+                    events = await history(r, keys, waiting)
+                    return any(isinstance(e, ev.ChunkPrepared) for e in events)
+
+                await until(waits, "the run's chunk to be recorded and wait")
+
+                async def holds_some() -> bool:
+                    return len(set((await client.network.reservations()).values())) == 2
+
+                await until(holds_some, "the waiting run to reserve its first partition")
+                await asyncio.sleep(1.0)  # well into the wait (its backoff at its longest)
+                sent = time.monotonic()
+                outcome = await client.execute(cmd.StopRun(run_id=waiting), timeout=10)
+                assert isinstance(outcome.event, ev.RunStopped), outcome.reason
+                summary = await client.wait(waiting, timeout=10, poll=0.05)
+                assert summary.state == "stopped"
+
+                async def voided() -> bool:
+                    return isinstance((await history(r, keys, waiting))[-1], ev.ChunkVoided)
+
+                await until(voided, "the waiting chunk to be voided", timeout=20)
+                assert time.monotonic() - sent < 5
+                assert set((await client.network.reservations()).values()) == {holder}
 
     asyncio.run(body())

@@ -180,7 +180,9 @@ class ChunkProtocol:
         loses the lease meanwhile, the next holder resolves it like any other. Bounded: a
         reservation still there after ``reservation_wait_s`` (several leases: its holder
         is not being settled) is answered "reserved", and counts as a conflict, so the run
-        is not held for ever."""
+        is not held for ever; nor past a stop or cancel: once the wait is long, the run is
+        looked at each time, and a run no longer running ends it the same way (its chunk is
+        voided and redone on continue)."""
         deadline = time.monotonic() + self.reservation_wait_s
         pause = RESERVED_FIRST_WAIT_S
         waited_on = ""
@@ -201,7 +203,12 @@ class ChunkProtocol:
                 if self.settle is not None and exc.holder:
                     await self.settle(exc.holder)
                 await asyncio.sleep(pause)
+                if pause >= RESERVED_MAX_WAIT_S and not await self._still_running(run_id):
+                    return "reserved", exc.element
                 pause = min(pause * 2, RESERVED_MAX_WAIT_S)
+
+    async def _still_running(self, run_id: str) -> bool:
+        return (await self.load(run_id)).state.state == "running"
 
     async def resolve_pending(self, run: Run) -> Run:
         """A chunk recorded but not confirmed (its worker died, or we lost a race): ask the
