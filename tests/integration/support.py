@@ -317,14 +317,17 @@ async def prepare_chunk_under_lease(
     keys: Keys,
     run_id: str,
     args: dict[str, Any],
-    items_to: int,
+    items_to: int | None,
     holder: str,
+    lease_ms: int = 60_000,
 ) -> tuple[ev.ChunkPrepared, Run]:
-    """A synthetic run started, and its first chunk (items up to ``items_to``) recorded
-    (phase one) by ``holder`` under its lease: neither applied nor voided yet."""
+    """A synthetic run started, and its first chunk (items up to ``items_to``; None: all)
+    recorded (phase one) by ``holder`` under its lease of ``lease_ms``: neither applied nor
+    voided yet."""
     store = EventStore(r, keys, s)
     scenario = load_registry().get("synthetic")
     params = scenario.validate(args)
+    upto = 10**6 if items_to is None else items_to  # the chunk stops at the last item
     now = time.time()
     run = Run.blank(run_id)
     start = cmd.StartRun(run_id=run_id, scenario="synthetic", args=args)
@@ -336,10 +339,10 @@ async def prepare_chunk_under_lease(
         items_total=scenario.count(params),
     )
     assert (await store.save(run, command_id=start.command_id)).status == "ok"
-    assert await r.set(keys.lease(run_id), holder, px=60_000)
+    assert await r.set(keys.lease(run_id), holder, px=lease_ms)
     run.begin(now, holder)
-    result = run_chunk(scenario, params, run_id, 0, items_to, 60.0, lambda _e: None)
-    assert result.items_to == items_to and not result.error
+    result = run_chunk(scenario, params, run_id, 0, upto, 60.0, lambda _e: None)
+    assert not result.error and (items_to is None or result.items_to == items_to)
     effects = await record_effects(
         NetworkStore(r, keys), run_id, run.state.next_effect, result.changes
     )

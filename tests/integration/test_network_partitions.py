@@ -5,8 +5,9 @@ written by a two-phase commit that is all or nothing, however its worker stops."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 import msgspec
@@ -33,6 +34,15 @@ def _partitioned(settings: Settings) -> Settings:
     return msgspec.structs.replace(settings, network_partitions=PARTITIONS)
 
 
+@contextlib.asynccontextmanager
+async def _network(settings: Settings) -> AsyncIterator[tuple[aredis.Redis, Keys, NetworkStore]]:
+    """A connection, the key layout and the network store of a partitioned deployment."""
+    s = _partitioned(settings)
+    keys = Keys.of(s)
+    async with connect(s) as r:
+        yield r, keys, NetworkStore(r, keys)
+
+
 def _spread_elements(keys: Keys, count: int) -> list[str]:
     """Nodes in ``count`` different partitions, in ascending partition order."""
     by_part: dict[int, str] = {}
@@ -55,10 +65,7 @@ async def _marks(r: aredis.Redis, keys: Keys, token: str) -> list[object]:
 
 def test_a_chunk_over_several_partitions_is_applied_everywhere(settings: Settings) -> None:
     async def body() -> None:
-        s = _partitioned(settings)
-        keys = Keys.of(s)
-        async with connect(s) as r:
-            net = NetworkStore(r, keys)
+        async with _network(settings) as (_r, keys, net):
             elements = _spread_elements(keys, 3)
             effects = _effects(elements)
             assert len(net.partitions_of(effects, ["hello"])) >= 3
@@ -80,10 +87,7 @@ def test_a_conflict_on_a_later_partition_leaves_the_earlier_ones_untouched(
     settings: Settings,
 ) -> None:
     async def body() -> None:
-        s = _partitioned(settings)
-        keys = Keys.of(s)
-        async with connect(s) as r:
-            net = NetworkStore(r, keys)
+        async with _network(settings) as (r, keys, net):
             first, second = _spread_elements(keys, 2)
             await net.put(second, {"theirs": 1}, "operator/1")  # the chunk read it absent
             effects = _effects([first, second])
@@ -106,10 +110,7 @@ def test_a_worker_dying_between_prepare_and_commit_is_rolled_forward(
     settings: Settings,
 ) -> None:
     async def body() -> None:
-        s = _partitioned(settings)
-        keys = Keys.of(s)
-        async with connect(s) as r:
-            net = NetworkStore(r, keys)
+        async with _network(settings) as (r, keys, net):
             elements = _spread_elements(keys, 3)
             effects = _effects(elements)
             parts = net.partitions_of(effects, ())
@@ -140,10 +141,7 @@ def test_a_chunk_meeting_a_reservation_keeps_what_it_prepared_and_goes_on_once_i
     settings: Settings, holder_ends: str
 ) -> None:
     async def body() -> None:
-        s = _partitioned(settings)
-        keys = Keys.of(s)
-        async with connect(s) as r:
-            net = NetworkStore(r, keys)
+        async with _network(settings) as (r, keys, net):
             elements = _spread_elements(keys, 3)
             parts = [keys.partition_of(e) for e in elements]
             ours = _effects(elements)
@@ -180,10 +178,7 @@ def test_a_commit_whose_marks_a_failover_lost_is_finished(settings: Settings) ->
     while another partition is committed. The commit was decided: resolve finishes it."""
 
     async def body() -> None:
-        s = _partitioned(settings)
-        keys = Keys.of(s)
-        async with connect(s) as r:
-            net = NetworkStore(r, keys)
+        async with _network(settings) as (r, keys, net):
             elements = _spread_elements(keys, 2)
             effects = _effects(elements)
             parts = net.partitions_of(effects, ())
@@ -203,10 +198,7 @@ def test_a_worker_dying_during_prepare_is_voided_and_can_never_commit(
     settings: Settings,
 ) -> None:
     async def body() -> None:
-        s = _partitioned(settings)
-        keys = Keys.of(s)
-        async with connect(s) as r:
-            net = NetworkStore(r, keys)
+        async with _network(settings) as (r, keys, net):
             elements = _spread_elements(keys, 3)
             effects = _effects(elements)
             parts = net.partitions_of(effects, ())
@@ -267,10 +259,7 @@ def test_a_revert_step_waits_for_a_reservation_and_is_exact_over_partitions(
     settings: Settings,
 ) -> None:
     async def body() -> None:
-        s = _partitioned(settings)
-        keys = Keys.of(s)
-        async with connect(s) as r:
-            net = NetworkStore(r, keys)
+        async with _network(settings) as (r, keys, net):
             elements = _spread_elements(keys, 3)
             assert (await net.apply_chunk("t6", RUN, 0, _effects(elements), ()))[0] == "ok"
             items = [

@@ -17,16 +17,11 @@ from runstream.client import Client
 from runstream.contracts import commands as cmd
 from runstream.contracts import events as ev
 from runstream.contracts.events import EffectRecord
-from runstream.domain.run import Run
-from runstream.domain.scenarios import load_registry
 from runstream.ids import new_id
 from runstream.keys import Keys
 from runstream.settings import Settings
-from runstream.store.events import EventStore
 from runstream.store.network import NetworkStore
-from runstream_worker.chunk import run_chunk
 from runstream_worker.chunk_protocol import ChunkProtocol, chunk_token
-from runstream_worker.effects import record_effects
 
 from .support import (
     assert_contiguous,
@@ -34,6 +29,7 @@ from .support import (
     connect,
     fast,
     history,
+    prepare_chunk_under_lease,
     until,
     worker_running,
 )
@@ -55,34 +51,11 @@ async def _dead_worker_between_prepare_and_commit(
     it on the first ``partitions`` of the partitions it spans (reserving its elements
     there) and died: its lease runs out ``s.lease_ms`` from now."""
     keys = Keys.of(s)
-    store, network = EventStore(r, keys, s), NetworkStore(r, keys)
-    scenario = load_registry().get("synthetic")
-    params = scenario.validate(args)
-    now = time.time()
-    run = Run.blank(run_id)
-    start = cmd.StartRun(run_id=run_id, scenario="synthetic", args=args)
-    run.start(
-        start,
-        now,
-        scenario_version=scenario.version,
-        args=msgspec.to_builtins(params),
-        items_total=scenario.count(params),
+    network = NetworkStore(r, keys)
+    prepared, _ = await prepare_chunk_under_lease(
+        r, s, keys, run_id, args, None, "dead-worker", lease_ms=s.lease_ms
     )
-    assert (await store.save(run, command_id=start.command_id)).status == "ok"
-    leased = await store.load_under_lease(run_id, "dead-worker", s.lease_ms)
-    assert leased is not None
-    leased.begin(now, "dead-worker")
-    result = run_chunk(scenario, params, run_id, 0, 10**6, 60.0, lambda _e: None)
-    effects = await record_effects(network, run_id, leased.state.next_effect, result.changes)
-    prepared = leased.prepare_chunk(
-        now,
-        items_to=result.items_to,
-        effects=effects,
-        notifications=result.notifications,
-        log=result.log,
-        results=result.results,
-    )
-    assert (await store.save(leased, lease_owner="dead-worker")).status == "ok"
+    effects = prepared.effects
     parts = network.partitions_of(effects)
     assert 0 < partitions <= len(parts)
     # ``last``: prepared on its last partitions only (what a chunk sees whose worker died
