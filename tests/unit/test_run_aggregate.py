@@ -342,6 +342,16 @@ def test_delete_is_refused_while_a_chunk_is_pending(mode: DeleteMode) -> None:
     assert_rejected(run, DeleteRun(run_id=run.state.run_id), "1 network effects")
 
 
+def test_delete_of_a_running_run_with_a_chunk_pending_names_the_state() -> None:
+    # The state is the reason: told to wait for the chunk, someone would try again and be
+    # refused for another reason (CI's runctl flow met this when a delete caught a chunk).
+    run = running()
+    run.prepare_chunk(
+        now(), items_to=1, effects=[effect("n:a")], notifications=[], log=[], results={}
+    )
+    assert_rejected(run, DeleteRun(run_id=run.state.run_id, mode="keep_effects"), "that is running")
+
+
 def test_delete_with_keep_effects_counts_the_effects_left_behind() -> None:
     run = running()
     chunk(run, effects=3, notifications=2)

@@ -340,14 +340,15 @@ class Run:
         cid = command.command_id
         if s.pinned:
             raise Rejected("run is pinned; unpin it first")
-        if s.pending is not None:
-            raise Rejected("a chunk of the run is still being recorded; try again shortly")
+        # The state first: a running run's pending chunk is not why it can't be deleted.
         if s.state in ACTIVE:
             raise Rejected(
                 f"cannot delete a run that is {s.state}; stop or cancel it first"
                 if s.state != "reverting"
                 else "cannot delete a run while it is being reverted"
             )
+        if s.pending is not None:
+            raise Rejected("a chunk of the run is still being recorded; try again shortly")
         left = s.effects_left
         if command.mode == "revert" and left > 0:
             self._check_revertable()
