@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis.asyncio as aredis
 
 from runstream import processes
 from runstream.connect import open_redis
@@ -38,9 +39,8 @@ def test_without_the_revocation_message_a_revoked_token_is_refused_once_its_reco
     settings: Settings,
 ) -> None:
     async def main() -> None:
-        redis = open_redis(settings)
-        try:
-            store = TokenStore(redis, Keys(settings.prefix, settings.shards))
+        async with redis_and_keys(settings) as (redis, keys):
+            store = TokenStore(redis, keys)
             clock = Clock()
             cache = TokenCache(store, ttl_s=5.0, clock=clock)
             text, record = await store.create("alice", "viewer")
@@ -51,17 +51,14 @@ def test_without_the_revocation_message_a_revoked_token_is_refused_once_its_reco
             clock.now += 0.2
             assert await cache.check(text) is None
             assert await cache.check(text) is None  # and a "no" is not remembered as a "yes"
-        finally:
-            await redis.aclose()
 
     asyncio.run(main())
 
 
 def test_an_unknown_token_is_asked_about_every_time(settings: Settings) -> None:
     async def main() -> None:
-        redis = open_redis(settings)
-        try:
-            store = TokenStore(redis, Keys(settings.prefix, settings.shards))
+        async with redis_and_keys(settings) as (redis, keys):
+            store = TokenStore(redis, keys)
             cache = TokenCache(store, clock=Clock())
             text, record = await store.create("bob", "operator")
             wrong = text[:-4] + "AAAA"
@@ -70,17 +67,14 @@ def test_an_unknown_token_is_asked_about_every_time(settings: Settings) -> None:
             assert cache._entries == {}
             assert await cache.check(text) == record
             assert list(cache._entries) != []
-        finally:
-            await redis.aclose()
 
     asyncio.run(main())
 
 
 def test_the_cache_forgets_its_oldest_token_past_its_size(settings: Settings) -> None:
     async def main() -> None:
-        redis = open_redis(settings)
-        try:
-            store = TokenStore(redis, Keys(settings.prefix, settings.shards))
+        async with redis_and_keys(settings) as (redis, keys):
+            store = TokenStore(redis, keys)
             cache = TokenCache(store, max_entries=3, clock=Clock())
             texts = [(await store.create(f"s{i}", "viewer"))[0] for i in range(5)]
             for text in texts:
@@ -90,8 +84,6 @@ def test_the_cache_forgets_its_oldest_token_past_its_size(settings: Settings) ->
             assert await cache.check(texts[0]) is None
             await store.revoke(texts[4].split("_")[1])  # remembered: still honoured
             assert await cache.check(texts[4]) is not None
-        finally:
-            await redis.aclose()
 
     asyncio.run(main())
 
@@ -100,27 +92,19 @@ def test_a_revocation_message_makes_the_cache_forget_the_token_at_once(
     settings: Settings,
 ) -> None:
     async def main() -> None:
-        redis = open_redis(settings)
-        keys = Keys(settings.prefix, settings.shards)
-        try:
+        async with redis_and_keys(settings) as (redis, keys):
             store = TokenStore(redis, keys)
             # The clock never moves: only the message can make the cache ask Redis again.
             cache = TokenCache(store, ttl_s=5.0, clock=Clock())
-            follow = asyncio.create_task(cache.follow(redis, keys.api_tokens_changed))
-            await until_true(lambda: cache.subscribed, "subscribed")
-            text, record = await store.create("dave", "viewer")
-            other, other_record = await store.create("erin", "viewer")
-            assert await cache.check(text) == record
-            assert await cache.check(other) == other_record
-            assert await store.revoke(record.id)
-            await until_true(lambda: len(cache._entries) == 1, "the revoked token forgotten")
-            assert await cache.check(text) is None
-            assert await cache.check(other) == other_record  # the others stay remembered
-            follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follow
-        finally:
-            await redis.aclose()
+            async with following(cache, redis, keys):
+                text, record = await store.create("dave", "viewer")
+                other, other_record = await store.create("erin", "viewer")
+                assert await cache.check(text) == record
+                assert await cache.check(other) == other_record
+                assert await store.revoke(record.id)
+                await until_true(lambda: len(cache._entries) == 1, "the revoked token forgotten")
+                assert await cache.check(text) is None
+                assert await cache.check(other) == other_record  # the others stay remembered
 
     asyncio.run(main())
 
@@ -128,24 +112,16 @@ def test_a_revocation_message_makes_the_cache_forget_the_token_at_once(
 def test_a_token_replaced_under_its_id_is_forgotten_at_once(settings: Settings) -> None:
     # runctl dev creates its token under the id "dev" at each start: the previous one stops.
     async def main() -> None:
-        redis = open_redis(settings)
-        keys = Keys(settings.prefix, settings.shards)
-        try:
+        async with redis_and_keys(settings) as (redis, keys):
             store = TokenStore(redis, keys)
             cache = TokenCache(store, ttl_s=5.0, clock=Clock())
-            follow = asyncio.create_task(cache.follow(redis, keys.api_tokens_changed))
-            await until_true(lambda: cache.subscribed, "subscribed")
-            old, _ = await store.create("dev", "admin", token_id="dev")
-            assert await cache.check(old) is not None
-            new, _ = await store.create("dev", "admin", token_id="dev")
-            await until_true(lambda: not cache._entries, "the replaced token forgotten")
-            assert await cache.check(old) is None
-            assert await cache.check(new) is not None
-            follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follow
-        finally:
-            await redis.aclose()
+            async with following(cache, redis, keys):
+                old, _ = await store.create("dev", "admin", token_id="dev")
+                assert await cache.check(old) is not None
+                new, _ = await store.create("dev", "admin", token_id="dev")
+                await until_true(lambda: not cache._entries, "the replaced token forgotten")
+                assert await cache.check(old) is None
+                assert await cache.check(new) is not None
 
     asyncio.run(main())
 
@@ -168,9 +144,8 @@ def test_a_record_read_before_a_revocation_arrived_is_not_remembered(
             return record
 
     async def main() -> None:
-        redis = open_redis(settings)
-        try:
-            store = SlowStore(redis, Keys(settings.prefix, settings.shards))
+        async with redis_and_keys(settings) as (redis, keys):
+            store = SlowStore(redis, keys)
             cache = TokenCache(store, ttl_s=5.0, clock=Clock())
             text, record = await store.create("frank", "viewer")
             checking = asyncio.create_task(cache.check(text))
@@ -180,8 +155,6 @@ def test_a_record_read_before_a_revocation_arrived_is_not_remembered(
             store.answer.set()
             assert await checking == record  # read before the revocation: answered...
             assert cache._entries == {}  # ...but not remembered
-        finally:
-            await redis.aclose()
 
     asyncio.run(main())
 
@@ -238,8 +211,27 @@ async def until_true(probe: Callable[[], bool], what: str, timeout: float = 10.0
 
 
 async def _revoke(settings: Settings, token_id: str) -> None:
+    async with redis_and_keys(settings) as (redis, keys):
+        await TokenStore(redis, keys).revoke(token_id)
+
+
+@contextlib.asynccontextmanager
+async def redis_and_keys(settings: Settings) -> AsyncIterator[tuple[aredis.Redis, Keys]]:
     redis = open_redis(settings)
     try:
-        await TokenStore(redis, Keys(settings.prefix, settings.shards)).revoke(token_id)
+        yield redis, Keys(settings.prefix, settings.shards)
     finally:
         await redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def following(cache: TokenCache, redis: aredis.Redis, keys: Keys) -> AsyncIterator[None]:
+    """The cache following revocation messages (as the API process does) while inside."""
+    follow = asyncio.create_task(cache.follow(redis, keys.api_tokens_changed))
+    try:
+        await until_true(lambda: cache.subscribed, "subscribed")
+        yield
+    finally:
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
