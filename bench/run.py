@@ -785,6 +785,17 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
+def print_columns(rows: Sequence[Sequence[str]]) -> None:
+    """Rows as left-aligned columns, the first a header underlined; a blank line around."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print()
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    print()
+
+
 def print_table(results: Results) -> None:
     rows = [("figure", "value", "target", "ceiling", "ratio", "result")]
     for f in results.figures:
@@ -793,13 +804,7 @@ def print_table(results: Results) -> None:
         passed = {True: "PASS", False: "FAIL", None: "-"}[f.passed]
         ratio = "-" if f.ratio is None else f"{f.ratio:.2f}"
         rows.append((f.name, fmt(f.value, f.unit), target, fmt(f.ceiling, f.unit), ratio, passed))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print()
-    for n, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-    print()
+    print_columns(rows)
     for f in results.figures:
         if f.note:
             print(f"  {f.name}: {f.note}")

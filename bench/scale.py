@@ -54,6 +54,7 @@ from bench.run import (
     Results,
     Worker,
     machine_load,
+    print_columns,
     process_cpu_seconds,
     sigterm_as_exit,
 )
@@ -456,13 +457,7 @@ def print_rows(rows: list[Row]) -> list[str]:
             ratio = value / base.figures[f] if base and f in base.figures else float("nan")
             cells.append(f"{value:,.0f}  ({ratio:.2f})")
         table.append(cells)
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    print()
-    for n, cells in enumerate(table):
-        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-    print()
+    print_columns(table)
     for row in rows:
         for f in FIGURES:
             if f in row.cpu:
