@@ -127,6 +127,8 @@ class Executor:
         self._given_back: set[str] = set()
         # Runs whose pending chunk settle_holder is settling: not driven here meanwhile.
         self._settling: set[str] = set()
+        # Runs being leased and loaded by the scan (_start_batch): their slots are taken.
+        self._starting: set[str] = set()
         self._stopping = False
         # Seen by chunks in their threads: stop at the next item boundary.
         self._shutdown = threading.Event()
@@ -166,13 +168,17 @@ class Executor:
 
     @property
     def free_slots(self) -> int:
-        return self.settings.max_parallel_runs - sum(
-            1 for task in self._active.values() if not task.done()
+        return (
+            self.settings.max_parallel_runs
+            - len(self._starting)
+            - sum(1 for task in self._active.values() if not task.done())
         )
 
     def _driving(self, run_id: str) -> bool:
         current = self._active.get(run_id)
-        return run_id in self._settling or (current is not None and not current.done())
+        if run_id in self._settling or run_id in self._starting:
+            return True
+        return current is not None and not current.done()
 
     def wake(self, run_id: str, *, at_once: bool = False) -> None:
         """A run has work (queued, continued, reverting): drive it here now if a slot is
@@ -275,24 +281,56 @@ class Executor:
 
     async def _start_in_order(self, line: Line) -> bool:
         """Start the runs of ``line`` no one drives, in order, while slots are free; True if
-        some had to be left waiting (the line then starts at the first of them)."""
+        some had to be left waiting (the line then starts at the first of them). As many
+        runs as there are free slots are leased and loaded at once: one round trip per
+        batch, not per run, when a backlog drains."""
         while line.left:
-            score, run_id = line.runs[line.at]
-            if self._stopping or self._driving(run_id) or run_id in self._elsewhere:
+            if self._skipped(line.runs[line.at][1]):
                 line.at += 1
                 continue
-            if self.free_slots <= 0:
+            slots = self.free_slots
+            if slots <= 0:
                 return True
-            line.at += 1
-            run = await self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
-            if run is not None:
+            batch: list[tuple[float, str]] = []
+            while line.left and len(batch) < slots:
+                score, run_id = line.runs[line.at]
+                line.at += 1
+                if not self._skipped(run_id):
+                    batch.append((score, run_id))
+            await self._start_batch(batch)
+        return False
+
+    def _skipped(self, run_id: str) -> bool:
+        return self._stopping or self._driving(run_id) or run_id in self._elsewhere
+
+    async def _start_batch(self, batch: list[tuple[float, str]]) -> None:
+        """Lease and load the runs together; drive those leased here. Meanwhile they hold
+        their slots and count as driven (a wake() for one of them starts nothing)."""
+        ids = [run_id for _, run_id in batch]
+        self._starting.update(ids)
+        try:
+            loaded = await asyncio.gather(
+                *(
+                    self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
+                    for run_id in ids
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            self._starting.difference_update(ids)
+        trouble: BaseException | None = None
+        for (score, run_id), run in zip(batch, loaded, strict=True):
+            if isinstance(run, BaseException):
+                trouble = trouble or run
+            elif run is not None:
                 if score < WAITING_BAND:  # started before: someone else was driving it
                     metrics.lease_taken_over()
                 self._spawn(run_id, run)
             else:
                 # Driven by another worker: not asked again until the next periodic scan.
                 self._elsewhere[run_id] = time.monotonic() + self._scan_interval
-        return False
+        if trouble is not None:
+            raise trouble  # the scan loop logs it; the runs leased above are driven
 
     # ------------------------------------------------------------------ one run
     async def _drive(self, run_id: str, run: Run | None) -> None:
