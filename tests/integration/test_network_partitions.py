@@ -345,3 +345,24 @@ def test_a_bad_partition_count_is_refused_by_name() -> None:
         load_settings({"RUNSTREAM_NETWORK_PARTITIONS": "-1"})
     with pytest.raises(ValueError, match="RUNSTREAM_NETWORK_PARTITIONS"):
         load_settings({"RUNSTREAM_NETWORK_PARTITIONS": "5000"})
+
+
+def test_an_applied_chunks_markers_are_removed_in_the_background(settings: Settings) -> None:
+    """The run goes on without waiting for its chunk's markers to go (forget_chunk_soon);
+    they go on every partition the chunk wrote, and a delete that fails is only logged."""
+
+    async def body() -> None:
+        async with _network(settings) as (r, keys, net):
+            elements = _spread_elements(keys, 3)
+            effects = _effects(elements)
+            assert await net.apply_chunk("t-bg", RUN, 0, effects, ()) == ("ok", "")
+            assert [m for m in await _marks(r, keys, "t-bg") if m is not None] == [b"a"] * 3
+            net.forget_chunk_soon("t-bg", effects, ())
+            assert await net.forgotten(timeout=5)
+            assert await _marks(r, keys, "t-bg") == [None] * PARTITIONS
+            # Redis gone: the delete fails in its task, the caller is not disturbed.
+            broken = NetworkStore(aredis.Redis(port=1, socket_connect_timeout=0.2), keys)
+            broken.forget_chunk_soon("t-gone", effects, ())
+            assert await broken.forgotten(timeout=5)
+
+    asyncio.run(body())

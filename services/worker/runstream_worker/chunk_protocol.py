@@ -164,7 +164,8 @@ class ChunkProtocol:
         if not await self.append(run, outputs.of_chunk(event)):
             return await self.load(run_id), False  # the pending chunk is resolved next
         metrics.effects_applied(len(event.effects))
-        await self.network.forget_chunk(token, event.effects, event.notifications)
+        # The outcome is recorded: the marker's removal need not hold the run up.
+        self.network.forget_chunk_soon(token, event.effects, event.notifications)
         return run, False
 
     async def write_waiting(

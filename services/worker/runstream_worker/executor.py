@@ -161,6 +161,8 @@ class Executor:
                     log.warning("run_left_behind", run_id=run_id)
                     with contextlib.suppress(*REDIS_TROUBLE):
                         await self.leases.release(run_id)
+        # Applied chunks' markers still being deleted: a moment, not the grace.
+        await self.network.forgotten(timeout=CANCEL_WAIT_S)
 
     def use_step_reads(self, step_reads: redis.Redis) -> None:
         """The blocking client, once connected (a cluster one connects when it is made)."""

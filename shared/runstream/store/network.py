@@ -77,6 +77,7 @@ cycle. A chunk on one partition, a revert step and ``put`` hold none while they 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -150,6 +151,8 @@ class NetworkStore:
         self._commit = redis.register_script(lua.source("commit_chunk"))
         self._void = redis.register_script(lua.source("void_chunk"))
         self._put = redis.register_script(lua.source("put_element"))
+        # forget_chunk_soon's deletes under way (kept: a task nobody holds may be dropped).
+        self._forgetting: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ partitions
     @property
@@ -447,6 +450,34 @@ class NetworkStore:
         parts = self._parts_named(token, effects, notifications)
         for part in parts:
             await self.redis.delete(self.keys.net_chunk(part, token))
+
+    def forget_chunk_soon(
+        self,
+        token: str,
+        effects: Sequence[EffectRecord] = (),
+        notifications: Sequence[str] = (),
+    ) -> None:
+        """forget_chunk in the background: the run goes on without waiting a round trip
+        for a cleanup. A delete that never happens (the worker died, Redis failed) costs
+        nothing but the marker's memory until it expires (apply_chunk.lua: ttl)."""
+        task = asyncio.create_task(self._forget_quietly(token, effects, notifications))
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
+
+    async def _forget_quietly(
+        self, token: str, effects: Sequence[EffectRecord], notifications: Sequence[str]
+    ) -> None:
+        try:
+            await self.forget_chunk(token, effects, notifications)
+        except Exception as exc:  # a cleanup: never worth more than a line in the log
+            log.info("chunk_marker_left", token=token, error=str(exc) or type(exc).__name__)
+
+    async def forgotten(self, timeout: float) -> bool:
+        """Waits (at most ``timeout`` seconds) for the background deletes under way; True
+        when none is left."""
+        if self._forgetting:
+            await asyncio.wait(set(self._forgetting), timeout=timeout)
+        return not self._forgetting
 
     # ------------------------------------------------------------------ revert
     async def forget_revert_step(self, step: str, partitions: Sequence[int] = (0,)) -> None:
