@@ -348,8 +348,9 @@ def test_a_bad_partition_count_is_refused_by_name() -> None:
 
 
 def test_an_applied_chunks_markers_are_removed_in_the_background(settings: Settings) -> None:
-    """The run goes on without waiting for its chunk's markers to go (forget_chunk_soon);
-    they go on every partition the chunk wrote, and a delete that fails is only logged."""
+    """The run goes on without waiting for its chunk's markers (or a revert step's) to go
+    (forget_*_soon); they go on every partition written, and a delete that fails is only
+    logged."""
 
     async def body() -> None:
         async with _network(settings) as (r, keys, net):
@@ -360,6 +361,13 @@ def test_an_applied_chunks_markers_are_removed_in_the_background(settings: Setti
             net.forget_chunk_soon("t-bg", effects, ())
             assert await net.forgotten(timeout=5)
             assert await _marks(r, keys, "t-bg") == [None] * PARTITIONS
+            # A revert step's marks, the same way.
+            items = [Compensation(i, e, f"{RUN}/{i}", "", "") for i, e in enumerate(elements)]
+            await net.compensate(items, False, "step-bg")
+            assert [k async for k in r.scan_iter(match="*revert:step-bg")]
+            net.forget_revert_step_soon("step-bg", net.partitions_of_elements(elements))
+            assert await net.forgotten(timeout=5)
+            assert not [k async for k in r.scan_iter(match="*revert:step-bg")]
             # Redis gone: the delete fails in its task, the caller is not disturbed.
             broken = NetworkStore(aredis.Redis(port=1, socket_connect_timeout=0.2), keys)
             broken.forget_chunk_soon("t-gone", effects, ())

@@ -161,7 +161,7 @@ class Executor:
                     log.warning("run_left_behind", run_id=run_id)
                     with contextlib.suppress(*REDIS_TROUBLE):
                         await self.leases.release(run_id)
-        # Applied chunks' markers still being deleted: a moment, not the grace.
+        # Applied chunks' and revert steps' markers still being deleted: a moment, not the grace.
         await self.network.forgotten(timeout=CANCEL_WAIT_S)
 
     def use_step_reads(self, step_reads: redis.Redis) -> None:
@@ -507,6 +507,6 @@ class Executor:
         if not await self._append(run):
             return await self.store.load(run.state.run_id)  # the step is redone: its mark answers
         metrics.effects_compensated(step.compensated, len(step.skipped))
-        if step.mark:
-            await self.network.forget_revert_step(step.mark, step.partitions)
+        if step.mark:  # recorded: the mark's removal need not hold the revert up
+            self.network.forget_revert_step_soon(step.mark, step.partitions)
         return run

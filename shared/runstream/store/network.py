@@ -78,7 +78,7 @@ cycle. A chunk on one partition, a revert step and ``put`` hold none while they 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Literal, cast
 
 import msgspec
@@ -151,7 +151,7 @@ class NetworkStore:
         self._commit = redis.register_script(lua.source("commit_chunk"))
         self._void = redis.register_script(lua.source("void_chunk"))
         self._put = redis.register_script(lua.source("put_element"))
-        # forget_chunk_soon's deletes under way (kept: a task nobody holds may be dropped).
+        # forget_*_soon's deletes under way (kept: a task nobody holds may be dropped).
         self._forgetting: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ partitions
@@ -460,17 +460,25 @@ class NetworkStore:
         """forget_chunk in the background: the run goes on without waiting a round trip
         for a cleanup. A delete that never happens (the worker died, Redis failed) costs
         nothing but the marker's memory until it expires (apply_chunk.lua: ttl)."""
-        task = asyncio.create_task(self._forget_quietly(token, effects, notifications))
+        self._soon(self.forget_chunk(token, effects, notifications), f"chunk {token}")
+
+    def forget_revert_step_soon(self, step: str, partitions: Sequence[int] = (0,)) -> None:
+        """forget_revert_step in the background, as forget_chunk_soon (its mark expires
+        too: compensate.lua)."""
+        self._soon(self.forget_revert_step(step, partitions), f"revert step {step}")
+
+    def _soon(self, deleting: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.create_task(self._quietly(deleting, what))
+        # Held here: a task no one refers to may be collected before it ends.
         self._forgetting.add(task)
         task.add_done_callback(self._forgetting.discard)
 
-    async def _forget_quietly(
-        self, token: str, effects: Sequence[EffectRecord], notifications: Sequence[str]
-    ) -> None:
+    @staticmethod
+    async def _quietly(deleting: Coroutine[Any, Any, None], what: str) -> None:
         try:
-            await self.forget_chunk(token, effects, notifications)
+            await deleting
         except Exception as exc:  # a cleanup: never worth more than a line in the log
-            log.info("chunk_marker_left", token=token, error=str(exc) or type(exc).__name__)
+            log.info("marker_left", marker=what, error=str(exc) or type(exc).__name__)
 
     async def forgotten(self, timeout: float) -> bool:
         """Waits (at most ``timeout`` seconds) for the background deletes under way; True
