@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -187,6 +188,10 @@ class Worker:
             return
         self.consuming = True
         self.executor.start()
+        # What start-up made (modules, the app, its clients) lives as long as the process:
+        # kept out of the collector's full passes, which then take about a third of the
+        # time (they were 35-55 ms stalls of every run under way).
+        gc.freeze()
         # Only now: whoever waits for this mark may SIGTERM us, so the handlers must be in.
         log.info(
             READY_MARK,
