@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
 import redis.asyncio as aredis
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import DataError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runstream.redis_packing import use_hiredis_packing
 
@@ -39,3 +42,37 @@ def test_the_connection_kind_the_url_chose_is_kept() -> None:
     assert use_hiredis_packing(client).connection_pool.connection_class.__name__ == (
         "HiredisUnixDomainSocketConnection"
     )
+
+
+def test_a_write_the_server_never_reads_times_out_as_redis_pys_does() -> None:
+    """The write's bound (socket_timeout) holds without wait_for: a server that accepts
+    but never reads fills the socket's buffers, and the write ends in redis-py's
+    TimeoutError after about socket_timeout, the connection dropped."""
+
+    async def body() -> None:
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def never_read(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)  # kept open, never read
+
+        server = await asyncio.start_server(never_read, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = use_hiredis_packing(aredis.Redis(port=port, socket_timeout=0.5))
+        conn: Any = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        conn.on_connect = _no_handshake.__get__(conn)
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError, match="Timeout writing to socket"):
+            await conn.send_packed_command([b"x" * (64 * 1024 * 1024)])
+        assert 0.4 <= time.monotonic() - started < 5
+        assert not conn.is_connected
+        assert conn.socket_timeout == 0.5  # given back for the next command
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(body())
+
+
+async def _no_handshake(self: Any) -> None:
+    """The silent server answers no HELLO: the test connection skips it."""
