@@ -307,24 +307,35 @@ class Executor:
 
     async def _start_batch(self, batch: list[tuple[float, str]]) -> None:
         """Lease and load the runs together; drive those leased here. Meanwhile they hold
-        their slots and count as driven (a wake() for one of them starts nothing)."""
+        their slots and count as driven (a wake() for one of them starts nothing). Stopped
+        meanwhile (the scan cancelled), the leases taken are given back at once rather than
+        left to expire: another worker takes those runs up without waiting."""
         ids = [run_id for _, run_id in batch]
+        loads = [
+            asyncio.ensure_future(
+                self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
+            )
+            for run_id in ids
+        ]
         self._starting.update(ids)
         try:
-            loaded = await asyncio.gather(
-                *(
-                    self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
-                    for run_id in ids
-                ),
-                return_exceptions=True,
-            )
+            await asyncio.wait(loads)
+        except asyncio.CancelledError:
+            for load in loads:
+                load.cancel()
+            # Any may have taken its lease before the cancel; a release by someone who
+            # does not hold the lease changes nothing (lease_release.lua).
+            for run_id in ids:
+                with contextlib.suppress(*REDIS_TROUBLE):
+                    await self.leases.release(run_id)
+            raise
         finally:
             self._starting.difference_update(ids)
         trouble: BaseException | None = None
-        for (score, run_id), run in zip(batch, loaded, strict=True):
-            if isinstance(run, BaseException):
-                trouble = trouble or run
-            elif run is not None:
+        for (score, run_id), load in zip(batch, loads, strict=True):
+            if load.exception() is not None:
+                trouble = trouble or load.exception()
+            elif (run := load.result()) is not None:
                 if score < WAITING_BAND:  # started before: someone else was driving it
                     metrics.lease_taken_over()
                 self._spawn(run_id, run)
