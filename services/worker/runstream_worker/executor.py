@@ -142,6 +142,7 @@ class Executor:
         """Take no new runs; let the chunks in hand finish (about a second at most) and give
         their leases back, all within ``budget`` seconds. Never waits on a task for longer:
         one that does not end when cancelled is left behind, its lease released here."""
+        deadline = time.monotonic() + budget
         self._stopping = True
         self._shutdown.set()
         if self._scanner:
@@ -161,8 +162,10 @@ class Executor:
                     log.warning("run_left_behind", run_id=run_id)
                     with contextlib.suppress(*REDIS_TROUBLE):
                         await self.leases.release(run_id)
-        # Applied chunks' and revert steps' markers still being deleted: a moment, not the grace.
-        await self.network.forgotten(timeout=CANCEL_WAIT_S)
+        # Applied chunks' and revert steps' markers still being deleted: a moment, within
+        # what is left of the budget (they expire anyway).
+        left = deadline - time.monotonic() - 0.1
+        await self.network.forgotten(timeout=max(0.0, min(CANCEL_WAIT_S, left)))
 
     def use_step_reads(self, step_reads: redis.Redis) -> None:
         """The blocking client, once connected (a cluster one connects when it is made)."""
@@ -306,44 +309,53 @@ class Executor:
         return self._stopping or self._driving(run_id) or run_id in self._elsewhere
 
     async def _start_batch(self, batch: list[tuple[float, str]]) -> None:
-        """Lease and load the runs together; drive those leased here. Meanwhile they hold
-        their slots and count as driven (a wake() for one of them starts nothing). Stopped
-        meanwhile (the scan cancelled), the leases taken are given back at once rather than
-        left to expire: another worker takes those runs up without waiting."""
-        ids = [run_id for _, run_id in batch]
-        loads = [
+        """Lease and load the runs together; drive each as soon as its load is back.
+        Until then they hold their slots and count as driven (a wake() for one of them
+        starts nothing). A load that failed, or was cut short by a stop (the scan
+        cancelled), may still have taken its lease: it is given back at once rather than
+        left to expire (a release by someone who does not hold the lease changes
+        nothing, lease_release.lua)."""
+        score_of = {run_id: score for score, run_id in batch}
+        loads = {
             asyncio.ensure_future(
                 self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
-            )
-            for run_id in ids
-        ]
-        self._starting.update(ids)
+            ): run_id
+            for run_id in score_of
+        }
+        self._starting.update(score_of)
+        pending = set(loads)
+        trouble: BaseException | None = None
         try:
-            await asyncio.wait(loads)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for load in done:
+                    run_id = loads[load]
+                    self._starting.discard(run_id)
+                    failure = load.exception()
+                    if failure is not None:
+                        trouble = trouble or failure
+                        await self._give_back(run_id)
+                    elif (run := load.result()) is not None:
+                        if score_of[run_id] < WAITING_BAND:  # someone else was driving it
+                            metrics.lease_taken_over()
+                        self._spawn(run_id, run)
+                    else:
+                        # Driven by another worker: not asked again until the next scan.
+                        self._elsewhere[run_id] = time.monotonic() + self._scan_interval
         except asyncio.CancelledError:
-            for load in loads:
+            for load in pending:
                 load.cancel()
-            # Any may have taken its lease before the cancel; a release by someone who
-            # does not hold the lease changes nothing (lease_release.lua).
-            for run_id in ids:
-                with contextlib.suppress(*REDIS_TROUBLE):
-                    await self.leases.release(run_id)
+            for load in pending:
+                await self._give_back(loads[load])
             raise
         finally:
-            self._starting.difference_update(ids)
-        trouble: BaseException | None = None
-        for (score, run_id), load in zip(batch, loads, strict=True):
-            if load.exception() is not None:
-                trouble = trouble or load.exception()
-            elif (run := load.result()) is not None:
-                if score < WAITING_BAND:  # started before: someone else was driving it
-                    metrics.lease_taken_over()
-                self._spawn(run_id, run)
-            else:
-                # Driven by another worker: not asked again until the next periodic scan.
-                self._elsewhere[run_id] = time.monotonic() + self._scan_interval
+            self._starting.difference_update(score_of)
         if trouble is not None:
-            raise trouble  # the scan loop logs it; the runs leased above are driven
+            raise trouble  # the scan loop logs it; the runs leased here are driven
+
+    async def _give_back(self, run_id: str) -> None:
+        with contextlib.suppress(*REDIS_TROUBLE):
+            await self.leases.release(run_id)
 
     # ------------------------------------------------------------------ one run
     async def _drive(self, run_id: str, run: Run | None) -> None:
