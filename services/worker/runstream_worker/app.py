@@ -190,7 +190,9 @@ class Worker:
         self.executor.start()
         # What start-up made (modules, the app, its clients) lives as long as the process:
         # kept out of the collector's full passes, which then take about a third of the
-        # time (they were 35-55 ms stalls of every run under way).
+        # time (they were 35-55 ms stalls of every run under way). Start-up's garbage
+        # (retries while Redis was down, say) is collected first, not kept for ever.
+        gc.collect()
         gc.freeze()
         # Only now: whoever waits for this mark may SIGTERM us, so the handlers must be in.
         log.info(
