@@ -48,12 +48,17 @@ class _HiredisPacking(AbstractConnection):
         timeout = self.socket_timeout
         if not timeout:
             return await super().send_packed_command(command, check_health)
-        # Without a timeout of its own, redis-py writes (and connects, if it must) without
-        # wait_for; the bound is ours. One task uses a connection at a time.
+        # Connecting and the health check as redis-py does them, with its own timeouts;
+        # then, without a timeout of its own, it writes without wait_for: the bound on the
+        # write is ours. One task uses a connection at a time.
+        if not self.is_connected:
+            await self.connect_check_health(check_health=False)
+        if check_health:
+            await self.check_health()  # type: ignore[no-untyped-call]
         self.socket_timeout = None
         try:
             async with asyncio.timeout(timeout):
-                await super().send_packed_command(command, check_health)
+                await super().send_packed_command(command, check_health=False)
         except TimeoutError:
             await self.disconnect(nowait=True)  # as redis-py: a half-written command
             raise redis.exceptions.TimeoutError("Timeout writing to socket") from None

@@ -59,11 +59,20 @@ def test_a_write_the_server_never_reads_times_out_as_redis_pys_does() -> None:
         port = server.sockets[0].getsockname()[1]
         client = use_hiredis_packing(aredis.Redis(port=port, socket_timeout=0.5))
         conn: Any = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-        conn.on_connect = _no_handshake.__get__(conn)
+        conn.on_connect_check_health = _no_handshake.__get__(conn)
+        written: list[int] = []
+        write = conn._send_packed_command
+
+        async def counted(command: list[bytes]) -> None:
+            written.append(sum(map(len, command)))
+            await write(command)
+
+        conn._send_packed_command = counted
         started = time.monotonic()
         with pytest.raises(RedisTimeoutError, match="Timeout writing to socket"):
             await conn.send_packed_command([b"x" * (64 * 1024 * 1024)])
         assert 0.4 <= time.monotonic() - started < 5
+        assert written == [64 * 1024 * 1024]  # the big write itself timed out
         assert not conn.is_connected
         assert conn.socket_timeout == 0.5  # given back for the next command
         for writer in accepted:
@@ -74,5 +83,5 @@ def test_a_write_the_server_never_reads_times_out_as_redis_pys_does() -> None:
     asyncio.run(body())
 
 
-async def _no_handshake(self: Any) -> None:
+async def _no_handshake(self: Any, check_health: bool = True) -> None:
     """The silent server answers no HELLO: the test connection skips it."""
