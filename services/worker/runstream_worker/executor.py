@@ -160,8 +160,7 @@ class Executor:
             for run_id, task in active.items():
                 if not task.done():
                     log.warning("run_left_behind", run_id=run_id)
-                    with contextlib.suppress(*REDIS_TROUBLE):
-                        await self.leases.release(run_id)
+                    await self._give_back(run_id)
         # Applied chunks' and revert steps' markers still being deleted: a moment, within
         # what is left of the budget (they expire anyway).
         left = deadline - time.monotonic() - 0.1
@@ -354,6 +353,7 @@ class Executor:
             raise trouble  # the scan loop logs it; the runs leased here are driven
 
     async def _give_back(self, run_id: str) -> None:
+        """Release the run's lease if we hold it; Redis trouble only leaves it to expire."""
         with contextlib.suppress(*REDIS_TROUBLE):
             await self.leases.release(run_id)
 
@@ -386,8 +386,7 @@ class Executor:
             if run_id in self._given_back:
                 self._given_back.discard(run_id)
             else:
-                with contextlib.suppress(*REDIS_TROUBLE):
-                    await self.leases.release(run_id)
+                await self._give_back(run_id)
             structlog.contextvars.unbind_contextvars("run_id")
             task = asyncio.current_task()
             if task is not None:
