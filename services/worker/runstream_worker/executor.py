@@ -308,47 +308,36 @@ class Executor:
         return self._stopping or self._driving(run_id) or run_id in self._elsewhere
 
     async def _start_batch(self, batch: list[tuple[float, str]]) -> None:
-        """Lease and load the runs together; drive each as soon as its load is back.
-        Until then they hold their slots and count as driven (a wake() for one of them
-        starts nothing). A load that failed, or was cut short by a stop (the scan
-        cancelled), may still have taken its lease: it is given back at once rather than
+        """Lease and load the runs in one round trip, then drive those leased here.
+        Meanwhile they hold their slots and count as driven (a wake() for one of them
+        starts nothing). A load that failed, or a batch cut short by a stop (the scan
+        cancelled), may still have taken leases: they are given back at once rather than
         left to expire (a release by someone who does not hold the lease changes
         nothing, lease_release.lua)."""
-        score_of = {run_id: score for score, run_id in batch}
-        loads = {
-            asyncio.ensure_future(
-                self.store.load_under_lease(run_id, self.worker, self.settings.lease_ms)
-            ): run_id
-            for run_id in score_of
-        }
-        self._starting.update(score_of)
-        pending = set(loads)
-        trouble: BaseException | None = None
+        ids = [run_id for _, run_id in batch]
+        self._starting.update(ids)
         try:
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for load in done:
-                    run_id = loads[load]
-                    self._starting.discard(run_id)
-                    failure = load.exception()
-                    if failure is not None:
-                        trouble = trouble or failure
-                        await self._give_back(run_id)
-                    elif (run := load.result()) is not None:
-                        if score_of[run_id] < WAITING_BAND:  # someone else was driving it
-                            metrics.lease_taken_over()
-                        self._spawn(run_id, run)
-                    else:
-                        # Driven by another worker: not asked again until the next scan.
-                        self._elsewhere[run_id] = time.monotonic() + self._scan_interval
-        except asyncio.CancelledError:
-            for load in pending:
-                load.cancel()
-            for load in pending:
-                await self._give_back(loads[load])
+            loaded = await self.store.load_many_under_lease(
+                ids, self.worker, self.settings.lease_ms
+            )
+        except BaseException:
+            for run_id in ids:
+                await self._give_back(run_id)
             raise
         finally:
-            self._starting.difference_update(score_of)
+            self._starting.difference_update(ids)
+        trouble: Exception | None = None
+        for (score, run_id), run in zip(batch, loaded, strict=True):
+            if isinstance(run, Exception):
+                trouble = trouble or run
+                await self._give_back(run_id)
+            elif run is not None:
+                if score < WAITING_BAND:  # started before: someone else was driving it
+                    metrics.lease_taken_over()
+                self._spawn(run_id, run)
+            else:
+                # Driven by another worker: not asked again until the next periodic scan.
+                self._elsewhere[run_id] = time.monotonic() + self._scan_interval
         if trouble is not None:
             raise trouble  # the scan loop logs it; the runs leased here are driven
 
